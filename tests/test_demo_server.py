@@ -1,0 +1,289 @@
+"""The bundled demo MCP server, driven as Stepline drives it: a real process over stdio or HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+from web.demo.server import load_corpus, related_articles
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+
+QUERY_URL = "https://signal.example/culture/lighthouse-library-explainer"
+ORIGIN_URL = "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-room"
+# Looks earliest when timestamps are compared as strings (2024-03-04T23:50-08:00), but is later in UTC.
+DECOY_URL = "https://gazette.example.org/coast/2024/03/04/port-alder-lighthouse-library"
+
+TOOLS = {
+    "fetch_article",
+    "search_news_sources",
+    "find_earliest_source",
+    "trace_citation_chain",
+    "lookup_outlet",
+    "list_outlet_articles",
+    "outlet_stats",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@asynccontextmanager
+async def demo_session(delay: float = 0) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "web.demo"],
+        env={"STEPLINE_DEMO_DELAY": str(delay), "PATH": os.environ.get("PATH", "")},
+        cwd=ROOT,
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def load_scenario(scenario_id: str) -> dict[str, Any]:
+    return json.loads((SCENARIOS / f"{scenario_id}.json").read_text(encoding="utf-8"))
+
+
+_MISSING = object()
+
+
+def resolve(raw: Any, context: dict[str, Any]) -> Any:
+    """The scenario format's three value forms, just enough to walk a scenario here."""
+    if isinstance(raw, dict) and len(raw) == 1 and isinstance(raw.get("from"), str):
+        current: Any = context
+        for segment in raw["from"].split("."):
+            if isinstance(current, dict) and segment in current:
+                current = current[segment]
+            elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
+                current = current[int(segment)]
+            else:
+                return _MISSING
+        return current
+    if isinstance(raw, dict) and len(raw) == 1 and "value" in raw:
+        return raw["value"]
+    return raw
+
+
+async def walk(
+    session: ClientSession, scenario: dict[str, Any], run_input: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """Run a scenario's steps in order: (outputs by step name, (failed step, message) or None)."""
+    context: dict[str, Any] = {"input": run_input, "steps": {}}
+    outputs: dict[str, Any] = {}
+    for step in scenario["steps"]:
+        args = {key: resolve(raw, context) for key, raw in step["input"].items()}
+        args = {key: value for key, value in args.items() if value is not _MISSING}
+        assert set(step.get("required_input_fields", [])) <= set(args), step["name"]
+        result = await session.call_tool(step["tool"], args)
+        if result.is_error:
+            return outputs, (step["name"], result.content[0].text)
+        assert result.structured_content is not None, step["name"]
+        outputs[step["name"]] = result.structured_content
+        context["steps"][step["name"]] = {"output": result.structured_content}
+    return outputs, None
+
+
+def is_reserved(host: str) -> bool:
+    bases = ("example.com", "example.org", "example.net")
+    return host in bases or host.endswith(tuple(f".{b}" for b in bases)) or host.endswith(".example")
+
+
+def test_corpus_is_fictional_and_consistent() -> None:
+    corpus = load_corpus()
+    assert 12 <= len(corpus.articles) <= 20
+    assert 2 <= len(corpus.stories) <= 3
+    for article in corpus.articles.values():
+        assert is_reserved(article.domain), article.url
+        for cited_url in article.cites:
+            cited = corpus.articles[cited_url]
+            assert cited.story == article.story, (article.url, cited_url)
+            assert cited.published < article.published, (article.url, cited_url)
+        # Searching from any article finds exactly its story.
+        found = {source.url for source in related_articles(corpus, article)}
+        assert found == {a.url for a in corpus.articles.values() if a.story == article.story}, article.url
+
+
+@pytest.mark.anyio
+async def test_lists_tools_with_described_inputs_and_typed_outputs() -> None:
+    async with demo_session() as session:
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+    assert TOOLS <= set(tools)
+    for tool in tools.values():
+        assert tool.description
+        assert tool.output_schema is not None, tool.name
+        for name, prop in tool.input_schema["properties"].items():
+            assert prop.get("description"), f"{tool.name}.{name}"
+
+
+@pytest.mark.anyio
+async def test_news_scenario_traces_the_story_to_its_earliest_source() -> None:
+    scenario = load_scenario("news_source_discovery_v1")
+    assert scenario["input_schema"]["examples"][0] == {"url": QUERY_URL}
+    async with demo_session() as session:
+        outputs, failure = await walk(session, scenario, {"url": QUERY_URL})
+
+    assert failure is None
+    sources = outputs["search_news_sources"]["sources"]
+    assert {s["url"] for s in sources} >= {QUERY_URL, ORIGIN_URL, DECOY_URL}
+    # A string comparison would pick the decoy; the tool must compare instants.
+    assert min(sources, key=lambda s: s["published_at"])["url"] == DECOY_URL
+    earliest = outputs["pick_earliest"]
+    assert [e["url"] for e in earliest["earliest"]] == [ORIGIN_URL]
+    assert earliest["considered"] == len(sources)
+    trace = outputs["trace_citations"]
+    assert trace["found"] is True
+    assert (trace["chain"][0]["url"], trace["chain"][-1]["url"]) == (QUERY_URL, ORIGIN_URL)
+    assert trace["hops"] == 3
+
+
+@pytest.mark.anyio
+async def test_every_news_example_reaches_a_first_hand_report() -> None:
+    scenario = load_scenario("news_source_discovery_v1")
+    async with demo_session() as session:
+        for example in scenario["input_schema"]["examples"]:
+            outputs, failure = await walk(session, scenario, example)
+            assert failure is None, example
+            origin = outputs["pick_earliest"]["earliest"][0]["url"]
+            article = await session.call_tool("fetch_article", {"url": origin})
+            assert article.structured_content["cites"] == [], example
+            assert outputs["trace_citations"]["found"] is True, example
+
+
+@pytest.mark.anyio
+async def test_outlet_scenario_profiles_examples_and_fails_cleanly_for_unknown_domain() -> None:
+    scenario = load_scenario("outlet_profile_v1")
+    async with demo_session() as session:
+        for example in scenario["input_schema"]["examples"]:
+            outputs, failure = await walk(session, scenario, example)
+            assert failure is None, example
+            stats = outputs["coverage_stats"]
+            assert stats["article_count"] == outputs["lookup_outlet"]["article_count"] > 0
+
+        outputs, failure = await walk(session, scenario, {"domain": "nowhere.example.com"})
+
+    assert outputs == {}
+    assert failure is not None
+    step, message = failure
+    assert step == "lookup_outlet"
+    assert "Unknown outlet: nowhere.example.com" in message
+
+
+@pytest.mark.anyio
+async def test_harbor_daily_stats() -> None:
+    scenario = load_scenario("outlet_profile_v1")
+    async with demo_session() as session:
+        outputs, failure = await walk(session, scenario, {"domain": "daily.example.com"})
+    assert failure is None
+    assert outputs["lookup_outlet"]["name"] == "Harbor Daily"
+    published = [a["published_at"] for a in outputs["list_articles"]["articles"]]
+    assert published == sorted(published, key=datetime.fromisoformat, reverse=True)
+    stats = outputs["coverage_stats"]
+    assert (stats["article_count"], len(stats["stories"]), stats["times_cited"]) == (3, 3, 3)
+    assert stats["summary"].startswith("Harbor Daily published 3 articles on 3 stories")
+
+
+@pytest.mark.anyio
+async def test_unknown_article_is_a_tool_error_naming_the_url() -> None:
+    url = "https://daily.example.com/news/no-such-article"
+    async with demo_session() as session:
+        result = await session.call_tool("fetch_article", {"url": url})
+    assert result.is_error
+    assert f"Unknown article: {url}" in result.content[0].text
+
+
+@pytest.mark.anyio
+async def test_calls_report_progress_while_they_run() -> None:
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total, message))
+
+    async with demo_session(delay=0.05) as session:
+        started = time.monotonic()
+        result = await session.call_tool(
+            "search_news_sources", {"url": QUERY_URL}, progress_callback=on_progress
+        )
+        elapsed = time.monotonic() - started
+
+    assert not result.is_error
+    assert elapsed >= 0.04
+    assert len(updates) >= 4
+    progress = [p for p, _, _ in updates]
+    assert progress == sorted(progress)
+    assert all(total == updates[-1][1] and message for _, total, message in updates)
+    assert updates[-1][0] == updates[-1][1]
+    assert updates[-1][2] == "Found 7 articles on this story"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"demo server exited early: {process.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            await anyio.sleep(0.1)
+    raise AssertionError(f"demo server did not listen on port {port} within {timeout}s")
+
+
+@pytest.mark.anyio
+async def test_serves_streamable_http() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.demo", "--transport", "streamable-http", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "STEPLINE_DEMO_DELAY": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        await wait_for_port(port, process)
+        async with (
+            streamable_http_client(f"http://127.0.0.1:{port}/mcp") as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            result = await session.call_tool("lookup_outlet", {"domain": "https://Daily.Example.com/news"})
+            missing = await session.call_tool("lookup_outlet", {"domain": "nowhere.example.com"})
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+    assert not result.is_error
+    assert result.structured_content["name"] == "Harbor Daily"
+    assert urlsplit(result.structured_content["home_url"]).hostname == "daily.example.com"
+    assert missing.is_error
+    assert "Unknown outlet: nowhere.example.com" in missing.content[0].text

@@ -1,0 +1,1 @@
+"""Stepline: run multi-step MCP tool scenarios and watch them live."""

@@ -1,0 +1,154 @@
+"""The JSON API under /api: the seed's contract, kept exactly."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from web.mcp_pool import ServerUnavailable
+from web.registry import RunRecord
+from web.schemas import (
+    Health,
+    RunSubmitResponse,
+    ScenarioRunRequest,
+    ScenarioRunResponse,
+    ScenarioSummary,
+    ToolSummary,
+)
+from web.streams import BadLastEventId, event_stream, json_frame, resume_point
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class RequestInvalid(Exception):
+    """A 422: the request's problems as FastAPI-shaped `{loc, msg, type}` entries."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+async def read_json(request: Request, model: type[ModelT]) -> ModelT:
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise RequestInvalid(
+            [{"loc": ["body", position], "msg": f"JSON decode error: {message}", "type": "json_invalid"}]
+        ) from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestInvalid(
+            [{"loc": ["body", *error["loc"]], "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+        ) from None
+
+
+def model_response(model: BaseModel, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
+
+
+def require_run(request: Request) -> RunRecord:
+    run_id = request.path_params["run_id"]
+    record = request.state.runs.get(run_id)
+    if record is None:
+        raise HTTPException(404, f"Unknown run_id: {run_id}")
+    return record
+
+
+async def post_run(request: Request) -> Response:
+    body = await read_json(request, ScenarioRunRequest)
+    scenario = request.state.catalog.get(body.scenario_id)
+    if scenario is None:
+        raise HTTPException(404, f"Unknown scenario_id: {body.scenario_id}")
+    errors = scenario.input_errors(body.input)
+    if errors:
+        raise RequestInvalid(errors)
+    record = request.state.runner.submit(scenario, body.input)
+    state = record.state
+    return model_response(
+        RunSubmitResponse(
+            run_id=state.run_id,
+            scenario_id=state.scenario_id,
+            status="queued",
+            input=state.input,
+            started_at=state.created_at,
+        ),
+        202,
+    )
+
+
+async def get_run(request: Request) -> Response:
+    return model_response(ScenarioRunResponse.of(require_run(request).state))
+
+
+async def get_run_events(request: Request) -> Response:
+    record = require_run(request)
+    try:
+        after = resume_point(request)
+    except BadLastEventId as exc:
+        raise RequestInvalid([{"loc": ["header", "Last-Event-ID"], "msg": str(exc), "type": "int_parsing"}]) from None
+    return event_stream(request, record, json_frame, after=after)
+
+
+async def list_scenarios(request: Request) -> Response:
+    catalog = request.state.catalog
+    summaries = [
+        ScenarioSummary(
+            id=s.scenario_id,
+            name=s.name,
+            description=s.description,
+            input_schema=s.input_schema,
+            step_count=len(s.steps),
+        ).model_dump(mode="json")
+        for s in catalog.scenarios.values()
+    ]
+    return JSONResponse(summaries)
+
+
+async def get_scenario(request: Request) -> Response:
+    scenario_id = request.path_params["scenario_id"]
+    raw = request.state.catalog.raw.get(scenario_id)
+    if raw is None:
+        raise HTTPException(404, f"Unknown scenario_id: {scenario_id}")
+    return JSONResponse(raw)
+
+
+async def list_tools(request: Request) -> Response:
+    try:
+        tools = await request.state.pool.tools()
+    except ServerUnavailable as exc:
+        raise HTTPException(502, str(exc)) from None
+    return JSONResponse(
+        [
+            ToolSummary(
+                name=t.name, description=t.description, input_schema=t.input_schema, server=t.server
+            ).model_dump(mode="json")
+            for t in tools
+        ]
+    )
+
+
+async def healthz(request: Request) -> Response:
+    servers = request.state.pool.health()
+    status = "ok" if all(s["state"] == "ready" for s in servers.values()) else "degraded"
+    return model_response(Health.model_validate({"status": status, "servers": servers}))
+
+
+routes = [
+    Route("/api/runs", post_run, methods=["POST"], name="api_post_run"),
+    Route("/api/runs/{run_id}", get_run, methods=["GET"], name="api_get_run"),
+    Route("/api/runs/{run_id}/events", get_run_events, methods=["GET"], name="api_run_events"),
+    Route("/api/scenarios", list_scenarios, methods=["GET"], name="api_scenarios"),
+    Route("/api/scenarios/{scenario_id}", get_scenario, methods=["GET"], name="api_scenario"),
+    Route("/api/tools", list_tools, methods=["GET"], name="api_tools"),
+    Route("/healthz", healthz, methods=["GET"], name="healthz"),
+]

@@ -1,0 +1,77 @@
+"""create_app(settings): routes, middleware, error handlers and the lifespan. Nothing else."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from web import api, openapi
+from web.api import RequestInvalid
+from web.mcp_config import load_mcp_config
+from web.mcp_pool import McpPool
+from web.registry import RunRegistry
+from web.runner import Runner
+from web.scenarios import load_catalog
+from web.settings import PROJECT_ROOT, Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+    # Read config up front so a broken mcpServers file stops `serve` with its reason, not mid-run.
+    mcp_configs = load_mcp_config(settings.mcp_config)
+    registry = RunRegistry(settings.run_registry_max_size)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        catalog = load_catalog(settings.scenarios)
+        for problem in catalog.problems:
+            log.warning("Scenario problem: %s", problem)
+        async with McpPool(
+            mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat
+        ) as pool:
+            runner = Runner(pool, registry, call_timeout=settings.call_timeout)
+            yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner}
+            await registry.cancel_all()
+
+    app = Starlette(
+        routes=[
+            *api.routes,
+            *openapi.routes,
+            Mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static"),
+        ],
+        exception_handlers={
+            HTTPException: http_error,
+            RequestInvalid: request_invalid,
+            Exception: server_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.stop_runs = registry.stop_live
+    return app
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def request_invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestInvalid)
+    return JSONResponse({"detail": exc.errors}, status_code=422)
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    log.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": "Internal server error"}, status_code=500)

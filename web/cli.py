@@ -1,0 +1,130 @@
+"""`stepline serve | validate`: the command line (also `python -m web`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from web.mcp_config import McpConfigError, load_mcp_config
+from web.mcp_pool import McpPool, ServerUnavailable, ToolLookupError
+from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
+from web.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stepline", description="Run multi-step MCP tool scenarios.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the web UI and JSON API")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.add_argument("--root-path", help="path prefix a reverse proxy strips, e.g. /portal/stepline")
+    _add_sources(serve)
+
+    validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")
+    _add_sources(validate)
+
+    args = parser.parse_args(argv)
+    flags = {key: value for key, value in vars(args).items() if key != "command" and value is not None}
+    try:
+        settings = Settings(**flags)
+    except ValueError as exc:
+        parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return serve_command(settings)
+        return asyncio.run(validate_command(settings))
+    except McpConfigError as exc:
+        print(f"stepline: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_sources(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenarios", type=Path, help="folder of scenario files (default: the shipped scenarios/)")
+    parser.add_argument("--mcp-config", type=Path, help="mcpServers JSON file (default: the bundled demo server)")
+
+
+def serve_command(settings: Settings) -> int:
+    import uvicorn
+
+    from web.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        root_path=settings.root_path,
+        # Streams close themselves on shutdown; this bounds anything else that lingers.
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+async def validate_command(settings: Settings) -> int:
+    catalog = load_catalog(settings.scenarios)
+    problems = list(catalog.problems)
+    configs = load_mcp_config(settings.mcp_config)
+    async with McpPool(configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool:
+        problems += await tool_problems(catalog, pool)
+    for problem in problems:
+        print(problem)
+    count = len(catalog.scenarios)
+    print(f"{count} scenario(s) checked, {len(problems)} problem(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def tool_problems(catalog: Catalog, pool: McpPool) -> list[Problem]:
+    """Steps whose tool does not exist, or whose literal inputs break the tool's input schema.
+
+    A server that cannot be reached is reported once and its steps are not judged.
+    """
+    await pool.settle()
+    problems = [
+        Problem(f"mcpServers.{name}", f"server unreachable, its tools not checked: {health['error']}")
+        for name, health in pool.health().items()
+        if health["state"] != "ready"
+    ]
+    for scenario in catalog.scenarios.values():
+        problems += await _scenario_tool_problems(scenario, pool)
+    return problems
+
+
+async def _scenario_tool_problems(scenario: Scenario, pool: McpPool) -> list[Problem]:
+    file = f"{scenario.scenario_id}.json"
+    problems = []
+    for index, step in enumerate(scenario.steps):
+        where = f"steps.{index} ({step.name})"
+        try:
+            tool = await pool.locate(step.tool, step.server)
+        except ServerUnavailable:
+            continue
+        except ToolLookupError as exc:
+            problems.append(Problem(file, f"{where}: {exc}"))
+            continue
+        literals = {k: b.value for k, b in step.bindings.items() if isinstance(b, LiteralValue)}
+        for key, message in literal_input_errors(tool.input_schema, literals):
+            problems.append(Problem(file, f"{where}.input.{key}: {message}"))
+    return problems
+
+
+def literal_input_errors(schema: dict[str, Any], literals: dict[str, Any]) -> list[tuple[str, str]]:
+    """Check each literal on its own: fields mapped with `from` are only known at run time."""
+    properties = schema.get("properties", {})
+    errors = []
+    for key, value in literals.items():
+        if key not in properties:
+            if schema.get("additionalProperties") is False:
+                errors.append((key, f"the tool has no input '{key}'"))
+            continue
+        validator_class = jsonschema.validators.validator_for(schema)
+        subschema = {**properties[key], "$defs": schema.get("$defs", {})}
+        for error in validator_class(subschema).iter_errors(value):
+            errors.append((key, error.message))
+    return errors

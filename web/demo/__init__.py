@@ -1,0 +1,1 @@
+"""The bundled offline demo MCP server (``python -m web.demo``)."""

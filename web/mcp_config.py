@@ -1,0 +1,111 @@
+"""The `mcpServers` JSON config that MCP clients share: stdio, streamable HTTP and legacy SSE."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from web.scenarios import format_validation_error
+from web.settings import PROJECT_ROOT
+
+VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The demo server reads these; the SDK hands a stdio child only a minimal environment.
+DEMO_PASSTHROUGH_ENV = ("STEPLINE_DEMO_DELAY",)
+
+
+class StdioServer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["stdio"] = "stdio"
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+
+    @property
+    def transport(self) -> str:
+        return "stdio"
+
+
+class HttpServer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http", "streamable-http", "streamableHttp", "sse"] = "http"
+    url: str = Field(pattern=r"^https?://")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def transport(self) -> str:
+        return "sse" if self.type == "sse" else "streamable-http"
+
+
+ServerConfig = StdioServer | HttpServer
+
+
+class McpConfigError(Exception):
+    pass
+
+
+def default_servers() -> dict[str, ServerConfig]:
+    """The bundled offline demo server, run with this very interpreter."""
+    env = {name: os.environ[name] for name in DEMO_PASSTHROUGH_ENV if name in os.environ}
+    return {
+        "demo": StdioServer(command=sys.executable, args=["-m", "web.demo"], env=env, cwd=str(PROJECT_ROOT))
+    }
+
+
+def load_mcp_config(path: Path | None, environ: dict[str, str] | None = None) -> dict[str, ServerConfig]:
+    if path is None:
+        return default_servers()
+    environ = dict(os.environ) if environ is None else environ
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise McpConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise McpConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    servers = document.get("mcpServers") if isinstance(document, dict) else None
+    if not isinstance(servers, dict) or not servers:
+        raise McpConfigError(f"{path}: expected an object {{\"mcpServers\": {{\"name\": {{…}}}}}}")
+    configs: dict[str, ServerConfig] = {}
+    for name, entry in servers.items():
+        where = f"{path}: mcpServers.{name}"
+        if not isinstance(entry, dict):
+            raise McpConfigError(f"{where}: must be an object")
+        entry = _expand(entry, environ, where)
+        try:
+            if "command" in entry:
+                config: ServerConfig = StdioServer.model_validate(entry)
+            elif "url" in entry:
+                config = HttpServer.model_validate(entry)
+            else:
+                raise McpConfigError(f"{where}: needs 'command' (stdio) or 'url' (HTTP)")
+        except ValidationError as exc:
+            raise McpConfigError(f"{where}: {format_validation_error(exc)}") from None
+        if isinstance(config, StdioServer) and config.cwd is not None:
+            config.cwd = str((path.parent / config.cwd).resolve())
+        configs[name] = config
+    return configs
+
+
+def _expand(value: Any, environ: dict[str, str], where: str) -> Any:
+    if isinstance(value, str):
+
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise McpConfigError(f"{where}: environment variable {name} is not set")
+            return environ[name]
+
+        return VARIABLE.sub(lookup, value)
+    if isinstance(value, list):
+        return [_expand(item, environ, where) for item in value]
+    if isinstance(value, dict):
+        return {key: _expand(item, environ, f"{where}.{key}") for key, item in value.items()}
+    return value

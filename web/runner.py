@@ -1,0 +1,151 @@
+"""Executes one scenario run step by step, recording everything as events on its RunRecord.
+
+A step that fails is data — a failed step_finished event — never an exception that escapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from mcp_types import CallToolResult
+
+from web.mcp_pool import McpPool, ToolCallError, ToolLookupError, describe
+from web.registry import RunRecord, RunRegistry, utc_now
+from web.scenarios import MISSING, FromPath, Scenario, Step, resolve_path
+
+
+class StepFailed(Exception):
+    pass
+
+
+def map_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
+    """The step's tool arguments. A path that finds nothing leaves its field out, unless required."""
+    arguments: dict[str, Any] = {}
+    for key, binding in step.bindings.items():
+        if isinstance(binding, FromPath):
+            value = resolve_path(binding, context)
+            if value is MISSING:
+                if key in step.required_input_fields:
+                    raise StepFailed(f"required input '{key}' is missing: '{binding.path}' found nothing")
+                continue
+            arguments[key] = value
+        else:
+            arguments[key] = binding.value
+    return arguments
+
+
+def extract_output(result: CallToolResult) -> Any:
+    """Structured content if present, else the text content parsed as JSON, else the text."""
+    if result.structured_content is not None:
+        return result.structured_content
+    text = result_text(result)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def result_text(result: CallToolResult) -> str | None:
+    texts = [block.text for block in result.content if block.type == "text"]
+    return "\n".join(texts) if texts else None
+
+
+class Runner:
+    def __init__(self, pool: McpPool, registry: RunRegistry, *, call_timeout: float) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.call_timeout = call_timeout
+
+    def submit(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
+        """Record a queued run and start executing it in the background."""
+        record = self.registry.create(scenario.scenario_id, run_input)
+        self.registry.start(record, lambda r: self.run(r, scenario))
+        return record
+
+    async def run(self, record: RunRecord, scenario: Scenario) -> None:
+        record.emit("run_started", scenario_id=scenario.scenario_id, started_at=utc_now())
+        context: dict[str, Any] = {"input": record.state.input, "steps": {}}
+        current: tuple[int, Step, str] | None = None
+        try:
+            for index, step in enumerate(scenario.steps):
+                started_at = utc_now()
+                current = (index, step, started_at)
+                status, message, output, content = await self._run_step(record, index, step, started_at, context)
+                current = None
+                record.emit(
+                    "step_finished",
+                    step_name=step.name,
+                    index=index,
+                    status=status,
+                    started_at=started_at,
+                    finished_at=utc_now(),
+                    message=message,
+                    output=output,
+                    content=content,
+                )
+                if status != "success":
+                    record.emit(
+                        "run_finished",
+                        status="failed",
+                        finished_at=utc_now(),
+                        message=f"Step '{step.name}' failed: {message}",
+                    )
+                    return
+                context["steps"][step.name] = {"output": output}
+        except asyncio.CancelledError:
+            if current is not None:
+                index, step, started_at = current
+                record.emit(
+                    "step_finished",
+                    step_name=step.name,
+                    index=index,
+                    status="cancelled",
+                    started_at=started_at,
+                    finished_at=utc_now(),
+                    message="Cancelled while running",
+                    output=None,
+                )
+            record.emit("run_finished", status="cancelled", finished_at=utc_now(), message="Run cancelled")
+            raise
+        record.emit("run_finished", status="success", finished_at=utc_now(), message="")
+
+    async def _run_step(
+        self, record: RunRecord, index: int, step: Step, started_at: str, context: dict[str, Any]
+    ) -> tuple[str, str, Any, list[dict[str, Any]] | None]:
+        """(status, message, output, raw content) of one step; emits step_started and progress."""
+        try:
+            arguments = map_inputs(step, context)
+        except StepFailed as exc:
+            record.emit("step_started", step_name=step.name, index=index, started_at=started_at, input=None)
+            return "failed", str(exc), None, None
+        record.emit("step_started", step_name=step.name, index=index, started_at=started_at, input=arguments)
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            # A notification may trail the result; it must not follow the step's end.
+            if record.state.steps[step.name].status == "running" and not record.is_finished:
+                record.emit(
+                    "step_progress",
+                    step_name=step.name,
+                    index=index,
+                    progress=progress,
+                    total=total,
+                    message=message,
+                )
+
+        try:
+            tool = await self.pool.locate(step.tool, step.server)
+            result = await self.pool.call(
+                tool.server, step.tool, arguments, timeout=self.call_timeout, on_progress=on_progress
+            )
+        except (ToolCallError, ToolLookupError) as exc:
+            return "failed", str(exc), None, None
+        except Exception as exc:  # a server may answer anything; the run must still end cleanly
+            return "failed", f"'{step.tool}' failed: {describe(exc)}", None, None
+        content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+        if result.is_error:
+            return "failed", result_text(result) or f"'{step.tool}' reported an error", None, content
+        return "success", "", extract_output(result), content
