@@ -111,7 +111,11 @@ class Scenario(BaseModel):
         validator = jsonschema.validators.validator_for(self.input_schema)(self.input_schema)
         errors = sorted(validator.iter_errors(run_input), key=lambda e: [str(p) for p in e.absolute_path])
         return [
-            {"loc": ["body", "input", *_field_path(error)], "msg": error.message, "type": f"jsonschema.{error.validator}"}
+            {
+                "loc": ["body", "input", *_field_path(error)],
+                "msg": error.message,
+                "type": f"jsonschema.{error.validator}",
+            }
             for error in errors
         ]
 

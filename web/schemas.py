@@ -199,7 +199,11 @@ class ValidationIssue(BaseModel):
 
 class ValidationErrorResponse(BaseModel):
     model_config = _examples(
-        {"detail": [{"loc": ["body", "input", "url"], "msg": "'url' is a required property", "type": "jsonschema.required"}]}
+        {
+            "detail": [
+                {"loc": ["body", "input", "url"], "msg": "'url' is a required property", "type": "jsonschema.required"}
+            ]
+        }
     )
 
     detail: list[ValidationIssue]

@@ -22,6 +22,7 @@ can be watched step by step. ``STEPLINE_DEMO_DELAY`` sets the seconds one call t
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -285,8 +286,8 @@ def delay_from_env() -> float:
         delay = float(raw)
     except ValueError:
         raise ValueError(f"{DELAY_ENV} must be a number of seconds, got {raw!r}") from None
-    if delay < 0:
-        raise ValueError(f"{DELAY_ENV} must not be negative, got {raw!r}")
+    if not math.isfinite(delay) or delay < 0:
+        raise ValueError(f"{DELAY_ENV} must be zero or a positive number of seconds, got {raw!r}")
     return delay
 
 

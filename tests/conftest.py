@@ -1,0 +1,123 @@
+"""Shared fixtures: real Stepline servers in their own processes, on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STARTUP_SECONDS = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class StepServer:
+    """A `stepline serve` process. `url` has no trailing slash."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    root_path: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise AssertionError(f"server did not stop within {timeout}s:\n{self.log()}") from None
+        return self.process.returncode
+
+
+def start_server(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True, port: int | None = None
+) -> StepServer:
+    """Start `python -m web serve` with `args`; the demo server's tools are instant unless env says otherwise."""
+    port = port or free_port()
+    log_path = tmp_path / f"stepline-{port}.log"
+    full_env = {**os.environ, "STEPLINE_DEMO_DELAY": "0", **(env or {})}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web", "serve", "--port", str(port), *args],
+        cwd=PROJECT_ROOT,
+        env=full_env,
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = StepServer(process, port, log_path, env=full_env)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            response = httpx.get(f"{server.url}/healthz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        servers = response.json()["servers"]
+        return not wait_ready or all(s["state"] != "connecting" for s in servers.values())
+
+    wait_until(healthy, STARTUP_SECONDS, "the server to answer /healthz")
+    return server
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., StepServer]]:
+    """Start servers with custom flags; each is stopped at the end of the test."""
+    started: list[StepServer] = []
+
+    def make(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> StepServer:
+        server = start_server(tmp_path, *args, env=env, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        if server.process.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer]:
+    """One shared server with the bundled demo MCP server and the shipped scenarios, tools instant."""
+    server = start_server(tmp_path_factory.mktemp("demo"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
