@@ -64,20 +64,33 @@ class StepServer:
 
 
 def start_server(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True, port: int | None = None
+    tmp_path: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    wait_ready: bool = True,
+    port: int | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> StepServer:
-    """Start `python -m web serve` with `args`; the demo server's tools are instant unless env says otherwise."""
+    """Start `python -m web serve` with `args`; the demo server's tools are instant unless env says otherwise.
+
+    Unless `args` or `env` name one, the server gets its own data directory inside `tmp_path`.
+    """
     port = port or free_port()
+    if "--data-dir" not in args and "STEPLINE_DATA_DIR" not in (env or {}):
+        args = (*args, "--data-dir", str(tmp_path / f"stepline-data-{port}"))
     log_path = tmp_path / f"stepline-{port}.log"
     full_env = {**os.environ, "STEPLINE_DEMO_DELAY": "0", **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "web", "serve", "--port", str(port), *args],
-        cwd=PROJECT_ROOT,
-        env=full_env,
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    # The child keeps its own copy of the descriptor; ours is closed at once.
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "web", "serve", "--port", str(port), *args],
+            cwd=PROJECT_ROOT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+        )
     server = StepServer(process, port, log_path, env=full_env)
 
     def healthy() -> bool:
@@ -116,6 +129,14 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer
     server = start_server(tmp_path_factory.mktemp("demo"))
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def history_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """An app built in-process (Settings() without --data-dir) keeps its run history in a tmp dir too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STEPLINE_DATA_DIR", str(tmp_path_factory.mktemp("history")))
+        yield
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The JSON API under /api: the seed's contract, kept exactly."""
+"""The JSON API under /api: the seed's contract, kept exactly, plus run history and control."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web.mcp_pool import ServerUnavailable
-from web.registry import RunRecord
+from web.registry import BadCursor, RunAlreadyFinished, RunRecord
+from web.scenarios import Scenario
 from web.schemas import (
     Health,
+    RunList,
+    RunListQuery,
     RunSubmitResponse,
     ScenarioRunRequest,
     ScenarioRunResponse,
     ScenarioSummary,
     ToolSummary,
 )
+from web.store import StoreError
 from web.streams import BadLastEventId, event_stream, json_frame, resume_point
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -52,6 +56,15 @@ async def read_json(request: Request, model: type[ModelT]) -> ModelT:
         ) from None
 
 
+def read_query(request: Request, model: type[ModelT]) -> ModelT:
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise RequestInvalid(
+            [{"loc": ["query", *error["loc"]], "msg": error["msg"], "type": error["type"]} for error in exc.errors()]
+        ) from None
+
+
 def model_response(model: BaseModel, status_code: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
 
@@ -72,7 +85,15 @@ async def post_run(request: Request) -> Response:
     errors = scenario.input_errors(body.input)
     if errors:
         raise RequestInvalid(errors)
-    record = request.state.runner.submit(scenario, body.input)
+    return await launch(request, scenario, body.input)
+
+
+async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
+    """Start a run and answer 202 once it is on disk; 503 when the run history cannot be written."""
+    try:
+        record = await request.state.runner.launch(scenario, run_input)
+    except StoreError as exc:
+        raise HTTPException(503, f"Run not started: {exc}") from None
     state = record.state
     return model_response(
         RunSubmitResponse(
@@ -84,6 +105,41 @@ async def post_run(request: Request) -> Response:
         ),
         202,
     )
+
+
+async def list_runs(request: Request) -> Response:
+    query = read_query(request, RunListQuery)
+    try:
+        page = request.state.runs.page(
+            scenario_id=query.scenario_id, status=query.status, limit=query.limit, cursor=query.cursor
+        )
+    except BadCursor as exc:
+        raise RequestInvalid([{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from None
+    return model_response(RunList.of(page))
+
+
+async def cancel_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    try:
+        record = await request.state.runs.cancel(run_id)
+    except RunAlreadyFinished as exc:
+        raise HTTPException(409, str(exc)) from None
+    if record is None:
+        raise HTTPException(404, f"Unknown run_id: {run_id}")
+    return model_response(ScenarioRunResponse.of(record.state), 202)
+
+
+async def rerun(request: Request) -> Response:
+    """A new run of the same scenario with the same input, checked against the scenario as it is now."""
+    record = require_run(request)
+    scenario_id = record.state.scenario_id
+    scenario = request.state.catalog.get(scenario_id)
+    if scenario is None:
+        raise HTTPException(404, f"Scenario '{scenario_id}' of run {record.run_id} no longer exists")
+    errors = scenario.input_errors(record.state.input)
+    if errors:
+        raise RequestInvalid(errors)
+    return await launch(request, scenario, record.state.input)
 
 
 async def get_run(request: Request) -> Response:
@@ -139,14 +195,20 @@ async def list_tools(request: Request) -> Response:
 
 async def healthz(request: Request) -> Response:
     servers = request.state.pool.health()
-    status = "ok" if all(s["state"] == "ready" for s in servers.values()) else "degraded"
-    return model_response(Health.model_validate({"status": status, "servers": servers}))
+    history = request.state.runs.history_health()
+    healthy = all(s["state"] == "ready" for s in servers.values()) and (history is None or history["state"] == "ok")
+    return model_response(
+        Health.model_validate({"status": "ok" if healthy else "degraded", "servers": servers, "history": history})
+    )
 
 
 routes = [
+    Route("/api/runs", list_runs, methods=["GET"], name="api_list_runs"),
     Route("/api/runs", post_run, methods=["POST"], name="api_post_run"),
     Route("/api/runs/{run_id}", get_run, methods=["GET"], name="api_get_run"),
     Route("/api/runs/{run_id}/events", get_run_events, methods=["GET"], name="api_run_events"),
+    Route("/api/runs/{run_id}/cancel", cancel_run, methods=["POST"], name="api_cancel_run"),
+    Route("/api/runs/{run_id}/rerun", rerun, methods=["POST"], name="api_rerun"),
     Route("/api/scenarios", list_scenarios, methods=["GET"], name="api_scenarios"),
     Route("/api/scenarios/{scenario_id}", get_scenario, methods=["GET"], name="api_scenario"),
     Route("/api/tools", list_tools, methods=["GET"], name="api_tools"),

@@ -9,19 +9,22 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from web import api, openapi
+from web import api, openapi, pages
 from web.api import RequestInvalid
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
 from web.registry import RunRegistry
 from web.runner import Runner
 from web.scenarios import load_catalog
+from web.security import FormTokens, SecurityMiddleware
 from web.settings import PROJECT_ROOT, Settings
+from web.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +33,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     # Read config up front so a broken mcpServers file stops `serve` with its reason, not mid-run.
     mcp_configs = load_mcp_config(settings.mcp_config)
-    registry = RunRegistry(settings.run_registry_max_size)
+    store = None
+    if settings.history:
+        store = RunStore(
+            settings.data_dir, retention_days=settings.retention_days, retention_runs=settings.retention_runs
+        )
+        # Likewise a data directory that cannot be written: refuse to start rather than lose runs.
+        store.check()
+    registry = RunRegistry(settings.run_registry_max_size, store=store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         catalog = load_catalog(settings.scenarios)
         for problem in catalog.problems:
             log.warning("Scenario problem: %s", problem)
-        async with McpPool(
-            mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat
-        ) as pool:
+        # History opens first and closes last, so it records how every live run ended.
+        async with (
+            registry.history(),
+            McpPool(mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool,
+        ):
             runner = Runner(pool, registry, call_timeout=settings.call_timeout)
             yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner}
             await registry.cancel_all()
@@ -48,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             *api.routes,
             *openapi.routes,
+            *pages.routes,
             Mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static"),
         ],
         exception_handlers={
@@ -55,15 +68,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             RequestInvalid: request_invalid,
             Exception: server_error,
         },
+        middleware=[Middleware(SecurityMiddleware, frame_ancestors=settings.frame_ancestors)],
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.form_tokens = FormTokens(settings.secret)
     app.state.stop_runs = registry.stop_live
     return app
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if pages.wants_html(request):
+        return pages.error_page(request, exc.status_code, exc.detail, exc.headers)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -74,4 +91,6 @@ async def request_invalid(request: Request, exc: Exception) -> Response:
 
 async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("Unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    if pages.wants_html(request):
+        return pages.error_page(request, 500, "The error was logged. Try again, or go back to the scenarios.")
     return JSONResponse({"detail": "Internal server error"}, status_code=500)

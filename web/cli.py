@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import referencing.exceptions
 
 from web.mcp_config import McpConfigError, load_mcp_config
 from web.mcp_pool import McpPool, ServerUnavailable, ToolLookupError
 from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
 from web.settings import Settings
+from web.store import StoreError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +27,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--root-path", help="path prefix a reverse proxy strips, e.g. /portal/stepline")
+    serve.add_argument(
+        "--frame-ancestors",
+        help="CSP frame-ancestors: who may embed the pages in an iframe (default 'self'), "
+        "e.g. \"'self' https://portal.example.com\"",
+    )
+    serve.add_argument("--data-dir", type=Path, help="where run history is stored (default ./.stepline/)")
+    serve.add_argument("--retention-days", type=float, help="prune finished runs older than this (default 30)")
+    serve.add_argument("--retention-runs", type=int, help="keep at most this many runs (default 10000)")
+    serve.add_argument(
+        "--no-history", dest="history", action="store_const", const=False, help="keep runs in memory only"
+    )
     _add_sources(serve)
 
     validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")
@@ -41,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return serve_command(settings)
         return asyncio.run(validate_command(settings))
-    except McpConfigError as exc:
+    except (McpConfigError, StoreError) as exc:
         print(f"stepline: {exc}", file=sys.stderr)
         return 2
 
@@ -123,8 +136,10 @@ def literal_input_errors(schema: dict[str, Any], literals: dict[str, Any]) -> li
             if schema.get("additionalProperties") is False:
                 errors.append((key, f"the tool has no input '{key}'"))
             continue
-        validator_class = jsonschema.validators.validator_for(schema)
-        subschema = {**properties[key], "$defs": schema.get("$defs", {})}
-        for error in validator_class(subschema).iter_errors(value):
-            errors.append((key, error.message))
+        # Evolved from the whole schema, so a $ref resolves against it ($defs or draft-07 definitions).
+        root = jsonschema.validators.validator_for(schema)(schema)
+        try:
+            errors.extend((key, error.message) for error in root.evolve(schema=properties[key]).iter_errors(value))
+        except referencing.exceptions.Unresolvable as exc:  # the tool's own schema is broken
+            errors.append((key, f"cannot be checked: the tool's input schema has a broken $ref ({exc})"))
     return errors

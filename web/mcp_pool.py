@@ -20,7 +20,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT, CallToolResult, Tool
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Tool
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 
@@ -53,11 +53,18 @@ class ToolInfo:
     output_schema: dict[str, Any] | None
 
 
-def describe(exc: BaseException) -> str:
-    """The innermost useful message of an exception (transports raise ExceptionGroups)."""
+def innermost(exc: BaseException) -> BaseException:
+    """The first leaf of nested ExceptionGroups (transports raise them from their task groups)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    text = str(exc) or type(exc).__name__
+    return exc
+
+
+def describe(exc: BaseException) -> str:
+    """The innermost useful message of an exception, on one line (a step message is one line)."""
+    exc = innermost(exc)
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
     return text if isinstance(exc, MCPError | OSError) else f"{type(exc).__name__}: {text}"
 
 
@@ -76,44 +83,59 @@ class McpServer:
         self._broken = asyncio.Event()
         self._retry_now = asyncio.Event()
         self._changed = asyncio.Event()
+        # Set once the first connection attempt has ended, either way.
+        self.first_attempt_done = asyncio.Event()
 
     def _set_state(self, state: str, error: str | None = None) -> None:
         self.state, self.error = state, error
+        if state != "connecting":
+            self.first_attempt_done.set()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     async def supervise(self) -> None:
         delay = BACKOFF_FIRST
+        reported: str | None = None
         while True:
             self._set_state("connecting", self.error)
             try:
-                async with self._open() as session:
+                # One event per connection, so a late signal from an old session cannot break a new one.
+                self._broken = broken = asyncio.Event()
+                async with self._open(broken) as session:
                     # Bound only the handshake: the transport's own scopes must nest inside ours.
                     with anyio.fail_after(self.connect_timeout):
                         await session.initialize()
                         self.tools = (await session.list_tools()).tools
                     self._session = session
-                    self._broken.clear()
                     self._set_state("ready")
+                    reported = None
                     log.info("MCP server '%s' ready with %d tools", self.name, len(self.tools))
                     delay = BACKOFF_FIRST
                     try:
-                        self._set_state("down", await self._watch(session))
+                        self._set_state("down", await self._watch(session, broken))
                     finally:
                         self._session = None
-            except TimeoutError:
-                self._set_state("down", f"no answer within {self.connect_timeout:g}s")
             except Exception as exc:  # a transport may fail in any way; the supervisor must live on
-                self._set_state("down", describe(exc))
-            log.warning("MCP server '%s' is down: %s", self.name, self.error)
+                # Our handshake deadline arrives as a bare TimeoutError, often inside the transport's group.
+                inner = innermost(exc)
+                if isinstance(inner, TimeoutError) and not str(inner):
+                    self._set_state("down", f"no answer within {self.connect_timeout:g}s")
+                else:
+                    self._set_state("down", describe(exc))
+            if self.error != reported:  # a server that stays down is reported once, not every retry
+                log.warning("MCP server '%s' is down: %s", self.name, self.error)
+                reported = self.error
             with anyio.move_on_after(delay):
                 await self._retry_now.wait()
             self._retry_now.clear()
             delay = min(delay * 2, BACKOFF_MAX)
 
     @contextlib.asynccontextmanager
-    async def _open(self) -> AsyncIterator[ClientSession]:
-        async with self._transport() as (read, write), ClientSession(read, write) as session:
+    async def _open(self, broken: asyncio.Event) -> AsyncIterator[ClientSession]:
+        async with (
+            self._transport() as (read, write),
+            ClientSession(_EndSignal(read, broken.set), write) as session,
+        ):
             yield session
 
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -126,11 +148,11 @@ class McpServer:
             return sse_client(config.url, headers=config.headers)
         return _streamable_http(config)
 
-    async def _watch(self, session: ClientSession) -> str:
-        """Return why the session broke: a call saw it close, or a heartbeat ping failed."""
+    async def _watch(self, session: ClientSession, broken: asyncio.Event) -> str:
+        """Return why the session broke: it closed (a call or the transport saw it), or a ping failed."""
         while True:
             with anyio.move_on_after(self.heartbeat):
-                await self._broken.wait()
+                await broken.wait()
                 return "the connection closed"
             try:
                 with anyio.fail_after(self.heartbeat):
@@ -142,7 +164,7 @@ class McpServer:
         """The open session, waiting a bounded time for a (re)connection."""
         asked_retry = False
         with anyio.move_on_after(self.connect_timeout):
-            while self._session is None or self.state != "ready":
+            while self._session is None or self.state != "ready" or self._broken.is_set():
                 if self.state == "down":
                     if asked_retry:
                         break
@@ -155,21 +177,91 @@ class McpServer:
             raise ServerUnavailable(f"MCP server '{self.name}' did not connect within {self.connect_timeout:g}s")
         raise ServerUnavailable(f"MCP server '{self.name}' is unavailable: {self.error}")
 
+    def _invalidate(self, session: ClientSession) -> None:
+        """Stop handing out `session` and have the supervisor replace it."""
+        if self._session is session:
+            self._session = None
+            self._broken.set()
+
     async def call_tool(
         self, tool: str, arguments: dict[str, Any], *, timeout: float, on_progress: ProgressCallback | None
     ) -> CallToolResult:
         session = await self.session()
         try:
-            return await session.call_tool(
-                tool, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
-            )
+            try:
+                return await session.call_tool(
+                    tool, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
+                )
+            except MCPError as exc:
+                if not _session_unknown(exc):
+                    raise
+                # The server restarted and forgot our session: it refused the call without running it,
+                # so one retry on a new session is safe.
+                self._invalidate(session)
+                session = await self.session()
+                return await session.call_tool(
+                    tool, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
+                )
         except MCPError as exc:
             if exc.error.code == CONNECTION_CLOSED:
-                self._broken.set()
+                self._invalidate(session)
                 raise ServerUnavailable(f"MCP server '{self.name}' closed the connection during the call") from None
             if exc.error.code == REQUEST_TIMEOUT:
                 raise CallTimeout(f"'{tool}' on MCP server '{self.name}' timed out after {timeout:g}s") from None
             raise ToolCallError(f"MCP server '{self.name}' answered with an error: {exc.error.message}") from None
+
+
+def _session_unknown(exc: MCPError) -> bool:
+    # How the SDK reports streamable HTTP's 404 for a session id the server does not know.
+    return exc.error.code == INVALID_REQUEST and exc.error.message in {"Session not found", "Session terminated"}
+
+
+class _EndSignal:
+    """A transport's read stream that calls `on_end` the moment it ends: the server has gone away.
+
+    Without it a server that dies while idle (a stdio process that crashed) is noticed only by the
+    next heartbeat or by the next call, which would fail although a fresh session could serve it.
+    """
+
+    def __init__(self, stream: Any, on_end: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_end = on_end
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def __aenter__(self) -> _EndSignal:
+        await self._stream.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> Any:
+        return await self._stream.__aexit__(*exc_info)
+
+    def __aiter__(self) -> _EndSignal:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._stream.__anext__()
+        except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
+
+    async def receive(self) -> Any:
+        try:
+            return await self._stream.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
+
+
+def _offering(tool: str, servers: list[McpServer]) -> list[ToolInfo]:
+    return [
+        ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema)
+        for s in servers
+        for t in s.tools
+        if t.name == tool
+    ]
 
 
 @contextlib.asynccontextmanager
@@ -218,8 +310,17 @@ class McpPool:
         }
 
     async def settle(self) -> None:
-        """Wait (bounded) until no server is still making its first connection."""
-        await asyncio.gather(*(self._settle(s) for s in self.servers.values()))
+        """Wait (bounded) until no server is still making its first connection.
+
+        A server already found down is not retried here: its supervisor retries on its own, and a
+        server that hangs must not hold up every listing of the tools.
+        """
+        await asyncio.gather(*(self._first_attempt(s) for s in self.servers.values()))
+
+    @staticmethod
+    async def _first_attempt(server: McpServer) -> None:
+        with anyio.move_on_after(server.connect_timeout):
+            await server.first_attempt_done.wait()
 
     @staticmethod
     async def _settle(server: McpServer) -> None:
@@ -243,17 +344,19 @@ class McpPool:
         ]
 
     async def locate(self, tool: str, server: str | None = None) -> ToolInfo:
-        """Which server runs `tool`: the one named, or the only one that has it."""
+        """Which server runs `tool`: the one named, or the only one that has it.
+
+        The tool lists already known answer first. Servers whose tools are not known yet are waited
+        for only when no known list has the tool: a server that is down, or hangs, must not hold up
+        every step that another server serves.
+        """
         if server is not None and server not in self.servers:
             raise ToolLookupError(f"unknown MCP server '{server}' (configured: {', '.join(self.servers)})")
         candidates = [self.servers[server]] if server else list(self.servers.values())
-        await asyncio.gather(*(self._settle(s) for s in candidates))
-        matches = [
-            ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema)
-            for s in candidates
-            for t in s.tools
-            if t.name == tool
-        ]
+        matches = _offering(tool, candidates)
+        if not matches:
+            await asyncio.gather(*(self._settle(s) for s in candidates if not s.tools))
+            matches = _offering(tool, candidates)
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web import schemas
+from web.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from web.templating import templates
 
 SSE_EXAMPLE = (
@@ -42,6 +43,8 @@ MODELS: list[type[BaseModel]] = [
     schemas.Health,
     schemas.ErrorDetail,
     schemas.ValidationErrorResponse,
+    schemas.RunSummary,
+    schemas.RunList,
 ]
 
 
@@ -71,9 +74,51 @@ def _path_param(name: str, description: str, example: str) -> dict[str, Any]:
             "example": example}
 
 
+def _query_param(name: str, description: str, schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema,
+            "example": example}
+
+
+def _errors(description: str, **examples: str) -> dict[str, Any]:
+    """One status code that several situations answer, each with its own example."""
+    return {
+        "description": description,
+        "content": {
+            "application/json": {
+                "schema": _ref(schemas.ErrorDetail),
+                "examples": {
+                    name: {"summary": name.replace("_", " "), "value": {"detail": detail}}
+                    for name, detail in examples.items()
+                },
+            }
+        },
+    }
+
+
 RUN_ID_PARAM = _path_param("run_id", "The run's id, as POST /api/runs returned it.", schemas.RUN_ID)
 UNKNOWN_RUN = _error("Unknown run_id", f"Unknown run_id: {schemas.RUN_ID}")
 INVALID = _json("The request does not validate", schemas.ValidationErrorResponse)
+HISTORY_FAILING = _error(
+    "The run history cannot be written (see /healthz); no run was started",
+    "Run not started: run history in /srv/stepline/.stepline cannot be written: database or disk is full "
+    "[SQLITE_FULL] (is the disk full or the directory read-only?)",
+)
+CANCELLED_RUN = {
+    **_first_example(schemas.ScenarioRunResponse),
+    "status": "cancelled",
+    "message": "Cancelled by request",
+    "finished_at": "2026-04-24T09:28:00.912+00:00",
+    "steps": [
+        {
+            **_first_example(schemas.StepStateModel),
+            "status": "cancelled",
+            "finished_at": "2026-04-24T09:28:00.911+00:00",
+            "message": "Cancelled by request",
+            "output": None,
+            "progress": 2,
+        }
+    ],
+}
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/runs": {
@@ -92,9 +137,97 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
             },
             "responses": {
-                "202": _json("Run accepted", schemas.RunSubmitResponse),
+                "202": _json("Run accepted (and recorded on disk)", schemas.RunSubmitResponse),
                 "404": _error("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
                 "422": INVALID,
+                "503": HISTORY_FAILING,
+            },
+        },
+        "get": {
+            "summary": "List runs, newest first",
+            "description": "Every run in the history (it survives restarts; see `--retention-days` and "
+            "`--retention-runs`), newest first, optionally filtered by scenario and status. Pages are `limit` "
+            "runs long; pass the answer's `next_cursor` as `cursor` for the next page, until it is null. A "
+            "cursor marks a position, so runs started meanwhile never shift a page: no run is repeated or "
+            "skipped. An empty parameter counts as not given.",
+            "parameters": [
+                _query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
+                _query_param(
+                    "status",
+                    "Only runs with this status.",
+                    {"type": "string", "enum": ["queued", "running", "success", "failed", "cancelled"]},
+                    "failed",
+                ),
+                _query_param(
+                    "limit",
+                    "Runs per page.",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
+                    20,
+                ),
+                _query_param(
+                    "cursor", "The previous page's `next_cursor`, as given.", {"type": "string"}, schemas.NEXT_CURSOR
+                ),
+            ],
+            "responses": {
+                "200": _json("A page of runs", schemas.RunList),
+                "422": {
+                    "description": "A parameter does not validate",
+                    "content": {
+                        "application/json": {
+                            "schema": _ref(schemas.ValidationErrorResponse),
+                            "example": {
+                                "detail": [
+                                    {
+                                        "loc": ["query", "status"],
+                                        "msg": "Input should be 'queued', 'running', 'success', 'failed' or "
+                                        "'cancelled'",
+                                        "type": "literal_error",
+                                    }
+                                ]
+                            },
+                        }
+                    },
+                },
+            },
+        },
+    },
+    "/api/runs/{run_id}/cancel": {
+        "post": {
+            "summary": "Cancel a run",
+            "description": "Stops a queued or running run. The tool call in flight is cancelled on its MCP server "
+            "(the client sends `notifications/cancelled`), that step ends `cancelled`, later steps do not run, and "
+            "the run ends `cancelled` with a `run_finished` event. Answers with the run's state once it has "
+            "recorded its ending (waiting at most 2 s; a server slow to let go may leave it `running` a moment "
+            "longer: follow its events).",
+            "parameters": [RUN_ID_PARAM],
+            "responses": {
+                "202": {
+                    "description": "Cancellation accepted; the run's state",
+                    "content": {
+                        "application/json": {"schema": _ref(schemas.ScenarioRunResponse), "example": CANCELLED_RUN}
+                    },
+                },
+                "404": UNKNOWN_RUN,
+                "409": _error("The run has already finished", f"Run {schemas.RUN_ID} has already finished (success)"),
+            },
+        }
+    },
+    "/api/runs/{run_id}/rerun": {
+        "post": {
+            "summary": "Run again",
+            "description": "Starts a new run of the same scenario with the same input, checked against the "
+            "scenario as it is now. Answers like `POST /api/runs`, with the new run's id.",
+            "parameters": [RUN_ID_PARAM],
+            "responses": {
+                "202": _json("The new run, accepted", schemas.RunSubmitResponse),
+                "404": _errors(
+                    "Unknown run, or its scenario no longer exists",
+                    unknown_run=f"Unknown run_id: {schemas.RUN_ID}",
+                    scenario_gone=f"Scenario '{schemas.SCENARIO_ID}' of run {schemas.RUN_ID} no longer exists",
+                ),
+                "422": _json("The run's input no longer matches the scenario's input_schema",
+                             schemas.ValidationErrorResponse),
+                "503": HISTORY_FAILING,
             },
         }
     },
@@ -188,8 +321,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
         "get": {
             "summary": "Health",
-            "description": "Always 200 while the service runs; `degraded` when an MCP server is not ready.",
-            "responses": {"200": _json("Each MCP server's state", schemas.Health)},
+            "description": "Always 200 while the service runs; `degraded` when an MCP server is not ready or "
+            "the run history cannot be written (its writes are then held in memory and retried).",
+            "responses": {"200": _json("Each MCP server's state, and the run history's", schemas.Health)},
         }
     },
 }

@@ -3,11 +3,20 @@
 Snapshots, pages and streams are views of that list. Subscribers read it at their own cursor and
 are woken by a shared asyncio.Event that is replaced on every append, so a stalled subscriber
 costs nothing and holds no buffer of its own.
+
+With a RunStore, memory is the live layer and the store the history: every run and event is handed
+to the store as it happens, a run not held in memory (evicted, or from before a restart) is rebuilt
+from its stored events, and a finished run leaves memory only once all its events are on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
@@ -15,7 +24,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from web.store import RunRow, RunStore
+
+log = logging.getLogger(__name__)
+
 TERMINAL_STATUSES = frozenset({"success", "failed", "cancelled"})
+RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled")
+# A page of the run list: enough for a screen, small enough to read from disk at once.
+DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
+# How long POST /cancel waits for the run to record its ending, so the answer usually shows it.
+CANCEL_WAIT_SECONDS = 2.0
 
 
 def utc_now() -> str:
@@ -91,14 +109,63 @@ class RunState:
         return self.status in TERMINAL_STATUSES
 
 
+@dataclass(frozen=True)
+class Ending:
+    """How a run stopped from outside ends: its status, its message and its running step's message."""
+
+    status: str
+    message: str
+    step_message: str
+
+
+CANCELLED_BY_REQUEST = Ending("cancelled", "Cancelled by request", "Cancelled by request")
+SHUT_DOWN = Ending(
+    "failed",
+    "Interrupted: the server shut down while this run was in progress",
+    "Interrupted: the server shut down during this step",
+)
+RESTARTED = Ending(
+    "failed",
+    "Interrupted by a server restart: the server stopped while this run was in progress",
+    "Interrupted by a server restart: the server stopped during this step",
+)
+# A task cancelled by anything else (its own code, a test).
+CANCELLED = Ending("cancelled", "Run cancelled", "Cancelled while running")
+
+
 class RunRecord:
     """A run: its event list, the state folded from it, and the task executing it."""
 
-    def __init__(self, run_id: str, scenario_id: str, run_input: dict[str, Any], created_at: str) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        scenario_id: str,
+        run_input: dict[str, Any],
+        created_at: str,
+        *,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.state = RunState(run_id=run_id, scenario_id=scenario_id, input=run_input, created_at=created_at)
         self.events: list[dict[str, Any]] = []
         self.task: asyncio.Task[None] | None = None
+        # Set before the task is cancelled from outside: how the runner should record the ending.
+        self.stop_reason: Ending | None = None
+        # How many of `events` the store has committed (all of them when there is no store).
+        self.saved_seq = 0
+        self._sink = sink
         self._appended = asyncio.Event()
+
+    @classmethod
+    def restore(
+        cls, row: RunRow, events: list[dict[str, Any]], *, sink: Callable[[dict[str, Any]], None] | None = None
+    ) -> RunRecord:
+        """A run rebuilt from its stored row and events: the same fold as when it ran."""
+        record = cls(row.run_id, row.scenario_id, row.input, row.created_at, sink=sink)
+        for event in events:
+            record.events.append(event)
+            record.state.apply(event)
+        record.saved_seq = len(events)
+        return record
 
     @property
     def run_id(self) -> str:
@@ -115,6 +182,8 @@ class RunRecord:
         event = {"type": kind, "run_id": self.run_id, "seq": len(self.events) + 1, **fields}
         self.events.append(event)
         self.state.apply(event)
+        if self._sink is not None:
+            self._sink(event)
         woken, self._appended = self._appended, asyncio.Event()
         woken.set()
         return event
@@ -143,31 +212,132 @@ def _close_unfinished(record: RunRecord) -> None:
     # A task cancelled before its first step never enters the runner, so nothing else would
     # write the run_finished its subscribers are waiting for.
     if not record.is_finished:
-        record.emit("run_finished", status="cancelled", finished_at=utc_now(), message="Run cancelled")
+        ending = record.stop_reason or CANCELLED
+        record.emit("run_finished", status=ending.status, finished_at=utc_now(), message=ending.message)
+
+
+class RunAlreadyFinished(Exception):
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"Run {record.run_id} has already finished ({record.state.status})")
+        self.record = record
+
+
+class BadCursor(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """One page of the run list, newest first; `next_cursor` fetches the next (None: this is the last)."""
+
+    runs: list[RunRow]
+    next_cursor: str | None
+
+
+def summary_of(state: RunState) -> RunRow:
+    return RunRow(
+        run_id=state.run_id,
+        scenario_id=state.scenario_id,
+        status=state.status,
+        message=state.message,
+        input=state.input,
+        created_at=state.created_at,
+        started_at=state.started_at,
+        finished_at=state.finished_at,
+    )
+
+
+def encode_cursor(row: RunRow) -> str:
+    # Opaque to clients; a position in the (created_at, run_id) order, so pages never overlap or skip.
+    raw = json.dumps([row.created_at, row.run_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise BadCursor("not a cursor this API returned (use next_cursor as given)") from None
+    if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
+        raise BadCursor("not a cursor this API returned (use next_cursor as given)")
+    return position[0], position[1]
 
 
 class RunRegistry:
-    """Runs by id, least recently used first; only finished runs are ever evicted."""
+    """Runs by id, least recently used first; only finished (and, with a store, saved) runs are evicted."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, *, store: RunStore | None = None) -> None:
         self.max_size = max_size
+        self.store = store
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
+        if store is not None:
+            store.on_commit = self._saved
+            store.on_prune = self._forget
 
     def create(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
-        record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now())
+        sink = self.store.add_event if self.store is not None else None
+        record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now(), sink=sink)
+        if self.store is not None:
+            # Queued ahead of the run's first event, so the row is on disk before or with it.
+            self.store.add_run(summary_of(record.state))
         self._runs[record.run_id] = record
         self._evict()
         return record
 
     def get(self, run_id: str) -> RunRecord | None:
+        """The run in memory, else rebuilt from the store (and held in memory again)."""
         record = self._runs.get(run_id)
         if record is not None:
             self._runs.move_to_end(run_id)
+            return record
+        if self.store is None:
+            return None
+        stored = self.store.load(run_id)
+        if stored is None:
+            return None
+        record = RunRecord.restore(*stored)
+        self._runs[run_id] = record
+        self._evict()
         return record
 
     def recent(self) -> list[RunRecord]:
-        """Newest first, by creation time."""
+        """Newest first, by creation time: the runs held in memory (see `page` for the history)."""
         return sorted(self._runs.values(), key=lambda r: r.state.created_at, reverse=True)
+
+    def page(
+        self,
+        *,
+        scenario_id: str | None = None,
+        status: str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+    ) -> RunPage:
+        """Runs newest first, filtered, `limit` at a time; BadCursor for a cursor this never gave."""
+        before = decode_cursor(cursor) if cursor else None
+        if self.store is None:
+            rows = self._page_in_memory(scenario_id, status, limit + 1, before)
+        else:
+            rows = self.store.list_runs(scenario_id=scenario_id, status=status, limit=limit + 1, before=before)
+        next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+        # A live run's row trails its events by a batch; show what memory knows now.
+        fresh = [summary_of(self._runs[row.run_id].state) if row.run_id in self._runs else row for row in rows[:limit]]
+        return RunPage([row for row in fresh if status is None or row.status == status], next_cursor)
+
+    def _page_in_memory(
+        self, scenario_id: str | None, status: str | None, limit: int, before: tuple[str, str] | None
+    ) -> list[RunRow]:
+        rows = sorted(
+            (summary_of(record.state) for record in self._runs.values()),
+            key=lambda row: (row.created_at, row.run_id),
+            reverse=True,
+        )
+        return [
+            row
+            for row in rows
+            if (scenario_id is None or row.scenario_id == scenario_id)
+            and (status is None or row.status == status)
+            and (before is None or (row.created_at, row.run_id) < before)
+        ][:limit]
 
     def active(self) -> Iterable[RunRecord]:
         return [record for record in self._runs.values() if not record.is_finished]
@@ -179,20 +349,113 @@ class RunRegistry:
         record.task = asyncio.create_task(work(record), name=f"run {record.run_id}")
         record.task.add_done_callback(lambda _task: _close_unfinished(record))
 
+    async def sync(self) -> None:
+        """Return once every run and event so far is on disk (at once without a store); StoreError."""
+        if self.store is not None:
+            await self.store.sync()
+
+    async def cancel(self, run_id: str) -> RunRecord | None:
+        """Cancel a live run and wait (briefly) for it to record its ending; None when unknown.
+
+        Raises RunAlreadyFinished. The running tool call is cancelled with the task, which makes the
+        MCP client send the server its cancellation notification.
+        """
+        record = self.get(run_id)
+        if record is None:
+            return None
+        if record.is_finished:
+            raise RunAlreadyFinished(record)
+        record.stop_reason = record.stop_reason or CANCELLED_BY_REQUEST
+        if record.task is None:
+            _close_unfinished(record)
+            return record
+        record.task.cancel()
+        # asyncio.wait never cancels what it waits for, even if this request is cancelled meanwhile.
+        await asyncio.wait({record.task}, timeout=CANCEL_WAIT_SECONDS)
+        return record
+
     def stop_live(self) -> list[asyncio.Task[None]]:
-        """Cancel every live run; each records its own ending (run_finished, cancelled)."""
-        tasks = [record.task for record in self.active() if record.task is not None]
-        for task in tasks:
-            task.cancel()
-        return tasks
+        """Cancel every live run; each records its own ending (run_finished, failed: interrupted)."""
+        records = [record for record in self.active() if record.task is not None]
+        for record in records:
+            record.stop_reason = record.stop_reason or SHUT_DOWN
+            assert record.task is not None
+            record.task.cancel()
+        return [record.task for record in records if record.task is not None]
 
     async def cancel_all(self) -> None:
         """Cancel every live run and wait until each has recorded how it ended."""
         await asyncio.gather(*self.stop_live(), return_exceptions=True)
 
+    @contextlib.asynccontextmanager
+    async def history(self) -> AsyncIterator[None]:
+        """Open the store and end the runs a stopped process left behind; at exit, write all and close."""
+        if self.store is None:
+            yield
+            return
+        self.store.open()
+        try:
+            await self.recover()
+            yield
+        finally:
+            await self.store.aclose()
+
+    async def recover(self) -> list[str]:
+        """End every stored run still queued or running as failed (interrupted) and save that ending.
+
+        Runs a previous process was executing when it stopped, gracefully or not: their streams and
+        pages must say how they ended rather than wait for ever.
+        """
+        if self.store is None:
+            return []
+        ended = []
+        for row, events in self.store.unfinished():
+            record = RunRecord.restore(row, events, sink=self.store.add_event)
+            now = utc_now()
+            for step in sorted(record.state.steps.values(), key=lambda s: s.index):
+                if step.status == "running":
+                    record.emit(
+                        "step_finished",
+                        step_name=step.node_id,
+                        index=step.index,
+                        status="failed",
+                        started_at=step.started_at,
+                        finished_at=now,
+                        message=RESTARTED.step_message,
+                        output=None,
+                    )
+            record.emit("run_finished", status=RESTARTED.status, finished_at=now, message=RESTARTED.message)
+            ended.append(record.run_id)
+        await self.store.sync()
+        if ended:
+            log.warning("%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)",
+                        len(ended))
+        return ended
+
+    def history_health(self) -> dict[str, Any] | None:
+        return self.store.health() if self.store is not None else None
+
+    def _saved(self, saved: dict[str, int]) -> None:
+        for run_id, seq in saved.items():
+            record = self._runs.get(run_id)
+            if record is not None and seq > record.saved_seq:
+                record.saved_seq = seq
+        self._evict()
+
+    def _forget(self, run_ids: list[str]) -> None:
+        # Pruned from disk, so gone from memory too: a run is listed and served alike, or not at all.
+        for run_id in run_ids:
+            record = self._runs.get(run_id)
+            if record is not None and record.is_finished:
+                del self._runs[run_id]
+
+    def _evictable(self, record: RunRecord) -> bool:
+        # Until its last event is on disk, a finished run read back from the store would look unfinished.
+        return record.is_finished and (self.store is None or record.saved_seq >= len(record.events))
+
     def _evict(self) -> None:
         excess = len(self._runs) - self.max_size
         if excess <= 0:
             return
-        for run_id in [rid for rid, record in self._runs.items() if record.is_finished][:excess]:
+        for run_id in [rid for rid, record in self._runs.items() if self._evictable(record)][:excess]:
             del self._runs[run_id]

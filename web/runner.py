@@ -12,7 +12,7 @@ from typing import Any
 from mcp_types import CallToolResult
 
 from web.mcp_pool import McpPool, ToolCallError, ToolLookupError, describe
-from web.registry import RunRecord, RunRegistry, utc_now
+from web.registry import CANCELLED, RunRecord, RunRegistry, utc_now
 from web.scenarios import MISSING, FromPath, Scenario, Step, resolve_path
 
 
@@ -66,6 +66,24 @@ class Runner:
         self.registry.start(record, lambda r: self.run(r, scenario))
         return record
 
+    async def launch(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
+        """`submit`, returning only once the run is on disk: what a 202 promises.
+
+        Raises StoreError when the history cannot be written; the run is then recorded as failed
+        (not started) rather than left queued for ever.
+        """
+        record = self.registry.create(scenario.scenario_id, run_input)
+        try:
+            await self.registry.sync()
+        except BaseException as exc:
+            if not record.is_finished:
+                status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+                record.emit("run_finished", status=status, finished_at=utc_now(), message=f"Not started: {exc}")
+            raise
+        if not record.is_finished:  # a cancel may have come in while the row was being written
+            self.registry.start(record, lambda r: self.run(r, scenario))
+        return record
+
     async def run(self, record: RunRecord, scenario: Scenario) -> None:
         record.emit("run_started", scenario_id=scenario.scenario_id, started_at=utc_now())
         context: dict[str, Any] = {"input": record.state.input, "steps": {}}
@@ -97,6 +115,8 @@ class Runner:
                     return
                 context["steps"][step.name] = {"output": output}
         except asyncio.CancelledError:
+            # Who cancelled says how the run ends: a user (cancelled) or a shutdown (failed, interrupted).
+            ending = record.stop_reason or CANCELLED
             if current is not None:
                 index, step, started_at = current
                 record.emit(
@@ -106,10 +126,10 @@ class Runner:
                     status="cancelled",
                     started_at=started_at,
                     finished_at=utc_now(),
-                    message="Cancelled while running",
+                    message=ending.step_message,
                     output=None,
                 )
-            record.emit("run_finished", status="cancelled", finished_at=utc_now(), message="Run cancelled")
+            record.emit("run_finished", status=ending.status, finished_at=utc_now(), message=ending.message)
             raise
         record.emit("run_finished", status="success", finished_at=utc_now(), message="")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +132,14 @@ def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
         # jsonschema reports each missing property as its own error, naming it in the message.
         missing = [name for name in error.validator_value if repr(name) in error.message]
         path.extend(missing[:1])
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        # One error names every unexpected property; locate it at the first, as FastAPI's extra="forbid" does.
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        declared, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+        unexpected = [
+            name for name in error.instance if name not in declared and not any(re.search(p, name) for p in patterns)
+        ]
+        path.extend(unexpected[:1])
     return path
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from web.registry import RunState
+from web.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage, RunState
+from web.store import RunRow
 
 RUN_ID = "76d6903c-f520-4a40-b0fc-8fed3f7955d2"
 SCENARIO_ID = "news_source_discovery_v1"
@@ -167,10 +168,31 @@ class ToolSummary(BaseModel):
 
 
 class ServerHealth(BaseModel):
+    model_config = _examples(
+        {"state": "ready", "transport": "stdio", "tools": 7, "error": None},
+        {"state": "down", "transport": "streamable-http", "tools": 0,
+         "error": "[Errno 111] Connect call failed ('127.0.0.1', 9000)"},
+    )
+
     state: Literal["connecting", "ready", "down"]
     transport: Literal["stdio", "streamable-http", "sse"]
     tools: int
     error: str | None
+
+
+class HistoryHealth(BaseModel):
+    model_config = _examples(
+        {"state": "ok", "path": "/srv/stepline/.stepline/stepline.db", "error": None},
+        {
+            "state": "failing",
+            "path": "/srv/stepline/.stepline/stepline.db",
+            "error": "database or disk is full [SQLITE_FULL] (is the disk full or the directory read-only?)",
+        },
+    )
+
+    state: Literal["ok", "failing"] = Field(description="`failing`: writes are held in memory and retried.")
+    path: str = Field(description="The SQLite file under the data directory.")
+    error: str | None = Field(description="Why the last write failed, while it fails.")
 
 
 class Health(BaseModel):
@@ -178,11 +200,13 @@ class Health(BaseModel):
         {
             "status": "ok",
             "servers": {"demo": {"state": "ready", "transport": "stdio", "tools": 6, "error": None}},
+            "history": {"state": "ok", "path": "/srv/stepline/.stepline/stepline.db", "error": None},
         }
     )
 
     status: Literal["ok", "degraded"]
     servers: dict[str, ServerHealth]
+    history: HistoryHealth | None = Field(None, description="Run history on disk; null when it is turned off.")
 
 
 class ErrorDetail(BaseModel):
@@ -192,6 +216,11 @@ class ErrorDetail(BaseModel):
 
 
 class ValidationIssue(BaseModel):
+    model_config = _examples(
+        {"loc": ["body", "input", "url"], "msg": "'url' is a required property", "type": "jsonschema.required"},
+        {"loc": ["query", "limit"], "msg": "Input should be less than or equal to 200", "type": "less_than_equal"},
+    )
+
     loc: list[str | int]
     msg: str
     type: str
@@ -207,3 +236,89 @@ class ValidationErrorResponse(BaseModel):
     )
 
     detail: list[ValidationIssue]
+
+
+NEXT_CURSOR = "WyIyMDI2LTA0LTI0VDA5OjI1OjEyLjA0MSswMDowMCIsIjBiOGYzZTUyLTVhMWQtNGM4ZS05ZjYxLTJkN2M0YTllOGIxMCJd"
+
+
+class RunListQuery(BaseModel):
+    """GET /api/runs's query; an empty value (as a plain HTML form sends) means "not given"."""
+
+    scenario_id: str | None = None
+    status: RunStatus | None = None
+    limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    cursor: str | None = None
+
+    @field_validator("scenario_id", "status", "limit", "cursor", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any, info: Any) -> Any:
+        if value == "":
+            return cls.model_fields[info.field_name].default
+        return value
+
+
+class RunSummary(BaseModel):
+    model_config = _examples(
+        {
+            "run_id": RUN_ID,
+            "scenario_id": SCENARIO_ID,
+            "status": "success",
+            "message": "",
+            "input": {"url": ARTICLE_URL},
+            "created_at": "2026-04-24T09:27:59.873+00:00",
+            "started_at": "2026-04-24T09:27:59.874+00:00",
+            "finished_at": "2026-04-24T09:28:05.750+00:00",
+        }
+    )
+
+    run_id: str
+    scenario_id: str
+    status: RunStatus
+    message: str
+    input: dict[str, Any]
+    created_at: str = Field(description="When the run was accepted (ISO 8601, UTC); the list's order.")
+    started_at: str | None = Field(description="When its first step began; null while queued.")
+    finished_at: str | None
+
+    @classmethod
+    def of(cls, row: RunRow) -> RunSummary:
+        return cls(
+            run_id=row.run_id,
+            scenario_id=row.scenario_id,
+            status=row.status,  # type: ignore[arg-type]
+            message=row.message,
+            input=row.input,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+        )
+
+
+class RunList(BaseModel):
+    model_config = _examples(
+        {
+            "runs": [
+                RunSummary.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                {
+                    "run_id": "0b8f3e52-5a1d-4c8e-9f61-2d7c4a9e8b10",
+                    "scenario_id": "outlet_profile_v1",
+                    "status": "failed",
+                    "message": "Step 'lookup_outlet' failed: Unknown outlet: nowhere.example.com",
+                    "input": {"domain": "nowhere.example.com"},
+                    "created_at": "2026-04-24T09:25:12.041+00:00",
+                    "started_at": "2026-04-24T09:25:12.043+00:00",
+                    "finished_at": "2026-04-24T09:25:13.590+00:00",
+                },
+            ],
+            "next_cursor": NEXT_CURSOR,
+        }
+    )
+
+    runs: list[RunSummary] = Field(description="Newest first.")
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page. Opaque: use it as given."
+    )
+
+    @classmethod
+    def of(cls, page: RunPage) -> RunList:
+        return cls(runs=[RunSummary.of(row) for row in page.runs], next_cursor=page.next_cursor)

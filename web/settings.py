@@ -19,7 +19,15 @@ class Settings(BaseSettings):
     - ``STEPLINE_CONNECT_TIMEOUT``: seconds a step waits for its server to connect (10).
     - ``STEPLINE_HEARTBEAT``: seconds between pings that notice an idle server has died (5).
     - ``STEPLINE_SSE_PING``: seconds between keep-alive comments on event streams (15).
+    - ``STEPLINE_FRAME_ANCESTORS``: the CSP ``frame-ancestors`` sources allowed to embed the pages in
+      an iframe, space-separated (``'self'``), e.g. ``'self' https://portal.example.com``.
+    - ``STEPLINE_SECRET``: signs the pages' form tokens; unset, a random one per process (a form left
+      open across a restart is then shown again to resubmit).
     - ``RUN_REGISTRY_MAX_SIZE`` (or ``STEPLINE_RUN_REGISTRY_MAX_SIZE``): runs kept in memory (200).
+    - ``STEPLINE_DATA_DIR``: where run history is stored, an SQLite file (``./.stepline/``).
+    - ``STEPLINE_RETENTION_DAYS``: finished runs older than this are pruned (30).
+    - ``STEPLINE_RETENTION_RUNS``: at most this many runs are kept; the oldest finished go first (10000).
+    - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
     """
 
     model_config = SettingsConfigDict(env_prefix="STEPLINE_", extra="ignore")
@@ -33,8 +41,15 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(10.0, gt=0)
     heartbeat: float = Field(5.0, gt=0)
     sse_ping: float = Field(15.0, gt=0)
+    # One CSP header value: a ';', ',' or line break would smuggle in other directives or headers.
+    frame_ancestors: str = Field("'self'", pattern=r"^[^;,\r\n]+$")
+    secret: str | None = None
     run_registry_max_size: int = Field(
         200,
         ge=1,
         validation_alias=AliasChoices("RUN_REGISTRY_MAX_SIZE", "STEPLINE_RUN_REGISTRY_MAX_SIZE"),
     )
+    data_dir: Path = Path(".stepline")
+    retention_days: float = Field(30.0, gt=0)
+    retention_runs: int = Field(10_000, ge=1)
+    history: bool = True

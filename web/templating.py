@@ -2,8 +2,96 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import pass_context
+from jinja2.runtime import Context
+from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from web.security import TOKEN_FIELD, form_token
 from web.settings import PROJECT_ROOT
 
 templates = Jinja2Templates(directory=PROJECT_ROOT / "templates")
+
+
+def path_for(request: Request, name: str, /, **path_params: Any) -> str:
+    """A route's path with the proxy's prefix, never host-qualified.
+
+    Behind a reverse proxy the Host header names the upstream, so an absolute URL built from it
+    would send the browser around the proxy; a path from the root is right on both sides of it.
+    """
+    return request.scope.get("root_path", "") + str(request.app.url_path_for(name, **path_params))
+
+
+def is_embedded(request: Request) -> bool:
+    return request.query_params.get("embed") == "1"
+
+
+def page_path(request: Request, name: str, /, query: dict[str, Any] | None = None, **path_params: Any) -> str:
+    """A page's path that keeps an embedded view embedded (`?embed=1` travels with every link)."""
+    params = {key: value for key, value in (query or {}).items() if value is not None}
+    if is_embedded(request):
+        params["embed"] = "1"
+    path = path_for(request, name, **path_params)
+    return f"{path}?{urlencode(params)}" if params else path
+
+
+@pass_context
+def _url_for(context: Context, name: str, /, **path_params: Any) -> str:
+    return path_for(context["request"], name, **path_params)
+
+
+@pass_context
+def _link(context: Context, name: str, /, query: dict[str, Any] | None = None, **path_params: Any) -> str:
+    return page_path(context["request"], name, query, **path_params)
+
+
+def pretty_json(value: Any) -> str:
+    # A plain str, so autoescaping still applies (Jinja's own `tojson` returns markup).
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {rest} s"
+
+
+def clock(stamp: str | None) -> str:
+    """An event time as people read it: date and time to the second, in UTC like the events."""
+    if not stamp:
+        return ""
+    moment = datetime.fromisoformat(stamp)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if moment.utcoffset() is not None else "")
+
+
+templates.env.globals["url_for"] = _url_for
+templates.env.globals["link"] = _link
+templates.env.filters["pretty_json"] = pretty_json
+templates.env.filters["duration"] = duration
+templates.env.filters["clock"] = clock
+
+
+@pass_context
+def _form_token(context: Context) -> str:
+    return form_token(context["request"])
+
+
+templates.env.globals["form_token"] = _form_token
+templates.env.globals["form_token_field"] = TOKEN_FIELD

@@ -1,0 +1,96 @@
+"""What the benchmarks share: a real `stepline serve` in its own process, and small statistics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+TRIVIAL_SERVER = Path(__file__).resolve().with_name("trivial_server.py")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Stepline:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def write_scenario(folder: Path, scenario_id: str, steps: list[dict[str, Any]], **extra: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    scenario = {"schema_version": "1", "scenario_id": scenario_id, "name": scenario_id, "steps": steps, **extra}
+    (folder / f"{scenario_id}.json").write_text(json.dumps(scenario), encoding="utf-8")
+
+
+@contextlib.contextmanager
+def stepline(home: Path, scenarios: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Stepline]:
+    """`stepline serve` with the trivial benchmark server (stdio) as its only MCP server."""
+    config = home / "mcp.json"
+    config.write_text(
+        json.dumps({"mcpServers": {"bench": {"command": sys.executable, "args": [str(TRIVIAL_SERVER)]}}}),
+        encoding="utf-8",
+    )
+    port = free_port()
+    log = home / f"stepline-{port}.log"
+    command = [
+        sys.executable, "-m", "web", "serve", "--port", str(port), "--mcp-config", str(config),
+        "--scenarios", str(scenarios), "--data-dir", str(home / f"data-{port}"), *args,
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
+    server = Stepline(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"stepline exited:\n{log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                health = httpx.get(f"{server.url}/healthz", timeout=1).json()
+                if health["servers"]["bench"]["state"] == "ready":
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"stepline did not get ready:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def timestamp(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,231 @@
+"""Run history across restarts of a real server: finished runs stay, interrupted runs end, bad disks stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
+from runs import get_run, run_to_end, start_run
+from sse import read_events
+
+NEWS = "news_source_discovery_v1"
+NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
+OUTLET = "outlet_profile_v1"
+
+
+def list_all(server: StepServer) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/api/runs", params={"limit": 200}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()["runs"]
+
+
+def kill_hard(server: StepServer) -> None:
+    """kill -9 the server and its MCP children: nothing gets to write a last word."""
+    os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(10)
+
+
+def serve_and_fail(*args: str, preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    """`stepline serve` that is expected to refuse to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "web", "serve", "--port", str(free_port()), *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "STEPLINE_DEMO_DELAY": "0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=preexec_fn,
+    )
+
+
+def limit_file_size(size: int) -> Callable[[], None]:
+    # RLIMIT_FSIZE binds root as well: a write past it fails (EFBIG), as on a full disk.
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def test_finished_runs_are_served_unchanged_after_a_restart(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data")
+    server = make_server("--data-dir", data)
+    runs = [
+        run_to_end(server.url, NEWS, NEWS_INPUT),
+        run_to_end(server.url, OUTLET, {"domain": "daily.example.com"}),
+        run_to_end(server.url, OUTLET, {"domain": "nowhere.example.com"}),
+    ]
+    assert [run["status"] for run in runs] == ["success", "success", "failed"]
+    streams = {run["run_id"]: read_events(server.url, run["run_id"]) for run in runs}
+    listed = list_all(server)
+    assert server.stop() in (0, -signal.SIGTERM)
+
+    server = make_server("--data-dir", data)
+
+    for run in runs:
+        assert get_run(server.url, run["run_id"]) == run
+        assert read_events(server.url, run["run_id"]) == streams[run["run_id"]]
+        resumed = read_events(server.url, run["run_id"], params={"last_event_id": "3"})
+        assert resumed == streams[run["run_id"]][3:]
+    assert list_all(server) == listed
+    assert httpx.get(f"{server.url}/healthz", timeout=10).json()["history"]["state"] == "ok"
+
+
+def test_runs_evicted_from_memory_are_read_back_from_disk(
+    make_server: Callable[..., StepServer],
+) -> None:
+    server = make_server(env={"RUN_REGISTRY_MAX_SIZE": "1"})
+    runs = [run_to_end(server.url, OUTLET, {"domain": domain}) for domain in ("daily.example.com", "signal.example")]
+    fresh = run_to_end(server.url, NEWS, NEWS_INPUT)
+
+    for run in [*runs, fresh]:
+        assert get_run(server.url, run["run_id"]) == run
+        events = read_events(server.url, run["run_id"])
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert events[-1]["type"] == "run_finished"
+
+
+def test_a_run_killed_mid_step_reads_failed_interrupted_after_restart(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data")
+    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "2"})
+    done = run_to_end(server.url, OUTLET, {"domain": "nowhere.example.com"})
+    run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
+    wait_until(lambda: bool(get_run(server.url, run_id)["steps"]), 10, "the first step to start")
+    time.sleep(0.3)  # events are written in batches a few milliseconds apart
+
+    kill_hard(server)
+    server = make_server("--data-dir", data)
+
+    run = get_run(server.url, run_id)
+    assert run["status"] == "failed"
+    assert run["message"].startswith("Interrupted by a server restart")
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("fetch_article", "failed")]
+    assert run["steps"][0]["message"].startswith("Interrupted by a server restart")
+    events = read_events(server.url, run_id)  # replays, then the stream ends
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events[:2]] == ["run_started", "step_started"]
+    assert [(e["type"], e["status"]) for e in events[-2:]] == [("step_finished", "failed"), ("run_finished", "failed")]
+    assert get_run(server.url, done["run_id"]) == done  # finished runs are never altered
+    assert {r["run_id"]: r["status"] for r in list_all(server)} == {run_id: "failed", done["run_id"]: "failed"}
+
+
+def test_a_run_stopped_gracefully_reads_failed_interrupted(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data = str(tmp_path / "data")
+    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "2"})
+    run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
+    wait_until(lambda: bool(get_run(server.url, run_id)["steps"]), 10, "the first step to start")
+
+    server.stop()
+    server = make_server("--data-dir", data)
+
+    run = get_run(server.url, run_id)
+    assert run["status"] == "failed"
+    assert run["message"].startswith("Interrupted")
+    events = read_events(server.url, run_id)
+    assert events[-1]["type"] == "run_finished"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_queued_run_killed_before_any_event_still_ends(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    # The kill comes right after the 202, before the run's events may have reached the disk.
+    data = str(tmp_path / "data")
+    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "5"})
+    run_id = start_run(server.url, OUTLET, {"domain": "daily.example.com"})["run_id"]
+    kill_hard(server)  # the 202 promised the run is on disk
+
+    server = make_server("--data-dir", data)
+
+    run = get_run(server.url, run_id)
+    assert run["status"] == "failed" and run["message"].startswith("Interrupted")
+    assert read_events(server.url, run_id)[-1]["type"] == "run_finished"
+
+
+@pytest.mark.parametrize("layout", ["parent is a file", "path is a file"])
+def test_an_unusable_data_dir_stops_serve_with_its_name(tmp_path: Path, layout: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    data_dir = blocker / "data" if layout == "parent is a file" else blocker
+
+    result = serve_and_fail("--data-dir", str(data_dir))
+
+    assert result.returncode == 2
+    assert f"data directory {data_dir}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_at_start_stops_serve_with_its_name(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+
+    result = serve_and_fail("--data-dir", str(data_dir), preexec_fn=limit_file_size(0))
+
+    assert result.returncode == 2
+    assert f"cannot write run history {data_dir / 'stepline.db'}" in result.stderr
+    assert "is the disk full or the directory read-only?" in result.stderr
+
+
+def test_a_data_dir_in_use_by_another_server_stops_serve(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    make_server("--data-dir", str(data_dir))
+
+    result = serve_and_fail("--data-dir", str(data_dir))
+
+    assert result.returncode == 2
+    assert f"data directory {data_dir} is in use by another Stepline process" in result.stderr
+
+
+def test_a_data_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection:
+        connection.execute("PRAGMA user_version = 99")
+
+    result = serve_and_fail("--data-dir", str(data_dir))
+
+    assert result.returncode == 2
+    assert "schema version 99, newer than this Stepline knows" in result.stderr
+
+
+def test_a_write_failure_while_serving_is_loud_and_refuses_new_runs(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    # Enough room to start; the write-ahead log outgrows it within a few runs.
+    server = make_server(preexec_fn=limit_file_size(256 * 1024))
+
+    def failing() -> bool:
+        response = httpx.post(
+            f"{server.url}/api/runs", json={"scenario_id": OUTLET, "input": {"domain": "daily.example.com"}}, timeout=10
+        )
+        assert response.status_code in (202, 503), response.text
+        return response.status_code == 503
+
+    wait_until(failing, 30, "writes to fail")
+
+    health = httpx.get(f"{server.url}/healthz", timeout=10).json()
+    assert health["status"] == "degraded"
+    assert health["history"]["state"] == "failing"
+    assert "[SQLITE_" in health["history"]["error"]
+    refused = httpx.post(
+        f"{server.url}/api/runs", json={"scenario_id": OUTLET, "input": {"domain": "daily.example.com"}}, timeout=10
+    )
+    assert refused.status_code == 503
+    assert refused.json()["detail"].startswith("Run not started: run history in ")
+    assert "ERROR web.store: Run history in" in server.log()
+    assert "cannot be written" in server.log()

@@ -1,0 +1,566 @@
+"""The MCP pool and the runner against real MCP servers, through a real `stepline serve`.
+
+The servers are `tests/servers/toolbox.py` (built with the SDK) over streamable HTTP, legacy SSE and
+stdio, plus the bundled demo server; each case asserts what a user sees: the failed step's message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import PROJECT_ROOT, StepServer, free_port, start_server, wait_until
+from runs import run_to_end, start_run, wait_finished
+from sse import read_events
+
+from web.cli import literal_input_errors
+
+TOOLBOX = Path(__file__).resolve().parent / "servers" / "toolbox.py"
+TOKEN = "s3cret-token"
+
+
+@dataclass
+class Toolbox:
+    """`tests/servers/toolbox.py` served over HTTP on a fixed port, so it can be killed and restarted."""
+
+    transport: str
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        path = "/sse" if self.transport == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> Toolbox:
+        with (self.log_dir / f"toolbox-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(TOOLBOX), self.transport, str(self.port)], stdout=log, stderr=log
+            )
+        wait_until(self._listening, 15, f"the toolbox server on port {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "the toolbox server exited"
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def write_config(path: Path, servers: dict[str, Any]) -> Path:
+    path.write_text(json.dumps({"mcpServers": servers}, indent=2), encoding="utf-8")
+    return path
+
+
+def write_scenario(folder: Path, scenario_id: str, *steps: dict[str, Any], **extra: Any) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    scenario = {"schema_version": "1", "scenario_id": scenario_id, "name": scenario_id, "steps": list(steps), **extra}
+    (folder / f"{scenario_id}.json").write_text(json.dumps(scenario, indent=2), encoding="utf-8")
+
+
+def step(name: str, tool: str, server: str | None = None, **inputs: Any) -> dict[str, Any]:
+    return {"name": name, "tool": tool, **({"server": server} if server else {}), "input": inputs}
+
+
+DEMO_STDIO = {
+    "command": sys.executable,
+    "args": ["-m", "web.demo"],
+    "cwd": str(PROJECT_ROOT),
+    "env": {"STEPLINE_DEMO_DELAY": "0"},
+}
+
+
+# --- One Stepline with four servers: HTTP (with a ${VAR} header), legacy SSE, stdio, and one down ---
+
+
+@pytest.fixture(scope="module")
+def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Toolbox]]:
+    logs = tmp_path_factory.mktemp("toolbox")
+    boxes = {"tb": Toolbox("streamable-http", logs), "legacy": Toolbox("sse", logs)}
+    for box in boxes.values():
+        assert box.process is None
+        box.start()
+    yield boxes
+    for box in boxes.values():
+        box.kill()
+
+
+@pytest.fixture(scope="module")
+def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, Toolbox]) -> Iterator[StepServer]:
+    home = tmp_path_factory.mktemp("mcp")
+    config = write_config(
+        home / "mcp.json",
+        {
+            "tb": {"type": "http", "url": toolboxes["tb"].url, "headers": {"Authorization": "Bearer ${TB_TOKEN}"}},
+            "legacy": {"type": "sse", "url": toolboxes["legacy"].url},
+            "demo": DEMO_STDIO,
+            # Nothing listens there: a server that is down.
+            "gone": {"type": "http", "url": f"http://127.0.0.1:{free_port()}/mcp"},
+        },
+    )
+    folder = home / "scenarios"
+    write_scenario(folder, "demo_only", step("lookup", "lookup_outlet", domain="daily.example.com"))
+    write_scenario(folder, "needs_gone", step("first", "echo", "tb", text="hi"), step("second", "echo", "gone"))
+    write_scenario(folder, "tool_error", step("fail", "fail", "tb", message="no widgets today"))
+    write_scenario(folder, "times_out", step("nap", "slow", "tb", seconds=5), step("after", "echo", "tb"))
+    write_scenario(folder, "broken_structure", step("broken", "broken_structure", "tb"))
+    write_scenario(folder, "bad_arguments", step("echo", "echo", "tb", items="not a list"))
+    write_scenario(folder, "unknown_tool", step("nope", "no_such_tool", "tb"))
+    write_scenario(folder, "unknown_tool_anywhere", step("nope", "no_such_tool"))
+    write_scenario(folder, "unknown_server", step("nope", "echo", "nowhere"))
+    write_scenario(folder, "ambiguous", step("echo", "echo", text="which one?"))
+    write_scenario(
+        folder,
+        "required_missing",
+        step("first", "echo", "tb", items=["only one"]),
+        {
+            **step("second", "echo", "tb", text={"from": "steps.first.output.items.3"}),
+            "required_input_fields": ["text"],
+        },
+    )
+    write_scenario(
+        folder,
+        "outputs",
+        step("both", "both", "tb"),
+        step("json", "json_text", "tb"),
+        step("plain", "plain_text", "tb"),
+        step(
+            "echo",
+            "echo",
+            "legacy",
+            text={"from": "steps.json.output.words.1"},
+            items=["literal"],
+            missing={"from": "steps.both.output.nothing"},
+        ),
+    )
+    write_scenario(folder, "progress", step("count", "progress", "tb", steps=3))
+    write_scenario(folder, "auth", step("auth", "authorization", "tb"))
+    write_scenario(
+        folder,
+        "chained",
+        step("first", "echo", "tb", text={"from": "input.text"}),
+        step("second", "echo", "legacy", text={"from": "steps.first.output.text"}, items=["x"]),
+        step("third", "lookup_outlet", domain="signal.example"),
+    )
+    server = start_server(
+        home,
+        "--mcp-config",
+        str(config),
+        "--scenarios",
+        str(folder),
+        env={"TB_TOKEN": TOKEN, "STEPLINE_CALL_TIMEOUT": "1", "STEPLINE_CONNECT_TIMEOUT": "3"},
+    )
+    yield server
+    server.stop()
+
+
+@dataclass(frozen=True)
+class Failure:
+    scenario_id: str
+    step: str
+    says: list[str]
+
+
+FAILURES = {
+    "server down": Failure("needs_gone", "second", ["MCP server 'gone'", "unavailable"]),
+    "tool returns isError": Failure("tool_error", "fail", ["no widgets today"]),
+    "call times out": Failure("times_out", "nap", ["'slow' on MCP server 'tb' timed out after 1s"]),
+    "structured content breaks the output schema": Failure(
+        "broken_structure", "broken", ["broken_structure", "Invalid structured content", "'many'"]
+    ),
+    "arguments break the tool's schema": Failure("bad_arguments", "echo", ["items", "not a list"]),
+    "unknown tool": Failure("unknown_tool", "nope", ["unknown tool 'no_such_tool' on MCP server 'tb'"]),
+    "unknown tool while a server is down": Failure("unknown_tool_anywhere", "nope", ["no_such_tool", "'gone'"]),
+    "unknown server": Failure("unknown_server", "nope", ["unknown MCP server 'nowhere'"]),
+    "ambiguous tool": Failure("ambiguous", "echo", ["'echo'", "'tb'", "'legacy'", "set the step's 'server'"]),
+    "required input found nothing": Failure(
+        "required_missing", "second", ["required input 'text'", "'steps.first.output.items.3'"]
+    ),
+}
+
+
+@pytest.mark.parametrize("case", FAILURES.values(), ids=FAILURES.keys())
+def test_a_failing_step_says_why(stepline: StepServer, case: Failure) -> None:
+    run = run_to_end(stepline.url, case.scenario_id)
+
+    assert run["status"] == "failed"
+    failed = run["steps"][-1]
+    assert (failed["node_id"], failed["status"]) == (case.step, "failed")
+    assert all(s["status"] == "success" for s in run["steps"][:-1])
+    for fragment in case.says:
+        assert fragment in failed["message"], failed["message"]
+    assert "Failed validating" not in failed["message"]  # a schema error is named, not dumped
+    assert run["message"] == f"Step '{case.step}' failed: {failed['message']}"
+
+
+def test_a_down_server_degrades_only_what_needs_it(stepline: StepServer) -> None:
+    health = httpx.get(f"{stepline.url}/healthz").json()
+    assert health["status"] == "degraded"
+    assert {name: s["state"] for name, s in health["servers"].items()} == {
+        "tb": "ready",
+        "legacy": "ready",
+        "demo": "ready",
+        "gone": "down",
+    }
+    assert health["servers"]["gone"]["error"]
+
+    # A step whose tool only a running server offers needs no `server` and runs.
+    assert run_to_end(stepline.url, "demo_only")["status"] == "success"
+    assert run_to_end(stepline.url, "chained", {"text": "relay"})["status"] == "success"
+    tools = httpx.get(f"{stepline.url}/api/tools")
+    assert tools.status_code == 502
+    assert "MCP server 'gone'" in tools.json()["detail"]
+
+
+def test_outputs_prefer_structured_content_then_json_text_then_text(stepline: StepServer) -> None:
+    run_id = start_run(stepline.url, "outputs")["run_id"]
+    run = wait_finished(stepline.url, run_id)
+
+    assert run["status"] == "success", run
+    outputs = {s["node_id"]: s["output"] for s in run["steps"]}
+    assert outputs["both"] == {"count": 3}
+    assert outputs["json"] == {"answer": 42, "words": ["a", "b"]}
+    assert outputs["plain"] == "not JSON at all"
+    # A path that finds nothing leaves its field out.
+    echo = next(s for s in run["steps"] if s["node_id"] == "echo")
+    assert echo["input"] == {"text": "b", "items": ["literal"]}
+    assert outputs["echo"] == {"text": "b", "items": ["literal"]}
+    # The raw MCP content is kept beside the output.
+    finished = {e["step_name"]: e for e in read_events(stepline.url, run_id) if e["type"] == "step_finished"}
+    assert finished["both"]["content"] == [{"type": "text", "text": "three things"}]
+
+
+def test_input_flows_through_chained_steps_across_transports(stepline: StepServer) -> None:
+    run = run_to_end(stepline.url, "chained", {"text": "relay"})
+
+    assert run["status"] == "success"
+    outputs = [s["output"] for s in run["steps"]]
+    assert outputs[0] == {"text": "relay", "items": []}
+    assert outputs[1] == {"text": "relay", "items": ["x"]}
+    assert outputs[2]["domain"] == "signal.example"
+
+
+def test_progress_notifications_become_step_progress_events(stepline: StepServer) -> None:
+    run_id = start_run(stepline.url, "progress")["run_id"]
+    events = read_events(stepline.url, run_id)
+
+    progress = [
+        (e["step_name"], e["index"], e["progress"], e["total"], e["message"])
+        for e in events
+        if e["type"] == "step_progress"
+    ]
+    assert progress == [("count", 0, n, 3, f"step {n} of 3") for n in (1, 2, 3)]
+    types = [e["type"] for e in events]
+    assert types.index("step_started") < types.index("step_progress")
+    assert max(i for i, t in enumerate(types) if t == "step_progress") < types.index("step_finished")
+
+
+def test_header_variables_are_expanded_from_the_environment(stepline: StepServer) -> None:
+    run = run_to_end(stepline.url, "auth")
+
+    assert run["status"] == "success"
+    assert run["steps"][0]["output"] == f"Bearer {TOKEN}"
+
+
+def test_concurrent_runs_share_the_sessions(stepline: StepServer) -> None:
+    run_ids = [start_run(stepline.url, "chained", {"text": f"run {n}"})["run_id"] for n in range(12)]
+
+    runs = [wait_finished(stepline.url, run_id) for run_id in run_ids]
+
+    assert [r["status"] for r in runs] == ["success"] * 12
+    assert [r["steps"][1]["output"]["text"] for r in runs] == [f"run {n}" for n in range(12)]
+
+
+# --- A server killed mid-call, then restarted ----------------------------------------------------
+
+
+def test_a_server_killed_mid_call_fails_the_step_then_comes_back(tmp_path: Path, make_server: Any) -> None:
+    box = Toolbox("streamable-http", tmp_path).start()
+    try:
+        config = write_config(tmp_path / "mcp.json", {"fragile": {"url": box.url}})
+        folder = tmp_path / "scenarios"
+        write_scenario(folder, "nap", step("nap", "slow", seconds=30))
+        write_scenario(folder, "echo", step("echo", "echo", text="back again"))
+        # No heartbeat within the test: what notices the failures must be the calls themselves.
+        server: StepServer = make_server(
+            "--mcp-config", str(config), "--scenarios", str(folder), env={"STEPLINE_HEARTBEAT": "600"}
+        )
+        run_id = start_run(server.url, "nap")["run_id"]
+        with httpx.stream("GET", f"{server.url}/api/runs/{run_id}/events", timeout=10) as response:
+            for line in response.iter_lines():
+                if line == "event: step_progress":  # the tool is now inside its call
+                    break
+        box.kill()
+
+        run = wait_finished(server.url, run_id)
+
+        assert run["status"] == "failed"
+        assert "MCP server 'fragile'" in run["steps"][0]["message"], run
+        box.start()  # the same port
+        again = run_to_end(server.url, "echo")
+        assert again["status"] == "success", again
+        assert again["steps"][0]["output"] == {"text": "back again", "items": []}
+        assert httpx.get(f"{server.url}/healthz").json()["servers"]["fragile"]["state"] == "ready"
+
+        # Restarted while idle (a deploy): it forgot our session, and the next run must not notice.
+        box.kill()
+        box.start()
+        assert run_to_end(server.url, "echo")["status"] == "success"
+    finally:
+        box.kill()
+
+
+def test_a_stdio_server_that_died_while_idle_is_restarted_for_the_next_run(make_server: Any) -> None:
+    server: StepServer = make_server(env={"STEPLINE_HEARTBEAT": "600"})
+    (demo_pid,) = child_pids(server.process.pid)
+    assert run_to_end(server.url, "outlet_profile_v1", {"domain": "daily.example.com"})["status"] == "success"
+
+    subprocess.run(["kill", "-KILL", str(demo_pid)], check=True)
+    wait_until(lambda: not running(demo_pid), 5, "the demo server to die")
+    run = run_to_end(server.url, "outlet_profile_v1", {"domain": "daily.example.com"})
+
+    assert run["status"] == "success", run
+    assert demo_pid not in child_pids(server.process.pid)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """An MCP url whose server accepts connections and never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+
+
+def test_a_hanging_server_does_not_hold_up_steps_others_serve(
+    tmp_path: Path, make_server: Any, black_hole: str
+) -> None:
+    config = write_config(tmp_path / "mcp.json", {"demo": DEMO_STDIO, "hanging": {"url": black_hole}})
+    folder = tmp_path / "scenarios"
+    steps = [step(f"lookup_{n}", "lookup_outlet", domain="daily.example.com") for n in range(3)]
+    write_scenario(folder, "demo_only", *steps)
+    write_scenario(folder, "needs_hanging", step("echo", "echo", "hanging"))
+    # Were each step to wait for the hanging server's handshake, each run would take 3 x 4 s.
+    server: StepServer = make_server(
+        "--mcp-config", str(config), "--scenarios", str(folder), env={"STEPLINE_CONNECT_TIMEOUT": "4"},
+        wait_ready=False,
+    )
+    wait_until(
+        lambda: httpx.get(f"{server.url}/healthz").json()["servers"]["demo"]["state"] == "ready",
+        15,
+        "the demo server",
+    )
+
+    run_ids = [start_run(server.url, "demo_only")["run_id"] for _ in range(2)]
+    runs = [wait_finished(server.url, run_id, timeout=3) for run_id in run_ids]
+
+    assert [r["status"] for r in runs] == ["success", "success"]
+    assert httpx.get(f"{server.url}/healthz").json()["servers"]["hanging"]["state"] != "ready"
+    failed = run_to_end(server.url, "needs_hanging")
+    assert failed["status"] == "failed"
+    assert "MCP server 'hanging'" in failed["steps"][0]["message"]
+    assert "4s" in failed["steps"][0]["message"]
+    # Listing the tools says at once which server cannot be reached, without another 4 s handshake.
+    tools = httpx.get(f"{server.url}/api/tools", timeout=3)
+    assert tools.status_code == 502
+    assert "MCP server 'hanging'" in tools.json()["detail"]
+
+
+# --- Stdio servers never outlive Stepline ----------------------------------------------------------
+
+
+def child_pids(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
+    return {int(line) for line in out.split()}
+
+
+def running(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_stdio_servers_exit_with_stepline(tmp_path: Path, make_server: Any, sig: signal.Signals) -> None:
+    config = write_config(
+        tmp_path / "mcp.json",
+        {"demo": DEMO_STDIO, "toolbox": {"command": sys.executable, "args": [str(TOOLBOX), "stdio"]}},
+    )
+    server: StepServer = make_server("--mcp-config", str(config))
+    children = child_pids(server.process.pid)
+    assert len(children) == 2
+
+    server.process.send_signal(sig)
+    server.process.wait(timeout=10)
+
+    wait_until(lambda: not any(running(pid) for pid in children), 5, f"stdio servers to exit after {sig.name}")
+
+
+# --- stepline validate --------------------------------------------------------------------------------
+
+
+def stepline_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "web", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "STEPLINE_DEMO_DELAY": "0", **(env or {})},
+    )
+
+
+def test_validate_passes_the_shipped_scenarios() -> None:
+    result = stepline_cli("validate")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert "2 scenario(s) checked, 0 problem(s)" in result.stderr
+
+
+def test_validate_reports_every_problem_as_file_and_reason(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    write_scenario(folder, "good", step("lookup", "lookup_outlet", domain="daily.example.com"))
+    (folder / "broken.json").write_text('{"schema_version": "1",', encoding="utf-8")
+    write_scenario(folder, "unknown_tool", step("nope", "no_such_tool"))
+    write_scenario(
+        folder,
+        "bad_literal",
+        step("pick", "find_earliest_source", sources={"from": "input.sources"}, limit="lots"),
+        step("list", "list_outlet_articles", domain="daily.example.com", newest_first={"value": "yes"}),
+    )
+    write_scenario(folder, "ambiguous", step("echo", "echo", text="which one?"))
+    toolbox = {"command": sys.executable, "args": [str(TOOLBOX), "stdio"]}
+    config = write_config(tmp_path / "mcp.json", {"demo": DEMO_STDIO, "a": toolbox, "b": toolbox})
+
+    result = stepline_cli("validate", "--scenarios", str(folder), "--mcp-config", str(config))
+
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 5, result.stdout
+    expected = {
+        "broken.json": ["invalid JSON at line 1"],
+        "unknown_tool.json": ["steps.0 (nope)", "unknown tool 'no_such_tool'"],
+        "bad_literal.json": ["steps.0 (pick).input.limit", "'lots' is not of type 'integer'"],
+        "ambiguous.json": ["steps.0 (echo)", "'a'", "'b'"],
+    }
+    for file, fragments in expected.items():
+        matching = [line for line in lines if line.startswith(f"{file}: ")]
+        assert matching, (file, result.stdout)
+        assert all(fragment in " ".join(matching) for fragment in fragments), (file, matching)
+    assert any(line.startswith("bad_literal.json: steps.1 (list).input.newest_first: 'yes'") for line in lines)
+    assert not any(line.startswith("good.json") for line in lines)
+
+
+def test_validate_reports_a_server_it_cannot_reach(tmp_path: Path) -> None:
+    folder = tmp_path / "scenarios"
+    write_scenario(folder, "remote", step("echo", "echo", text="hi"))
+    config = write_config(tmp_path / "mcp.json", {"remote": {"url": f"http://127.0.0.1:{free_port()}/mcp"}})
+
+    result = stepline_cli("validate", "--scenarios", str(folder), "--mcp-config", str(config))
+
+    assert result.returncode == 1
+    assert result.stdout.startswith("mcpServers.remote: server unreachable"), result.stdout
+
+
+INTEGER_A = {"type": "integer"}
+LITERAL_CHECKS: dict[str, tuple[dict[str, Any], dict[str, Any], list[tuple[str, str]]]] = {
+    "fits": ({"properties": {"a": INTEGER_A}}, {"a": 3}, []),
+    "wrong type": ({"properties": {"a": INTEGER_A}}, {"a": "x"}, [("a", "'x' is not of type 'integer'")]),
+    "$ref to $defs": (
+        {"properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": INTEGER_A}},
+        {"a": "x"},
+        [("a", "'x' is not of type 'integer'")],
+    ),
+    "$ref to draft-07 definitions": (
+        {"properties": {"a": {"$ref": "#/definitions/A"}}, "definitions": {"A": INTEGER_A}},
+        {"a": "x"},
+        [("a", "'x' is not of type 'integer'")],
+    ),
+    "unknown input, extras allowed": ({"properties": {"a": INTEGER_A}}, {"b": 1}, []),
+    "unknown input, extras forbidden": (
+        {"properties": {"a": INTEGER_A}, "additionalProperties": False},
+        {"b": 1},
+        [("b", "the tool has no input 'b'")],
+    ),
+}
+
+
+@pytest.mark.parametrize("schema, literals, expected", LITERAL_CHECKS.values(), ids=LITERAL_CHECKS.keys())
+def test_literal_inputs_are_checked_against_the_tools_schema(
+    schema: dict[str, Any], literals: dict[str, Any], expected: list[tuple[str, str]]
+) -> None:
+    assert literal_input_errors({"type": "object", **schema}, literals) == expected
+
+
+def test_a_tool_schema_with_a_broken_ref_is_reported_not_a_crash() -> None:
+    schema = {"type": "object", "properties": {"a": {"$ref": "#/definitions/Missing"}}}
+
+    [(key, message)] = literal_input_errors(schema, {"a": 1})
+
+    assert key == "a"
+    assert "cannot be checked" in message and "/definitions/Missing" in message
+
+
+BROKEN_CONFIGS: dict[str, tuple[str, list[str]]] = {
+    "invalid JSON": ('{"mcpServers": {"a": {"command": "x",}}}', ["mcp.json", "invalid JSON at line 1, column 38"]),
+    "no mcpServers": ('{"servers": {}}', ["mcp.json", "mcpServers"]),
+    "neither command nor url": ('{"mcpServers": {"a": {"args": []}}}', ["mcp.json", "mcpServers.a", "'command'"]),
+    "unset variable": (
+        '{"mcpServers": {"a": {"url": "http://h/mcp", "headers": {"X-Key": "${STEPLINE_TEST_UNSET}"}}}}',
+        ["mcp.json", "mcpServers.a.headers.X-Key", "STEPLINE_TEST_UNSET is not set"],
+    ),
+    "url that is not http": ('{"mcpServers": {"a": {"url": "ftp://h/mcp"}}}', ["mcp.json", "mcpServers.a", "url"]),
+    "unknown key": (
+        '{"mcpServers": {"a": {"command": "x", "argv": []}}}',
+        ["mcp.json", "mcpServers.a", "argv"],
+    ),
+}
+
+
+@pytest.mark.parametrize("content, says", BROKEN_CONFIGS.values(), ids=BROKEN_CONFIGS.keys())
+def test_a_broken_mcp_config_exits_2_naming_file_and_key(tmp_path: Path, content: str, says: list[str]) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text(content, encoding="utf-8")
+
+    result = stepline_cli("validate", "--mcp-config", str(config))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    for fragment in says:
+        assert fragment in message, message
+
+
+def test_serve_refuses_a_broken_mcp_config(tmp_path: Path) -> None:
+    config = tmp_path / "mcp.json"
+    config.write_text('{"mcpServers": {"a": {}}}', encoding="utf-8")
+
+    result = stepline_cli("serve", "--port", str(free_port()), "--mcp-config", str(config),
+                          "--data-dir", str(tmp_path / "data"))
+
+    assert result.returncode == 2
+    assert "mcpServers.a" in result.stderr
+
+
+def test_a_missing_mcp_config_file_exits_2(tmp_path: Path) -> None:
+    result = stepline_cli("validate", "--mcp-config", str(tmp_path / "nope.json"))
+
+    assert result.returncode == 2
+    assert "nope.json" in result.stderr and "cannot read" in result.stderr
+

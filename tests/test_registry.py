@@ -1,0 +1,260 @@
+"""The run registry in memory: LRU that keeps live runs, and subscribers reading one event list."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+
+from web.registry import TERMINAL_STATUSES, RunRecord, RunRegistry, utc_now
+
+EMITTED = 1000
+
+
+def new_record(run_id: str = "run-1") -> RunRecord:
+    return RunRecord(run_id, "scenario", {}, utc_now())
+
+
+def start(record: RunRecord) -> None:
+    record.emit("run_started", scenario_id="scenario", started_at=utc_now())
+    record.emit("step_started", step_name="work", index=0, started_at=utc_now())
+
+
+def progress(record: RunRecord, done: int) -> None:
+    record.emit("step_progress", step_name="work", index=0, progress=done, total=EMITTED, message=f"{done}")
+
+
+def finish(record: RunRecord, status: str = "success") -> None:
+    now = utc_now()
+    record.emit(
+        "step_finished", step_name="work", index=0, status=status, started_at=now, finished_at=now, message="",
+        output=None,
+    )
+    record.emit("run_finished", status=status, finished_at=now, message="")
+
+
+def ids(registry: RunRegistry) -> set[str]:
+    return {record.run_id for record in registry.recent()}
+
+
+# --- LRU ------------------------------------------------------------------------------------------
+
+
+def test_live_runs_are_kept_beyond_the_limit() -> None:
+    registry = RunRegistry(max_size=2)
+    queued = [registry.create("scenario", {"n": n}) for n in range(3)]
+    running = [registry.create("scenario", {"n": n}) for n in range(3)]
+    for record in running:
+        start(record)
+
+    assert len(registry) == 6
+    assert ids(registry) == {r.run_id for r in queued + running}
+
+
+def test_finished_runs_go_first_once_over_the_limit() -> None:
+    registry = RunRegistry(max_size=2)
+    live = [registry.create("scenario", {}) for _ in range(4)]
+    for record in live[::2]:
+        start(record)
+        finish(record)
+
+    newest = registry.create("scenario", {})
+
+    # Both finished runs went; every live one stayed although that is still over the limit.
+    assert ids(registry) == {live[1].run_id, live[3].run_id, newest.run_id}
+
+
+def test_the_least_recently_used_finished_run_is_evicted() -> None:
+    registry = RunRegistry(max_size=3)
+    a, b, c = (registry.create("scenario", {}) for _ in range(3))
+    for record in (a, b, c):
+        start(record)
+        finish(record)
+    assert registry.get(a.run_id) is a  # reading a run makes it recently used
+
+    d = registry.create("scenario", {})
+
+    assert ids(registry) == {a.run_id, c.run_id, d.run_id}
+    assert registry.get(b.run_id) is None
+
+
+# --- Followers ------------------------------------------------------------------------------------
+
+
+async def emit_all(record: RunRecord) -> None:
+    start(record)
+    for done in range(1, EMITTED + 1):
+        progress(record, done)
+        if done % 3 == 0:
+            await anyio.sleep(0)
+    finish(record)
+
+
+@pytest.mark.anyio
+async def test_followers_from_any_cursor_get_each_later_event_once() -> None:
+    record = new_record()
+    total = EMITTED + 4
+    # (resume after seq, join once this many events exist)
+    followers = [(0, 0), (1, 0), (10, 0), (0, 300), (250, 300), (300, 300), (700, 300), (999, 700),
+                 (total - 1, 0), (total, 0), (total + 5, 0)]
+    received: dict[int, list[int]] = {}
+
+    async def follow(key: int, after: int, join_at: int) -> None:
+        while len(record.events) < join_at:
+            await anyio.sleep(0)
+        seqs = []
+        async for event in record.follow(after):
+            seqs.append(event["seq"])
+            if key % 2:  # every other follower is slower than the emitter
+                await anyio.sleep(0)
+                await anyio.sleep(0)
+        received[key] = seqs
+
+    async with anyio.create_task_group() as tg:
+        for key, (after, join_at) in enumerate(followers):
+            tg.start_soon(follow, key, after, join_at)
+        tg.start_soon(emit_all, record)
+
+    assert len(record.events) == total
+    for key, (after, _) in enumerate(followers):
+        assert received[key] == list(range(after + 1, total + 1)), (after, received[key][:3])
+
+
+@pytest.mark.anyio
+async def test_many_waiting_followers_all_see_every_event() -> None:
+    record = new_record()
+    counts: list[int] = []
+
+    async def follow() -> None:
+        counts.append(sum([1 async for _ in record.follow()]))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(200):
+            tg.start_soon(follow)
+        await anyio.sleep(0)
+        tg.start_soon(emit_all, record)
+
+    assert counts == [EMITTED + 4] * 200
+
+
+async def memory_growth_of_emitting(stalled_readers: int) -> tuple[int, int]:
+    """Bytes allocated and kept while emitting EMITTED events, with readers that read once then stall."""
+    record = new_record()
+    start(record)
+    readers: list[AsyncIterator[dict[str, Any]]] = [record.follow() for _ in range(stalled_readers)]
+    for reader in readers:
+        await reader.__anext__()
+    before = len(record.events)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        # A plain loop with no await: emitting never waits for a reader.
+        for done in range(EMITTED):
+            progress(record, done)
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert len(record.events) == before + EMITTED
+    for reader in readers:
+        await reader.aclose()  # type: ignore[attr-defined]
+    return grown, len(record.events)
+
+
+@pytest.mark.anyio
+async def test_stalled_readers_hold_no_buffers() -> None:
+    alone, _ = await memory_growth_of_emitting(0)
+    stalled, _ = await memory_growth_of_emitting(1000)
+
+    # A queue per reader would hold 1,000 x 1,000 references (8 MB); reading the one list holds nothing.
+    assert stalled - alone < 256 * 1024, (alone, stalled)
+
+
+@pytest.mark.anyio
+async def test_a_stalled_reader_resumes_where_it_stopped() -> None:
+    record = new_record()
+    start(record)
+    reader = record.follow()
+    assert (await reader.__anext__())["seq"] == 1
+    for done in range(EMITTED):
+        progress(record, done)
+    finish(record)
+
+    rest = [event["seq"] async for event in reader]
+
+    assert rest == list(range(2, EMITTED + 5))
+
+
+# --- Ending -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_stream_ends_after_run_finished() -> None:
+    record = new_record()
+    seen: list[str] = []
+
+    async def follow() -> None:
+        seen.extend([event["type"] async for event in record.follow()])
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await anyio.sleep(0)
+        start(record)
+        await anyio.sleep(0)
+        finish(record)
+    # The task group only returns once the follower's loop has ended by itself.
+
+    assert seen[-1] == "run_finished"
+    assert [event["type"] async for event in record.follow(len(record.events))] == []
+    with pytest.raises(RuntimeError, match="no event may follow run_finished"):
+        progress(record, 1)
+
+
+@pytest.mark.anyio
+async def test_a_run_cancelled_before_it_starts_still_finishes() -> None:
+    registry = RunRegistry(max_size=10)
+    record = registry.create("scenario", {})
+    started = False
+
+    async def work(_record: RunRecord) -> None:
+        nonlocal started
+        started = True
+
+    registry.start(record, work)
+    assert record.task is not None
+    record.task.cancel()
+    with anyio.fail_after(5):
+        events = [event async for event in record.follow()]
+
+    assert not started
+    assert [e["type"] for e in events] == ["run_finished"]
+    assert events[0]["status"] in TERMINAL_STATUSES
+    assert record.state.status == events[0]["status"]
+
+
+@pytest.mark.anyio
+async def test_stopping_live_runs_records_how_each_ended() -> None:
+    registry = RunRegistry(max_size=10)
+    done = registry.create("scenario", {})
+    start(done)
+    finish(done)
+
+    async def forever(record: RunRecord) -> None:
+        start(record)
+        await anyio.sleep_forever()
+
+    live = [registry.create("scenario", {}) for _ in range(3)]
+    for record in live:
+        registry.start(record, forever)
+    await anyio.sleep(0)
+
+    with anyio.fail_after(5):
+        await registry.cancel_all()
+
+    for record in live:
+        assert record.events[-1]["type"] == "run_finished"
+        assert record.state.status in TERMINAL_STATUSES - {"success"}
+    assert done.state.status == "success"
+    assert list(registry.active()) == []

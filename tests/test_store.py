@@ -1,0 +1,242 @@
+"""The run history file: schema migrations, batched writes, concurrent runs, retention."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from conftest import StepServer, wait_until
+from runs import get_run, run_to_end
+from sse import aparse_lines, frames, read_events
+
+from web.store import RunRow, RunStore
+from web.store_db import SCHEMA_VERSION
+
+NEWS = "news_source_discovery_v1"
+NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
+OUTLET = "outlet_profile_v1"
+
+# Schema version 1 exactly as it shipped, written here by hand so the test keeps the old file's
+# shape even as the code's migrations grow.
+SCHEMA_V1 = """
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY, scenario_id TEXT NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL DEFAULT '',
+    input TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT
+);
+CREATE TABLE events (
+    run_id TEXT NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+PRAGMA user_version = 1;
+"""
+# Yesterday: well within retention, which a start-up prune would otherwise apply to these runs.
+DAY = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+OLD_DONE = "4f7d1c0e-2b8a-4e55-9d0c-6a1e3b2f9c71"
+OLD_RUNNING = "9a2e6b14-7c3d-4f08-b1e5-0d8c4f6a2e93"
+OUTLET_OUTPUT = {"domain": "daily.example.com", "name": "Harbor Daily"}
+
+
+def old_events(run_id: str, *, finished: bool) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = [
+        {"type": "run_started", "scenario_id": OUTLET, "started_at": f"{DAY}T10:00:00.100+00:00"},
+        {"type": "step_started", "step_name": "lookup_outlet", "index": 0,
+         "started_at": f"{DAY}T10:00:00.101+00:00", "input": {"domain": "daily.example.com"}},
+    ]
+    if finished:
+        events += [
+            {"type": "step_finished", "step_name": "lookup_outlet", "index": 0, "status": "success",
+             "started_at": f"{DAY}T10:00:00.101+00:00", "finished_at": f"{DAY}T10:00:01.500+00:00",
+             "message": "", "output": OUTLET_OUTPUT},
+            {"type": "run_finished", "status": "success", "finished_at": f"{DAY}T10:00:01.501+00:00",
+             "message": ""},
+        ]
+    return [{"type": e["type"], "run_id": run_id, "seq": n, **e} for n, e in enumerate(events, 1)]
+
+
+def write_v1_file(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """A data file as the previous version left it: one finished run, one it was running when stopped."""
+    data_dir.mkdir()
+    written = {OLD_DONE: old_events(OLD_DONE, finished=True), OLD_RUNNING: old_events(OLD_RUNNING, finished=False)}
+    with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection:
+        connection.executescript(SCHEMA_V1)
+        with connection:
+            connection.execute(
+                "INSERT INTO runs VALUES (?, ?, 'success', '', ?, ?, ?, ?)",
+                (OLD_DONE, OUTLET, '{"domain":"daily.example.com"}', f"{DAY}T10:00:00.000+00:00",
+                 f"{DAY}T10:00:00.100+00:00", f"{DAY}T10:00:01.501+00:00"),
+            )
+            connection.execute(
+                "INSERT INTO runs VALUES (?, ?, 'running', '', ?, ?, ?, NULL)",
+                (OLD_RUNNING, OUTLET, '{"domain":"daily.example.com"}', f"{DAY}T11:00:00.000+00:00",
+                 f"{DAY}T10:00:00.100+00:00"),
+            )
+            for run_events in written.values():
+                connection.executemany(
+                    "INSERT INTO events VALUES (?, ?, ?, ?)",
+                    [
+                        (e["run_id"], e["seq"], e["type"],
+                         json.dumps({k: v for k, v in e.items() if k not in ("type", "run_id", "seq")}))
+                        for e in run_events
+                    ],
+                )
+    return written
+
+
+def test_a_data_file_from_the_previous_schema_version_opens(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    written = write_v1_file(data_dir)
+
+    server = make_server("--data-dir", str(data_dir))
+
+    done = get_run(server.url, OLD_DONE)
+    assert (done["status"], done["input"]) == ("success", {"domain": "daily.example.com"})
+    assert [(s["node_id"], s["status"], s["output"]) for s in done["steps"]] == [
+        ("lookup_outlet", "success", OUTLET_OUTPUT)
+    ]
+    assert read_events(server.url, OLD_DONE) == written[OLD_DONE]
+    interrupted = read_events(server.url, OLD_RUNNING)
+    assert interrupted[:2] == written[OLD_RUNNING]
+    assert (interrupted[-1]["type"], interrupted[-1]["status"]) == ("run_finished", "failed")
+    listed = httpx.get(f"{server.url}/api/runs", params={"scenario_id": OUTLET}, timeout=10).json()["runs"]
+    assert [(r["run_id"], r["status"]) for r in listed] == [(OLD_RUNNING, "failed"), (OLD_DONE, "success")]
+    # The file is now at the current version, and new runs are written to it.
+    new = run_to_end(server.url, OUTLET, {"domain": "signal.example"})
+    server.stop()
+    with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert connection.execute("SELECT status FROM runs WHERE run_id = ?", (new["run_id"],)).fetchone() == (
+            "success",
+        )
+
+
+@pytest.mark.anyio
+async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+    committed: dict[str, int] = {}
+    store.on_commit = committed.update
+    store.open()
+    try:
+        row = RunRow("run-1", "scenario", "queued", "", {"n": 1}, "2026-03-01T10:00:00.000+00:00", None, None)
+        events = [
+            {"type": "step_progress", "run_id": "run-1", "seq": seq, "step_name": "s", "index": 0,
+             "progress": seq, "total": None, "message": f"step {seq} ✓"}
+            for seq in range(1, 3001)
+        ]
+        began = time.perf_counter()
+        store.add_run(row)
+        for event in events:
+            store.add_event(event)
+        handing_over = time.perf_counter() - began
+        await store.sync()
+
+        assert store.events_written == len(events)
+        assert store.batches <= len(events) // 20, "events should be committed many per transaction"
+        assert handing_over < 0.5, f"handing 3000 events to the writer took {handing_over:.3f}s"
+        assert committed == {"run-1": 3000}
+        loaded = store.load("run-1")
+        assert loaded is not None
+        assert loaded[0] == row
+        assert loaded[1] == events
+    finally:
+        await store.aclose()
+
+
+async def follow(client: httpx.AsyncClient, run_id: str) -> list[dict[str, Any]]:
+    async with client.stream("GET", f"/api/runs/{run_id}/events") as response:
+        assert response.status_code == 200
+        return [frame.json() for frame in frames([item async for item in aparse_lines(response.aiter_lines())])]
+
+
+@pytest.mark.anyio
+async def test_fifty_concurrent_runs_lose_no_event(make_server: Callable[..., StepServer], tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    # Few runs in memory: most streams and snapshots below are read back from disk.
+    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "0.1", "RUN_REGISTRY_MAX_SIZE": "5"})
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+
+        async def run_and_follow(n: int, into: dict[str, list[dict[str, Any]]]) -> None:
+            scenario_id, run_input = (NEWS, NEWS_INPUT) if n % 2 else (OUTLET, {"domain": "daily.example.com"})
+            response = await client.post("/api/runs", json={"scenario_id": scenario_id, "input": run_input})
+            assert response.status_code == 202, response.text
+            run_id = response.json()["run_id"]
+            into[run_id] = await follow(client, run_id)
+
+        live: dict[str, list[dict[str, Any]]] = {}
+        async with anyio.create_task_group() as group:
+            for n in range(50):
+                group.start_soon(run_and_follow, n, live)
+
+    assert len(live) == 50
+    for events in live.values():
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+        assert (events[-1]["type"], events[-1]["status"]) == ("run_finished", "success")
+    assert server.stop() in (0, -signal.SIGTERM)
+
+    server = make_server("--data-dir", data)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as client:
+        replayed: dict[str, list[dict[str, Any]]] = {}
+
+        async def replay(run_id: str) -> None:
+            replayed[run_id] = await follow(client, run_id)
+
+        async with anyio.create_task_group() as group:
+            for run_id in live:
+                group.start_soon(replay, run_id)
+        listed = (await client.get("/api/runs", params={"limit": 200})).json()["runs"]
+
+    assert replayed == live
+    assert {r["run_id"] for r in listed} == set(live)
+
+
+def insert_old_run(data_dir: Path, run_id: str, age: timedelta) -> None:
+    created = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
+    with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection, connection:
+        connection.execute(
+            "INSERT INTO runs VALUES (?, ?, 'success', '', '{}', ?, ?, ?)", (run_id, OUTLET, created, created, created)
+        )
+        connection.execute(
+            "INSERT INTO events VALUES (?, 1, 'run_finished', ?)",
+            (run_id, json.dumps({"status": "success", "finished_at": created, "message": ""})),
+        )
+
+
+def test_retention_prunes_old_runs_and_keeps_the_newest(
+    make_server: Callable[..., StepServer], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = make_server("--data-dir", str(data_dir))
+    runs = [run_to_end(server.url, OUTLET, {"domain": "daily.example.com"}) for _ in range(4)]
+    server.stop()
+    insert_old_run(data_dir, "old-run", timedelta(days=31))
+    insert_old_run(data_dir, "recent-run", timedelta(days=29))
+
+    server = make_server("--data-dir", str(data_dir), "--retention-days", "30")
+
+    wait_until(
+        lambda: httpx.get(f"{server.url}/api/runs/old-run", timeout=10).status_code == 404, 10, "the old run to go"
+    )
+    kept = [r["run_id"] for r in httpx.get(f"{server.url}/api/runs", timeout=10).json()["runs"]]
+    assert kept == [*(r["run_id"] for r in reversed(runs)), "recent-run"]
+    server.stop()
+
+    server = make_server("--data-dir", str(data_dir), "--retention-runs", "2")
+
+    def newest_two_left() -> bool:
+        listed = httpx.get(f"{server.url}/api/runs", timeout=10).json()["runs"]
+        return [r["run_id"] for r in listed] == [runs[3]["run_id"], runs[2]["run_id"]]
+
+    wait_until(newest_two_left, 10, "all but the two newest runs to be pruned")
+    assert httpx.get(f"{server.url}/api/runs/{runs[0]['run_id']}", timeout=10).status_code == 404
+    assert read_events(server.url, runs[3]["run_id"])[-1]["type"] == "run_finished"

@@ -1,0 +1,182 @@
+"""The HTML pages: catalog, scenario (with its run form), runs, a run watched live, tools.
+
+Every page shows the current state without JavaScript; forms are plain POSTs answered with a 303.
+The run page's live updates come from `run_stream`, the HTML sibling of the JSON event stream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from web.api import require_run
+from web.form_input import add_errors, read_form
+from web.forms import MISSING, RunForm, build_form
+from web.registry import RunRecord
+from web.scenarios import Scenario
+from web.security import form_token_valid, route_path
+from web.streams import BadLastEventId, event_stream, html_frame, resume_point
+from web.templating import is_embedded, page_path, templates
+from web.views import parameters, plan, run_view
+
+# Paths whose errors are answered in JSON: the API's clients parse `{"detail": ...}`.
+JSON_PREFIXES = ("/api/", "/healthz", "/openapi.json")
+EXPIRED_FORM = "This form had expired, so nothing was run. Check the values below and submit again."
+
+
+def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
+    return templates.TemplateResponse(
+        request, name, {"embed": is_embedded(request), **context}, status_code=status_code
+    )
+
+
+def require_scenario(request: Request, scenario_id: str) -> Scenario:
+    scenario = request.state.catalog.get(scenario_id)
+    if scenario is None:
+        raise HTTPException(404, f"There is no scenario '{scenario_id}'.")
+    return scenario
+
+
+async def submitted_form(request: Request) -> dict[str, list[str]]:
+    form = await request.form()
+    return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form.keys()}
+
+
+async def index(request: Request) -> Response:
+    catalog = request.state.catalog
+    return render(
+        request, "index.html", {"scenarios": list(catalog.scenarios.values()), "problems": catalog.problems}
+    )
+
+
+async def scenario_page(request: Request) -> Response:
+    scenario = require_scenario(request, request.path_params["scenario_id"])
+    from_run = request.query_params.get("from_run")
+    source = request.state.runs.get(from_run) if from_run else None
+    notice = None
+    if from_run and (source is None or source.state.scenario_id != scenario.scenario_id):
+        notice = f"Run {from_run} of this scenario was not found, so the form shows the example input."
+        source = None
+    form = build_form(scenario.input_schema, source.state.input if source else MISSING)
+    return scenario_response(request, scenario, form, source=source, notice=notice)
+
+
+def scenario_response(
+    request: Request,
+    scenario: Scenario,
+    form: RunForm,
+    *,
+    source: RunRecord | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    context = {"scenario": scenario, "form": form, "source": source, "notice": notice, "steps": plan(scenario)}
+    return render(request, "scenario.html", context, status_code)
+
+
+async def scenario_run(request: Request) -> Response:
+    scenario = require_scenario(request, request.path_params["scenario_id"])
+    submitted = await submitted_form(request)
+    run_input, form = read_form(scenario.input_schema, submitted)
+    if not form_token_valid(request, submitted):
+        form.errors.insert(0, EXPIRED_FORM)
+        return scenario_response(request, scenario, form, status_code=403)
+    add_errors(form, scenario.input_errors(run_input))
+    if form.has_errors:
+        return scenario_response(request, scenario, form, status_code=422)
+    record = request.state.runner.submit(scenario, run_input)
+    return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
+
+
+async def runs_page(request: Request) -> Response:
+    catalog = request.state.catalog
+    runs = [run_view(record.state, catalog.get(record.state.scenario_id), 0) for record in request.state.runs.recent()]
+    return render(request, "runs.html", {"runs": runs})
+
+
+async def run_page(request: Request) -> Response:
+    record = require_run(request)
+    scenario = request.state.catalog.get(record.state.scenario_id)
+    # State and seq are read together, with no await between: the stream resumes exactly here.
+    view = run_view(record.state, scenario, len(record.events))
+    return render(request, "run.html", {"run": view, "live": not record.is_finished})
+
+
+async def run_again(request: Request) -> Response:
+    record = require_run(request)
+    scenario = require_scenario(request, record.state.scenario_id)
+    submitted = await submitted_form(request)
+    if not form_token_valid(request, submitted):
+        raise HTTPException(403, "This page had expired, so nothing was run. Reload the run and try again.")
+    errors = scenario.input_errors(record.state.input)
+    if errors:
+        # The scenario changed since: offer this run's input in the form, with what no longer fits.
+        form = build_form(scenario.input_schema, record.state.input)
+        add_errors(form, errors)
+        notice = "This run's input no longer fits the scenario. Correct it below to run again."
+        return scenario_response(request, scenario, form, source=record, notice=notice, status_code=422)
+    again = request.state.runner.submit(scenario, record.state.input)
+    return RedirectResponse(page_path(request, "run", run_id=again.run_id), status_code=303)
+
+
+async def run_stream(request: Request) -> Response:
+    record = require_run(request)
+    try:
+        after = resume_point(request)
+    except BadLastEventId as exc:
+        raise HTTPException(422, str(exc)) from None
+    if record.is_finished:
+        # A page that asks after the end still gets the last frame, run-finished, which tells it to
+        # close; an empty stream would only make its EventSource reconnect again and again.
+        after = min(after, len(record.events) - 1)
+    scenario = request.state.catalog.get(record.state.scenario_id)
+    return event_stream(request, record, html_frame(request, record, scenario), after=after)
+
+
+async def tools_page(request: Request) -> Response:
+    pool = request.state.pool
+    await pool.settle()
+    tools = pool.known_tools()
+    servers = [
+        {"name": name, "health": health, "tools": [t for t in tools if t.server == name]}
+        for name, health in pool.health().items()
+    ]
+    return render(request, "tools.html", {"servers": servers, "parameters": parameters})
+
+
+def wants_html(request: Request) -> bool:
+    path = route_path(request.scope)
+    return not path.startswith(JSON_PREFIXES) and path != "/api"
+
+
+ERROR_TITLES = {
+    403: "Not allowed",
+    404: "Page not found",
+    405: "Not possible here",
+    422: "Something in the request is wrong",
+    500: "Something went wrong",
+}
+
+
+def error_page(
+    request: Request, status_code: int, detail: str | None, headers: dict[str, str] | None = None
+) -> Response:
+    title = ERROR_TITLES.get(status_code, "Something went wrong")
+    context = {"embed": is_embedded(request), "status_code": status_code, "title": title, "detail": detail}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status_code, headers=headers)
+
+
+routes = [
+    Route("/", index, methods=["GET"], name="index"),
+    Route("/scenarios/{scenario_id}", scenario_page, methods=["GET"], name="scenario"),
+    Route("/scenarios/{scenario_id}", scenario_run, methods=["POST"], name="scenario_run"),
+    Route("/runs", runs_page, methods=["GET"], name="runs"),
+    Route("/runs/{run_id}", run_page, methods=["GET"], name="run"),
+    Route("/runs/{run_id}/again", run_again, methods=["POST"], name="run_again"),
+    Route("/runs/{run_id}/stream", run_stream, methods=["GET"], name="run_stream"),
+    Route("/tools", tools_page, methods=["GET"], name="tools"),
+]

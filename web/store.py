@@ -1,0 +1,412 @@
+"""Run history on disk: one SQLite file under the data directory, written by one thread in batches.
+
+The event loop only puts writes on a queue. A writer thread commits what gathered over a few
+milliseconds in one transaction (group commit), so a run never waits for the disk and fifty
+concurrent runs cost about as many commits as one. Whoever must know a write is on disk (the 202 of
+POST /api/runs) awaits `sync()`, which has it committed at once. A failed write is kept and retried, logged at ERROR and
+reported by `health()`: a full disk delays history, it does not silently drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from web.store_db import StoreError, connect, open_database, reason, transaction
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "stepline.db"
+LOCK_NAME = "stepline.lock"
+# Caps one transaction, so a backlog is written in steps that each hold the write lock briefly.
+BATCH_MAX = 2000
+# After the first write of a quiet spell the writer waits this long for company: one commit then
+# carries a run's events of that moment, not one commit (and one thread wake-up) per event. It bounds
+# how far the disk may trail memory; `sync()` cuts the wait short for whoever needs the disk now.
+COALESCE_SECONDS = 0.025
+# Retry a failed write soon (a full disk may be cleared), without spinning on one that stays broken.
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 10.0
+# Prune shortly after start, then now and then: retention is about days, not seconds.
+PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
+# Runs deleted per transaction, so pruning a large backlog never stalls the writes of live runs.
+PRUNE_CHUNK = 500
+# Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
+CLOSE_TIMEOUT_SECONDS = 15.0
+TERMINAL_STATUSES = ("success", "failed", "cancelled")
+# Stored as columns; the rest of an event is its JSON `data`.
+EVENT_KEYS = frozenset({"type", "run_id", "seq"})
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as the runs table holds it: everything but its steps."""
+
+    run_id: str
+    scenario_id: str
+    status: str
+    message: str
+    input: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+StoredRun = tuple[RunRow, list[dict[str, Any]]]
+CommitListener = Callable[[dict[str, int]], None]
+
+
+class RunStore:
+    """The history file. `check()` and `open()` raise StoreError; writes never block the caller."""
+
+    def __init__(self, data_dir: Path, *, retention_days: float, retention_runs: int) -> None:
+        self.data_dir = data_dir.absolute()
+        self.path = self.data_dir / DB_NAME
+        self.retention = timedelta(days=retention_days)
+        self.retention_runs = retention_runs
+        # Called on the event loop after each commit with {run_id: highest seq now on disk}.
+        self.on_commit: CommitListener | None = None
+        # Called on the event loop with the ids of runs pruned past retention.
+        self.on_prune: Callable[[list[str]], None] | None = None
+        self.error: str | None = None
+        self.batches = 0
+        self.events_written = 0
+        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._closing = threading.Event()
+        self._urgent = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock_fd: int | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    # --- opening and closing --------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Try everything `open` will need and undo it: a bad data directory is reported at start."""
+        lock_fd = self._take_directory()
+        try:
+            open_database(self.path).close()
+        finally:
+            os.close(lock_fd)
+
+    def open(self) -> None:
+        """Take the directory, bring the file's schema up to date and start the writer thread."""
+        self._lock_fd = self._take_directory()
+        try:
+            self._writer = open_database(self.path, check_same_thread=False)
+            self._reader = connect(self.path)
+            self._reader.execute("PRAGMA query_only = 1")
+        except sqlite3.Error as exc:
+            self._release()
+            raise StoreError(f"cannot read run history {self.path}: {reason(exc)}") from None
+        except BaseException:
+            self._release()
+            raise
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._closing.clear()
+        self._thread = threading.Thread(target=self._write_loop, name="stepline-history-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer and close the file; blocks while the writer finishes."""
+        self._stop_writer()
+        self._release()
+
+    async def aclose(self) -> None:
+        """`close` without blocking the event loop while the last batch is written."""
+        await asyncio.to_thread(self._stop_writer)
+        self._release()
+
+    def _stop_writer(self) -> None:
+        if self._thread is not None:
+            self._queue.put(("stop", None))
+            self._closing.set()
+            self._urgent.set()
+            self._thread.join(CLOSE_TIMEOUT_SECONDS)
+            if self._thread.is_alive():
+                # Leave its connection to it: closing a connection in use from another thread is unsafe.
+                log.error("Run history writer did not finish within %gs; unwritten events are lost",
+                          CLOSE_TIMEOUT_SECONDS)
+                self._writer = None
+            self._thread = None
+
+    def _take_directory(self) -> int:
+        directory = self.data_dir
+        if directory.exists() and not directory.is_dir():
+            raise StoreError(f"data directory {directory} is not a directory")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot use data directory {directory}: {exc.strerror or exc}") from None
+        try:
+            # Two servers on one file would each take the other's live runs for interrupted ones.
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(lock_fd)
+            raise StoreError(f"data directory {directory} is in use by another Stepline process") from None
+        return lock_fd
+
+    def _release(self) -> None:
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                connection.close()
+        self._reader = self._writer = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- writing (from the event loop) ----------------------------------------------------------
+
+    def add_run(self, row: RunRow) -> None:
+        self._queue.put(("run", row))
+
+    def add_event(self, event: dict[str, Any]) -> None:
+        self._queue.put(("event", event))
+
+    async def sync(self) -> None:
+        """Return once everything added before this call is committed; StoreError if it cannot be."""
+        if self.error is not None:
+            raise StoreError(f"run history in {self.data_dir} cannot be written: {self.error}")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put(("sync", future))
+        self._urgent.set()
+        await future
+
+    def health(self) -> dict[str, Any]:
+        return {"state": "failing" if self.error else "ok", "path": str(self.path), "error": self.error}
+
+    # --- reading (on the event loop: indexed, small, and WAL readers never wait for the writer) ----
+
+    def load(self, run_id: str) -> StoredRun | None:
+        reader = self._connection()
+        row = reader.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        return _run_row(row), self._events(run_id)
+
+    def unfinished(self) -> list[StoredRun]:
+        """Runs the file says are queued or running: at start, those a stopped process left behind."""
+        rows = self._connection().execute(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at"
+        ).fetchall()
+        return [(_run_row(row), self._events(row[0])) for row in rows]
+
+    def list_runs(
+        self, *, scenario_id: str | None, status: str | None, limit: int, before: tuple[str, str] | None
+    ) -> list[RunRow]:
+        """Newest first; `before` is the (created_at, run_id) the previous page ended with."""
+        where, params = [], []
+        if scenario_id is not None:
+            where.append("scenario_id = ?")
+            params.append(scenario_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(status)
+        if before is not None:
+            where.append("(created_at, run_id) < (?, ?)")
+            params.extend(before)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._connection().execute(
+            f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, run_id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_run_row(row) for row in rows]
+
+    def _events(self, run_id: str) -> list[dict[str, Any]]:
+        rows = self._connection().execute(
+            "SELECT seq, type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+        ).fetchall()
+        # Same key order as RunRecord.emit builds, so a replayed event serialises identically.
+        return [{"type": kind, "run_id": run_id, "seq": seq, **json.loads(data)} for seq, kind, data in rows]
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StoreError(f"run history in {self.data_dir} is not open")
+        return self._reader
+
+    # --- the writer thread ----------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        assert self._writer is not None
+        pending: list[tuple[str, Any]] = []
+        stopping = False
+        retry = RETRY_FIRST_SECONDS
+        next_prune = time.monotonic() + PRUNE_FIRST_SECONDS
+        while True:
+            if not pending:
+                if stopping:
+                    return
+                try:
+                    pending.append(self._queue.get(timeout=max(0.0, next_prune - time.monotonic())))
+                except queue.Empty:
+                    pass
+                else:
+                    self._urgent.wait(COALESCE_SECONDS)
+            # Cleared before gathering: a sync queued after this point sets it again for the next round.
+            self._urgent.clear()
+            stopping = self._gather(pending) or stopping
+            if pending:
+                try:
+                    self._write(self._writer, pending)
+                except Exception as exc:  # any failure keeps the batch: retried, never dropped in silence
+                    final = stopping or self._closing.is_set()
+                    self._write_failed(exc, pending, final)
+                    if final:
+                        return
+                    self._closing.wait(retry)
+                    retry = min(retry * 2, RETRY_MAX_SECONDS)
+                    continue
+                if self.error is not None:
+                    log.warning("Run history in %s is being written again", self.data_dir)
+                    self.error = None
+                pending = []
+                retry = RETRY_FIRST_SECONDS
+            if time.monotonic() >= next_prune and not stopping:
+                next_prune = time.monotonic() + (0 if self._prune_chunk(self._writer) else PRUNE_EVERY_SECONDS)
+
+    def _gather(self, pending: list[tuple[str, Any]]) -> bool:
+        """Take what else is queued (up to a batch); True when the stop marker was among it."""
+        stop = False
+        while len(pending) < BATCH_MAX:
+            try:
+                op = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if op[0] == "stop":
+                stop = True
+            else:
+                pending.append(op)
+        if pending and pending[0][0] == "stop":
+            pending.pop(0)
+            stop = True
+        return stop
+
+    def _write(self, connection: sqlite3.Connection, ops: list[tuple[str, Any]]) -> None:
+        runs, events, started, finished, waiters = [], [], [], [], []
+        saved: dict[str, int] = {}
+        for kind, item in ops:
+            if kind == "event":
+                events.append((item["run_id"], item["seq"], item["type"], _encode(item)))
+                saved[item["run_id"]] = item["seq"]
+                if item["type"] == "run_started":
+                    started.append((item["started_at"], item["run_id"]))
+                elif item["type"] == "run_finished":
+                    finished.append((item["status"], item.get("message", ""), item["finished_at"], item["run_id"]))
+            elif kind == "run":
+                runs.append(
+                    (item.run_id, item.scenario_id, item.status, item.message, _dumps(item.input), item.created_at)
+                )
+            elif kind == "sync":
+                waiters.append(item)
+        if runs or events:
+            with transaction(connection):
+                connection.executemany(
+                    "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    runs,
+                )
+                connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
+                connection.executemany(
+                    "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?", started
+                )
+                connection.executemany(
+                    "UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE run_id = ?", finished
+                )
+            self.batches += 1
+            self.events_written += len(events)
+        self._to_loop(self._settle, saved, waiters, None)
+
+    def _write_failed(self, exc: Exception, pending: list[tuple[str, Any]], final: bool) -> None:
+        why = reason(exc)
+        waiters = [item for kind, item in pending if kind == "sync"]
+        pending[:] = [op for op in pending if op[0] != "sync"]
+        held = sum(1 for kind, _ in pending if kind == "event")
+        if final:
+            held += self._queue.qsize()
+            log.error("Run history in %s could not be written at shutdown: %s; %d writes are lost", self.data_dir,
+                      why, held)
+        elif self.error is None:
+            log.error("Run history in %s cannot be written: %s; %d events held in memory and retried",
+                      self.data_dir, why, held)
+        self.error = why
+        self._to_loop(self._settle, {}, waiters, why)
+
+    def _prune_chunk(self, connection: sqlite3.Connection) -> bool:
+        """Delete one chunk of finished runs past retention; True when more may remain."""
+        cutoff = (datetime.now(UTC) - self.retention).isoformat(timespec="milliseconds")
+        try:
+            boundary = connection.execute(
+                "SELECT created_at, run_id FROM runs ORDER BY created_at DESC, run_id DESC LIMIT 1 OFFSET ?",
+                (self.retention_runs - 1,),
+            ).fetchone()
+            keep_from = max((cutoff, ""), tuple(boundary) if boundary else ("", ""))
+            with transaction(connection):
+                doomed = [
+                    row[0]
+                    for row in connection.execute(
+                        "SELECT run_id FROM runs WHERE (created_at, run_id) < (?, ?) AND status IN (?, ?, ?) LIMIT ?",
+                        (*keep_from, *TERMINAL_STATUSES, PRUNE_CHUNK),
+                    )
+                ]
+                connection.executemany("DELETE FROM events WHERE run_id = ?", [(r,) for r in doomed])
+                connection.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in doomed])
+        except sqlite3.Error as exc:
+            log.error("Pruning run history in %s failed: %s", self.data_dir, exc)
+            return False
+        if doomed:
+            log.info("Pruned %d run(s) past retention from %s", len(doomed), self.path)
+            if self.on_prune is not None:
+                self._to_loop(self.on_prune, doomed)
+        return len(doomed) == PRUNE_CHUNK
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the loop has closed: nobody is waiting any more
+
+    def _settle(self, saved: dict[str, int], waiters: list[asyncio.Future[None]], error: str | None) -> None:
+        for waiter in waiters:
+            if waiter.done():
+                continue
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(StoreError(f"run history in {self.data_dir} cannot be written: {error}"))
+        if saved and self.on_commit is not None:
+            self.on_commit(saved)
+
+
+RUN_COLUMNS = "run_id, scenario_id, status, message, input, created_at, started_at, finished_at"
+
+
+def _run_row(row: tuple[Any, ...]) -> RunRow:
+    run_id, scenario_id, status, message, run_input, created_at, started_at, finished_at = row
+    return RunRow(run_id, scenario_id, status, message, json.loads(run_input), created_at, started_at, finished_at)
+
+
+def _dumps(value: Any) -> str:
+    # default=str: a value JSON cannot hold is stored as its text rather than blocking the batch.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _encode(event: dict[str, Any]) -> str:
+    return _dumps({key: value for key, value in event.items() if key not in EVENT_KEYS})
