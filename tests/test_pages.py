@@ -200,6 +200,66 @@ def test_runs_page_lists_recent_runs_newest_first(demo_server: StepServer) -> No
     assert "Failed" in page and "Succeeded" in page
 
 
+def test_runs_page_filters_by_scenario_and_status_without_javascript(demo_server: StepServer) -> None:
+    failed = run_to_end(demo_server.url, "outlet_profile_v1", {"domain": "nowhere.example.com"})["run_id"]
+    succeeded = run_to_end(demo_server.url, NEWS, {"url": NEWS_URL})["run_id"]
+    page = get(demo_server.url + "/runs", params={"scenario_id": "outlet_profile_v1", "status": "failed"})
+    assert page.status_code == 200
+    assert f"/runs/{failed}" in page.text and f"/runs/{succeeded}" not in page.text
+    html = Elements(page.text)
+    (form,) = html.find("form", class_="filters")
+    assert form["method"] == "get" and form["action"] == "/runs"
+    assert ("option", {"value": "failed", "selected": None}) in html.tags  # the filter shown stays chosen
+    # The form submitted as it is ("any" left empty) lists everything.
+    everything = get(demo_server.url + "/runs", params={"scenario_id": "", "status": ""}).text
+    assert f"/runs/{failed}" in everything and f"/runs/{succeeded}" in everything
+
+
+def test_runs_page_refuses_an_unknown_status_or_cursor_with_a_page(demo_server: StepServer) -> None:
+    bad_status = get(demo_server.url + "/runs", params={"status": "exploded"})
+    assert bad_status.status_code == 422 and "There is no run status" in bad_status.text
+    bad_cursor = get(demo_server.url + "/runs", params={"cursor": "not-a-cursor"})
+    assert bad_cursor.status_code == 422 and "start again from the newest" in bad_cursor.text
+
+
+def test_runs_page_pages_through_the_history(make_server: Any) -> None:
+    server = make_server()
+    run_ids = [run_to_end(server.url, NEWS, {"url": NEWS_URL})["run_id"] for _ in range(52)]
+    first = get(server.url + "/runs", params={"scenario_id": NEWS}).text
+    older = re.search(r'href="(/runs\?[^"]*cursor=[^"]+)"', first)
+    assert older, "a link to older runs"
+    second = get(server.url + older.group(1).replace("&amp;", "&")).text
+    listed = re.findall(r'href="/runs/([0-9a-f-]{36})"', first) + re.findall(r'href="/runs/([0-9a-f-]{36})"', second)
+    assert listed == list(reversed(run_ids))  # newest first, each exactly once
+    assert "Older runs" not in second and "Newest" in second
+
+
+def test_cancel_button_stops_a_live_run(make_server: Any) -> None:
+    server = make_server(env={"STEPLINE_DEMO_DELAY": "5"})
+    run_id = start_run(server.url, NEWS, {"url": NEWS_URL})["run_id"]
+    page = get(f"{server.url}/runs/{run_id}")
+    (cancel,) = Elements(page.text).find("form", action=f"/runs/{run_id}/cancel")
+    response = post_form(server.url + (cancel["action"] or ""), {"_csrf": form_token(page.text)})
+    assert response.status_code == 303 and response.headers["location"] == f"/runs/{run_id}"
+    run = wait_finished(server.url, run_id)
+    assert run["status"] == "cancelled"
+    assert [step["status"] for step in run["steps"]] == ["cancelled"]
+    after = get(f"{server.url}/runs/{run_id}").text
+    assert f"/runs/{run_id}/cancel" not in after  # a finished run offers no Cancel
+
+
+def test_cancel_without_a_valid_token_does_nothing(make_server: Any) -> None:
+    server = make_server(env={"STEPLINE_DEMO_DELAY": "5"})
+    run_id = start_run(server.url, NEWS, {"url": NEWS_URL})["run_id"]
+    response = post_form(f"{server.url}/runs/{run_id}/cancel", {"_csrf": "forged"})
+    assert response.status_code == 403
+    assert get_run_status(server, run_id) in {"queued", "running"}
+
+
+def get_run_status(server: StepServer, run_id: str) -> str:
+    return get(f"{server.url}/api/runs/{run_id}").json()["status"]
+
+
 def test_tools_page_groups_tools_by_server_with_health(demo_server: StepServer) -> None:
     page = get(demo_server.url + "/tools")
     assert page.status_code == 200

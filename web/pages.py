@@ -6,6 +6,7 @@ The run page's live updates come from `run_stream`, the HTML sibling of the JSON
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -16,16 +17,18 @@ from starlette.routing import Route
 from web.api import require_run
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
-from web.registry import RunRecord
+from web.registry import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor, RunAlreadyFinished, RunRecord
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
+from web.store import StoreError
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
-from web.views import parameters, plan, run_view
+from web.views import parameters, plan, run_list_item, run_view
 
 # Paths whose errors are answered in JSON: the API's clients parse `{"detail": ...}`.
 JSON_PREFIXES = ("/api/", "/healthz", "/openapi.json")
 EXPIRED_FORM = "This form had expired, so nothing was run. Check the values below and submit again."
+EXPIRED_PAGE = "This page had expired, so nothing was done. Reload the run and try again."
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -39,6 +42,15 @@ def require_scenario(request: Request, scenario_id: str) -> Scenario:
     if scenario is None:
         raise HTTPException(404, f"There is no scenario '{scenario_id}'.")
     return scenario
+
+
+async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
+    """Start a run and show it; it is on disk before the redirect, as a 202 would promise."""
+    try:
+        record = await request.state.runner.launch(scenario, run_input)
+    except StoreError as exc:
+        raise HTTPException(503, f"The run could not be recorded, so it was not started: {exc}") from None
+    return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
 
 
 async def submitted_form(request: Request) -> dict[str, list[str]]:
@@ -88,14 +100,33 @@ async def scenario_run(request: Request) -> Response:
     add_errors(form, scenario.input_errors(run_input))
     if form.has_errors:
         return scenario_response(request, scenario, form, status_code=422)
-    record = request.state.runner.submit(scenario, run_input)
-    return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
+    return await launch(request, scenario, run_input)
 
 
 async def runs_page(request: Request) -> Response:
     catalog = request.state.catalog
-    runs = [run_view(record.state, catalog.get(record.state.scenario_id), 0) for record in request.state.runs.recent()]
-    return render(request, "runs.html", {"runs": runs})
+    # Empty form fields mean "any", so the filter form can be submitted as it is.
+    scenario_id = request.query_params.get("scenario_id") or None
+    status = request.query_params.get("status") or None
+    cursor = request.query_params.get("cursor") or None
+    if status is not None and status not in RUN_STATUSES:
+        raise HTTPException(422, f"There is no run status '{status}'; choose one of {', '.join(RUN_STATUSES)}.")
+    try:
+        page = request.state.runs.page(scenario_id=scenario_id, status=status, limit=DEFAULT_PAGE_SIZE, cursor=cursor)
+    except BadCursor:
+        raise HTTPException(422, "This link to older runs is not valid; start again from the newest.") from None
+    filters = {"scenario_id": scenario_id, "status": status}
+    context = {
+        "runs": [run_list_item(row, catalog.get(row.scenario_id)) for row in page.runs],
+        "filters": filters,
+        "scenarios": list(catalog.scenarios.values()),
+        "statuses": RUN_STATUSES,
+        "older": page_path(request, "runs", query={**filters, "cursor": page.next_cursor})
+        if page.next_cursor
+        else None,
+        "newest": page_path(request, "runs", query=filters) if cursor else None,
+    }
+    return render(request, "runs.html", context)
 
 
 async def run_page(request: Request) -> Response:
@@ -111,7 +142,7 @@ async def run_again(request: Request) -> Response:
     scenario = require_scenario(request, record.state.scenario_id)
     submitted = await submitted_form(request)
     if not form_token_valid(request, submitted):
-        raise HTTPException(403, "This page had expired, so nothing was run. Reload the run and try again.")
+        raise HTTPException(403, EXPIRED_PAGE)
     errors = scenario.input_errors(record.state.input)
     if errors:
         # The scenario changed since: offer this run's input in the form, with what no longer fits.
@@ -119,8 +150,17 @@ async def run_again(request: Request) -> Response:
         add_errors(form, errors)
         notice = "This run's input no longer fits the scenario. Correct it below to run again."
         return scenario_response(request, scenario, form, source=record, notice=notice, status_code=422)
-    again = request.state.runner.submit(scenario, record.state.input)
-    return RedirectResponse(page_path(request, "run", run_id=again.run_id), status_code=303)
+    return await launch(request, scenario, record.state.input)
+
+
+async def run_cancel(request: Request) -> Response:
+    record = require_run(request)
+    if not form_token_valid(request, await submitted_form(request)):
+        raise HTTPException(403, EXPIRED_PAGE)
+    # A run that ended meanwhile needs nothing more: its page tells how it ended.
+    with contextlib.suppress(RunAlreadyFinished):
+        await request.state.runs.cancel(record.run_id)
+    return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
 
 
 async def run_stream(request: Request) -> Response:
@@ -177,6 +217,7 @@ routes = [
     Route("/runs", runs_page, methods=["GET"], name="runs"),
     Route("/runs/{run_id}", run_page, methods=["GET"], name="run"),
     Route("/runs/{run_id}/again", run_again, methods=["POST"], name="run_again"),
+    Route("/runs/{run_id}/cancel", run_cancel, methods=["POST"], name="run_cancel"),
     Route("/runs/{run_id}/stream", run_stream, methods=["GET"], name="run_stream"),
     Route("/tools", tools_page, methods=["GET"], name="tools"),
 ]

@@ -60,14 +60,8 @@ class Runner:
         self.registry = registry
         self.call_timeout = call_timeout
 
-    def submit(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
-        """Record a queued run and start executing it in the background."""
-        record = self.registry.create(scenario.scenario_id, run_input)
-        self.registry.start(record, lambda r: self.run(r, scenario))
-        return record
-
     async def launch(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
-        """`submit`, returning only once the run is on disk: what a 202 promises.
+        """Record a queued run and start it in the background, once it is on disk: what a 202 promises.
 
         Raises StoreError when the history cannot be written; the run is then recorded as failed
         (not started) rather than left queued for ever.

@@ -12,6 +12,7 @@ from typing import Any
 
 from web.registry import RunState, StepState
 from web.scenarios import FromPath, Scenario, Step
+from web.store import RunRow
 from web.templating import seconds_between
 
 
@@ -64,6 +65,20 @@ class RunView:
 
     def step(self, index: int) -> StepView:
         return next(step for step in self.steps if step.index == index)
+
+
+@dataclass(frozen=True)
+class RunListItem:
+    """One row of the run list, read from the history."""
+
+    row: RunRow
+    title: str
+    seconds: float | None
+
+
+def run_list_item(row: RunRow, scenario: Scenario | None) -> RunListItem:
+    title = scenario.name if scenario else row.scenario_id
+    return RunListItem(row, title, seconds_between(row.started_at, row.finished_at))
 
 
 def input_sources(step: Step) -> list[InputSource]:
