@@ -315,7 +315,9 @@ BAD_REQUESTS = {
     "Last-Event-ID negative": Bad(
         "GET", "/api/runs/{run}/events", 422, headers={"Last-Event-ID": "-1"}, loc=["header", "Last-Event-ID"]
     ),
-    "last_event_id not a number": Bad("GET", "/api/runs/{run}/events?last_event_id=3.5", 422),
+    "last_event_id not a number": Bad(
+        "GET", "/api/runs/{run}/events?last_event_id=3.5", 422, loc=["query", "last_event_id"]
+    ),
 }
 
 

@@ -93,7 +93,6 @@ def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, To
     logs = tmp_path_factory.mktemp("toolbox")
     boxes = {"tb": Toolbox("streamable-http", logs), "legacy": Toolbox("sse", logs)}
     for box in boxes.values():
-        assert box.process is None
         box.start()
     yield boxes
     for box in boxes.values():
@@ -527,9 +526,9 @@ BROKEN_CONFIGS: dict[str, tuple[str, list[str]]] = {
         ["mcp.json", "mcpServers.a.headers.X-Key", "STEPLINE_TEST_UNSET is not set"],
     ),
     "url that is not http": ('{"mcpServers": {"a": {"url": "ftp://h/mcp"}}}', ["mcp.json", "mcpServers.a", "url"]),
-    "unknown key": (
-        '{"mcpServers": {"a": {"command": "x", "argv": []}}}',
-        ["mcp.json", "mcpServers.a", "argv"],
+    "every server disabled": (
+        '{"mcpServers": {"a": {"command": "x", "disabled": true}}}',
+        ["mcp.json", "every server in mcpServers is disabled"],
     ),
 }
 
@@ -545,6 +544,29 @@ def test_a_broken_mcp_config_exits_2_naming_file_and_key(tmp_path: Path, content
     message = result.stderr.strip().splitlines()[-1]
     for fragment in says:
         assert fragment in message, message
+
+
+def test_a_config_copied_from_another_mcp_client_works(tmp_path: Path) -> None:
+    """Other clients' keys are ignored (and named in the log); a disabled server is left alone."""
+    config = tmp_path / "mcp.json"
+    demo = {"command": sys.executable, "args": ["-m", "web.demo"], "cwd": str(PROJECT_ROOT)}
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {
+                    "demo": {**demo, "autoApprove": ["fetch_article"], "timeout": 60},
+                    "off": {"command": "/no/such/server", "disabled": True, "env": {"K": "${STEPLINE_TEST_UNSET}"}},
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+
+    result = stepline_cli("validate", "--mcp-config", str(config))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "mcpServers.demo: ignoring autoApprove, timeout, which Stepline does not use" in result.stderr
+    assert "off" not in result.stdout
 
 
 def test_serve_refuses_a_broken_mcp_config(tmp_path: Path) -> None:

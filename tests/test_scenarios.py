@@ -110,6 +110,10 @@ BROKEN_FILES: dict[str, tuple[Any, list[str]]] = {
         edit(lambda raw: raw.__setitem__("input_schema", {"type": "banana"})),
         ["input_schema", "not a valid JSON Schema"],
     ),
+    "input_schema not of an object": (
+        edit(lambda raw: raw.__setitem__("input_schema", {"type": "string"})),
+        ["input_schema", "must describe an object", "'string'"],
+    ),
 }
 
 

@@ -151,7 +151,7 @@ async def get_run_events(request: Request) -> Response:
     try:
         after = resume_point(request)
     except BadLastEventId as exc:
-        raise RequestInvalid([{"loc": ["header", "Last-Event-ID"], "msg": str(exc), "type": "int_parsing"}]) from None
+        raise RequestInvalid([{"loc": exc.loc, "msg": str(exc), "type": "int_parsing"}]) from None
     return event_stream(request, record, json_frame, after=after)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sys
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from web.scenarios import format_validation_error
 from web.settings import PROJECT_ROOT
+
+log = logging.getLogger(__name__)
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # The demo server reads these; the SDK hands a stdio child only a minimal environment.
@@ -78,19 +81,28 @@ def load_mcp_config(path: Path | None, environ: dict[str, str] | None = None) ->
         where = f"{path}: mcpServers.{name}"
         if not isinstance(entry, dict):
             raise McpConfigError(f"{where}: must be an object")
-        entry = _expand(entry, environ, where)
+        if entry.get("disabled") is True:
+            continue
+        if "command" in entry:
+            model: type[StdioServer] | type[HttpServer] = StdioServer
+        elif "url" in entry:
+            model = HttpServer
+        else:
+            raise McpConfigError(f"{where}: needs 'command' (stdio) or 'url' (HTTP)")
+        # Files copied from other MCP clients carry their own keys (autoApprove, timeout, …).
+        ignored = sorted(set(entry) - set(model.model_fields) - {"disabled"})
+        if ignored:
+            log.warning("%s: ignoring %s, which Stepline does not use", where, ", ".join(ignored))
+        entry = _expand({key: value for key, value in entry.items() if key in model.model_fields}, environ, where)
         try:
-            if "command" in entry:
-                config: ServerConfig = StdioServer.model_validate(entry)
-            elif "url" in entry:
-                config = HttpServer.model_validate(entry)
-            else:
-                raise McpConfigError(f"{where}: needs 'command' (stdio) or 'url' (HTTP)")
+            config: ServerConfig = model.model_validate(entry)
         except ValidationError as exc:
             raise McpConfigError(f"{where}: {format_validation_error(exc)}") from None
         if isinstance(config, StdioServer) and config.cwd is not None:
             config.cwd = str((path.parent / config.cwd).resolve())
         configs[name] = config
+    if not configs:
+        raise McpConfigError(f"{path}: every server in mcpServers is disabled")
     return configs
 
 

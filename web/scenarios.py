@@ -91,6 +91,9 @@ class Scenario(BaseModel):
             jsonschema.validators.validator_for(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        # A run's input is always a JSON object, so any other type could never be run.
+        if schema.get("type", "object") != "object":
+            raise ValueError(f"must describe an object (\"type\": \"object\"), not {schema['type']!r}")
         return schema
 
     @model_validator(mode="after")

@@ -39,18 +39,24 @@ _encoded: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()
 
 
 class BadLastEventId(ValueError):
-    pass
+    def __init__(self, message: str, loc: list[str]) -> None:
+        super().__init__(message)
+        self.loc = loc  # where the bad value came from, for a 422's `loc`
 
 
 def resume_point(request: Request) -> int:
     """The seq a reconnecting client has already seen: header first, then the query parameter."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "0"
+    if header := request.headers.get("last-event-id"):
+        raw, name, loc = header, "Last-Event-ID", ["header", "Last-Event-ID"]
+    else:
+        raw = request.query_params.get("last_event_id") or "0"
+        name, loc = "last_event_id", ["query", "last_event_id"]
     try:
         seq = int(raw)
     except ValueError:
-        raise BadLastEventId(f"Last-Event-ID must be an event's seq (a whole number), not {raw!r}") from None
+        raise BadLastEventId(f"{name} must be an event's seq (a whole number), not {raw!r}", loc) from None
     if seq < 0:
-        raise BadLastEventId(f"Last-Event-ID must not be negative, got {seq}")
+        raise BadLastEventId(f"{name} must not be negative, got {seq}", loc)
     return seq
 
 
