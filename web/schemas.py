@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -282,16 +283,7 @@ class RunSummary(BaseModel):
 
     @classmethod
     def of(cls, row: RunRow) -> RunSummary:
-        return cls(
-            run_id=row.run_id,
-            scenario_id=row.scenario_id,
-            status=row.status,  # type: ignore[arg-type]
-            message=row.message,
-            input=row.input,
-            created_at=row.created_at,
-            started_at=row.started_at,
-            finished_at=row.finished_at,
-        )
+        return cls.model_validate(dataclasses.asdict(row))
 
 
 class RunList(BaseModel):
