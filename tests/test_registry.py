@@ -9,7 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from web.registry import TERMINAL_STATUSES, RunRecord, RunRegistry, utc_now
+from web.registry import RunRecord, RunRegistry
+from web.run_state import TERMINAL_STATUSES, utc_now
 
 EMITTED = 1000
 

@@ -12,7 +12,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web.mcp_pool import ServerUnavailable
-from web.registry import BadCursor, RunAlreadyFinished, RunRecord
+from web.registry import RunAlreadyFinished, RunRecord
+from web.run_list import BadCursor
 from web.scenarios import Scenario
 from web.schemas import (
     Health,

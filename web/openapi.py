@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web import schemas
-from web.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from web.templating import templates
 
 SSE_EXAMPLE = (

@@ -17,7 +17,8 @@ from starlette.routing import Route
 from web.api import require_run
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
-from web.registry import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor, RunAlreadyFinished, RunRecord
+from web.registry import RunAlreadyFinished, RunRecord
+from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
 from web.store import StoreError

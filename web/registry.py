@@ -12,101 +12,22 @@ from its stored events, and a finished run leaves memory only once all its event
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 
+from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
+from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = frozenset({"success", "failed", "cancelled"})
-RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled")
-# A page of the run list: enough for a screen, small enough to read from disk at once.
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
 # How long POST /cancel waits for the run to record its ending, so the answer usually shows it.
 CANCEL_WAIT_SECONDS = 2.0
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-@dataclass
-class StepState:
-    """One step as the events so far describe it."""
-
-    node_id: str
-    index: int
-    status: str = "running"
-    started_at: str | None = None
-    finished_at: str | None = None
-    message: str = ""
-    input: dict[str, Any] | None = None
-    output: Any = None
-    content: list[dict[str, Any]] | None = None
-    progress: float | None = None
-    total: float | None = None
-    progress_message: str | None = None
-
-
-@dataclass
-class RunState:
-    """The fold of a run's events: what a snapshot shows."""
-
-    run_id: str
-    scenario_id: str
-    input: dict[str, Any]
-    created_at: str
-    status: str = "queued"
-    message: str = ""
-    started_at: str | None = None
-    finished_at: str | None = None
-    steps: dict[str, StepState] = field(default_factory=dict)
-
-    def apply(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "run_started":
-            self.status = "running"
-            self.started_at = event["started_at"]
-        elif kind == "run_finished":
-            self.status = event["status"]
-            self.finished_at = event["finished_at"]
-            self.message = event.get("message", "")
-        elif kind == "step_started":
-            self.steps[event["step_name"]] = StepState(
-                node_id=event["step_name"],
-                index=event["index"],
-                started_at=event["started_at"],
-                input=event.get("input"),
-            )
-        elif kind == "step_progress":
-            step = self.steps[event["step_name"]]
-            step.progress = event["progress"]
-            step.total = event.get("total")
-            step.progress_message = event.get("message")
-        elif kind == "step_finished":
-            step = self.steps.setdefault(
-                event["step_name"], StepState(node_id=event["step_name"], index=event["index"])
-            )
-            step.status = event["status"]
-            step.started_at = event.get("started_at", step.started_at)
-            step.finished_at = event["finished_at"]
-            step.message = event.get("message", "")
-            step.output = event.get("output")
-            step.content = event.get("content")
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -220,47 +141,6 @@ class RunAlreadyFinished(Exception):
     def __init__(self, record: RunRecord) -> None:
         super().__init__(f"Run {record.run_id} has already finished ({record.state.status})")
         self.record = record
-
-
-class BadCursor(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class RunPage:
-    """One page of the run list, newest first; `next_cursor` fetches the next (None: this is the last)."""
-
-    runs: list[RunRow]
-    next_cursor: str | None
-
-
-def summary_of(state: RunState) -> RunRow:
-    return RunRow(
-        run_id=state.run_id,
-        scenario_id=state.scenario_id,
-        status=state.status,
-        message=state.message,
-        input=state.input,
-        created_at=state.created_at,
-        started_at=state.started_at,
-        finished_at=state.finished_at,
-    )
-
-
-def encode_cursor(row: RunRow) -> str:
-    # Opaque to clients; a position in the (created_at, run_id) order, so pages never overlap or skip.
-    raw = json.dumps([row.created_at, row.run_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[str, str]:
-    try:
-        position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise BadCursor("not a cursor this API returned (use next_cursor as given)") from None
-    if not (isinstance(position, list) and len(position) == 2 and all(isinstance(p, str) for p in position)):
-        raise BadCursor("not a cursor this API returned (use next_cursor as given)")
-    return position[0], position[1]
 
 
 class RunRegistry:

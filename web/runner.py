@@ -12,7 +12,8 @@ from typing import Any
 from mcp_types import CallToolResult
 
 from web.mcp_pool import McpPool, ToolCallError, ToolLookupError, describe
-from web.registry import CANCELLED, RunRecord, RunRegistry, utc_now
+from web.registry import CANCELLED, RunRecord, RunRegistry
+from web.run_state import utc_now
 from web.scenarios import MISSING, FromPath, Scenario, Step, resolve_path
 
 

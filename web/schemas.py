@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from web.registry import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage, RunState
+from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage
+from web.run_state import RunState
 from web.store import RunRow
 
 RUN_ID = "76d6903c-f520-4a40-b0fc-8fed3f7955d2"

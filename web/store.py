@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from web.run_state import TERMINAL_STATUSES
 from web.store_db import StoreError, connect, open_database, reason, transaction
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
 PRUNE_CHUNK = 500
 # Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
 CLOSE_TIMEOUT_SECONDS = 15.0
-TERMINAL_STATUSES = ("success", "failed", "cancelled")
 # Stored as columns; the rest of an event is its JSON `data`.
 EVENT_KEYS = frozenset({"type", "run_id", "seq"})
 
@@ -361,7 +361,7 @@ class RunStore:
                     row[0]
                     for row in connection.execute(
                         "SELECT run_id FROM runs WHERE (created_at, run_id) < (?, ?) AND status IN (?, ?, ?) LIMIT ?",
-                        (*keep_from, *TERMINAL_STATUSES, PRUNE_CHUNK),
+                        (*keep_from, *sorted(TERMINAL_STATUSES), PRUNE_CHUNK),
                     )
                 ]
                 connection.executemany("DELETE FROM events WHERE run_id = ?", [(r,) for r in doomed])

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from web.registry import RunState, StepState
+from web.run_state import RunState, StepState
 from web.scenarios import FromPath, Scenario, Step
 from web.store import RunRow
 from web.templating import seconds_between
