@@ -430,7 +430,7 @@ def test_validate_passes_the_shipped_scenarios() -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert "2 scenario(s) checked, 0 problem(s)" in result.stderr
+    assert "2 valid scenario(s), 0 problem(s)" in result.stderr
 
 
 def test_validate_reports_every_problem_as_file_and_reason(tmp_path: Path) -> None:

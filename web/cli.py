@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings(**flags)
     except ValueError as exc:
         parser.error(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.command == "serve" else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "validate":
+        # It prints each scenario problem itself; the loader's log would say them all twice.
+        logging.getLogger("web.scenarios").setLevel(logging.ERROR)
     # The MCP HTTP transports log every request, heartbeat pings included: noise, not news.
     for noisy in ("httpx", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -92,7 +98,7 @@ async def validate_command(settings: Settings) -> int:
     for problem in problems:
         print(problem)
     count = len(catalog.scenarios)
-    print(f"{count} scenario(s) checked, {len(problems)} problem(s)", file=sys.stderr)
+    print(f"{count} valid scenario(s), {len(problems)} problem(s)", file=sys.stderr)
     return 1 if problems else 0
 
 
