@@ -16,6 +16,16 @@ import httpx
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The tools the bundled demo MCP server offers.
+DEMO_TOOLS = {
+    "fetch_article",
+    "search_news_sources",
+    "find_earliest_source",
+    "trace_citation_chain",
+    "lookup_outlet",
+    "list_outlet_articles",
+    "outlet_stats",
+}
 STARTUP_SECONDS = 20
 
 

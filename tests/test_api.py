@@ -15,7 +15,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import jsonschema
 import pytest
-from conftest import PROJECT_ROOT, StepServer, start_server
+from conftest import DEMO_TOOLS, PROJECT_ROOT, StepServer, start_server
 from runs import get_run, run_to_end, start_run, wait_finished
 
 from web import api
@@ -23,15 +23,6 @@ from web import api
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
 OUTLET = "outlet_profile_v1"
-DEMO_TOOLS = {
-    "fetch_article",
-    "search_news_sources",
-    "find_earliest_source",
-    "trace_citation_chain",
-    "lookup_outlet",
-    "list_outlet_articles",
-    "outlet_stats",
-}
 
 
 def is_iso_utc(value: str) -> bool:

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import pytest
+from conftest import DEMO_TOOLS
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
@@ -30,15 +31,6 @@ ORIGIN_URL = "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-ro
 # Looks earliest when timestamps are compared as strings (2024-03-04T23:50-08:00), but is later in UTC.
 DECOY_URL = "https://gazette.example.org/coast/2024/03/04/port-alder-lighthouse-library"
 
-TOOLS = {
-    "fetch_article",
-    "search_news_sources",
-    "find_earliest_source",
-    "trace_citation_chain",
-    "lookup_outlet",
-    "list_outlet_articles",
-    "outlet_stats",
-}
 
 
 @pytest.fixture
@@ -126,7 +118,7 @@ def test_corpus_is_fictional_and_consistent() -> None:
 async def test_lists_tools_with_described_inputs_and_typed_outputs() -> None:
     async with demo_session() as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    assert TOOLS <= set(tools)
+    assert DEMO_TOOLS <= set(tools)
     for tool in tools.values():
         assert tool.description
         assert tool.output_schema is not None, tool.name

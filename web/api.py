@@ -25,7 +25,6 @@ from web.schemas import (
     ScenarioSummary,
     ToolSummary,
 )
-from web.store import StoreError
 from web.streams import BadLastEventId, event_stream, json_frame, resume_point
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -90,12 +89,8 @@ async def post_run(request: Request) -> Response:
 
 
 async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
-    """Start a run and answer 202 once it is on disk; 503 when the run history cannot be written."""
-    try:
-        record = await request.state.runner.launch(scenario, run_input)
-    except StoreError as exc:
-        raise HTTPException(503, f"Run not started: {exc}") from None
-    state = record.state
+    """Start a run and answer 202 once it is on disk (a StoreError is answered 503 by the app)."""
+    state = (await request.state.runner.launch(scenario, run_input)).state
     return model_response(
         RunSubmitResponse(
             run_id=state.run_id,

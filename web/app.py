@@ -24,7 +24,7 @@ from web.runner import Runner
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import PROJECT_ROOT, Settings
-from web.store import RunStore
+from web.store import RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             HTTPException: http_error,
             RequestInvalid: request_invalid,
+            StoreError: history_unwritable,
             Exception: server_error,
         },
         middleware=[Middleware(SecurityMiddleware, frame_ancestors=settings.frame_ancestors)],
@@ -87,6 +88,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def request_invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestInvalid)
     return JSONResponse({"detail": exc.errors}, status_code=422)
+
+
+async def history_unwritable(request: Request, exc: Exception) -> Response:
+    # Starting a run that could not be recorded would risk losing it: refuse it, saying why.
+    return await http_error(request, HTTPException(503, f"Run not started: {exc}"))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

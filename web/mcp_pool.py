@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,12 +255,11 @@ class _EndSignal:
             raise
 
 
-def _offering(tool: str, servers: list[McpServer]) -> list[ToolInfo]:
+def _tool_infos(servers: Iterable[McpServer]) -> list[ToolInfo]:
     return [
         ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema)
         for s in servers
         for t in s.tools
-        if t.name == tool
     ]
 
 
@@ -323,7 +322,8 @@ class McpPool:
             await server.first_attempt_done.wait()
 
     @staticmethod
-    async def _settle(server: McpServer) -> None:
+    async def _try_connect(server: McpServer) -> None:
+        """Wait (bounded) for a session, asking a down server to retry now; its failure is the caller's to judge."""
         with contextlib.suppress(ServerUnavailable):
             await server.session()
 
@@ -337,11 +337,7 @@ class McpPool:
 
     def known_tools(self) -> list[ToolInfo]:
         """The tools of the servers connected now (or at their last connection)."""
-        return [
-            ToolInfo(name, tool.name, tool.description or "", tool.input_schema, tool.output_schema)
-            for name, server in self.servers.items()
-            for tool in server.tools
-        ]
+        return _tool_infos(self.servers.values())
 
     async def locate(self, tool: str, server: str | None = None) -> ToolInfo:
         """Which server runs `tool`: the one named, or the only one that has it.
@@ -353,10 +349,10 @@ class McpPool:
         if server is not None and server not in self.servers:
             raise ToolLookupError(f"unknown MCP server '{server}' (configured: {', '.join(self.servers)})")
         candidates = [self.servers[server]] if server else list(self.servers.values())
-        matches = _offering(tool, candidates)
+        matches = [info for info in _tool_infos(candidates) if info.name == tool]
         if not matches:
-            await asyncio.gather(*(self._settle(s) for s in candidates if not s.tools))
-            matches = _offering(tool, candidates)
+            await asyncio.gather(*(self._try_connect(s) for s in candidates if not s.tools))
+            matches = [info for info in _tool_infos(candidates) if info.name == tool]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -21,7 +21,6 @@ from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
-from web.store import StoreError
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -47,10 +46,7 @@ def require_scenario(request: Request, scenario_id: str) -> Scenario:
 
 async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
     """Start a run and show it; it is on disk before the redirect, as a 202 would promise."""
-    try:
-        record = await request.state.runner.launch(scenario, run_input)
-    except StoreError as exc:
-        raise HTTPException(503, f"The run could not be recorded, so it was not started: {exc}") from None
+    record = await request.state.runner.launch(scenario, run_input)
     return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
 
 
