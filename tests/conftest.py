@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,9 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from inprocess import InProcessApp, in_process
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The tools the bundled demo MCP server offers.
@@ -139,6 +142,24 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer
     server = start_server(tmp_path_factory.mktemp("demo"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
+    """One shared in-process app with the bundled demo MCP server and the shipped scenarios, tools instant."""
+    with in_process(tmp_path_factory.mktemp("demo-app")) as app:
+        yield app
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Iterator[Callable[..., InProcessApp]]:
+    """Start in-process apps with custom settings (`demo_delay=` slows the demo tools); each stops at the end."""
+    with contextlib.ExitStack() as stack:
+
+        def make(**settings: Any) -> InProcessApp:
+            return stack.enter_context(in_process(tmp_path, **settings))
+
+        yield make
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,8 @@
-"""Starting runs and waiting for them over the JSON API, as a client would."""
+"""Starting runs and waiting for them over the JSON API, as a client would.
+
+`target` is an httpx client (an in-process app's `client`, or one with a server's base_url) or a
+server's base URL.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +12,32 @@ from typing import Any
 import httpx
 
 TERMINAL = {"success", "failed", "cancelled"}
+Target = httpx.Client | str
 
 
-def start_run(base_url: str, scenario_id: str, run_input: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = httpx.post(
-        f"{base_url}/api/runs", json={"scenario_id": scenario_id, "input": run_input or {}}, timeout=10
-    )
+def _request(target: Target, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    if isinstance(target, httpx.Client):
+        return target.request(method, path, **kwargs)
+    return httpx.request(method, f"{target}{path}", timeout=10, **kwargs)
+
+
+def start_run(target: Target, scenario_id: str, run_input: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = _request(target, "POST", "/api/runs", json={"scenario_id": scenario_id, "input": run_input or {}})
     assert response.status_code == 202, response.text
     return response.json()
 
 
-def get_run(base_url: str, run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{base_url}/api/runs/{run_id}", timeout=10)
+def get_run(target: Target, run_id: str) -> dict[str, Any]:
+    response = _request(target, "GET", f"/api/runs/{run_id}")
     assert response.status_code == 200, response.text
     return response.json()
 
 
-def wait_finished(base_url: str, run_id: str, timeout: float = 20) -> dict[str, Any]:
+def wait_finished(target: Target, run_id: str, timeout: float = 20) -> dict[str, Any]:
     """The run's snapshot once it has ended."""
     deadline = time.monotonic() + timeout
     while True:
-        run = get_run(base_url, run_id)
+        run = get_run(target, run_id)
         if run["status"] in TERMINAL:
             return run
         if time.monotonic() > deadline:
@@ -36,5 +45,5 @@ def wait_finished(base_url: str, run_id: str, timeout: float = 20) -> dict[str, 
         time.sleep(0.02)
 
 
-def run_to_end(base_url: str, scenario_id: str, run_input: dict[str, Any] | None = None) -> dict[str, Any]:
-    return wait_finished(base_url, start_run(base_url, scenario_id, run_input)["run_id"])
+def run_to_end(target: Target, scenario_id: str, run_input: dict[str, Any] | None = None) -> dict[str, Any]:
+    return wait_finished(target, start_run(target, scenario_id, run_input)["run_id"])

@@ -28,6 +28,25 @@ class Settings(BaseSettings):
     - ``STEPLINE_RETENTION_DAYS``: finished runs older than this are pruned (30).
     - ``STEPLINE_RETENTION_RUNS``: at most this many runs are kept; the oldest finished go first (10000).
     - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
+
+    Limits (each answered with its own status; see the README's "Limits"):
+
+    - ``STEPLINE_MAX_BODY_BYTES``: the largest request body read, JSON or form (1 MiB); larger: 413.
+    - ``STEPLINE_MAX_JSON_DEPTH``: how deeply run input may nest (64); deeper: 422. Tool outputs
+      nested deeper fail their step.
+    - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
+      outputs are stored truncated and marked so.
+    - ``STEPLINE_MAX_STREAMS_PER_RUN`` / ``STEPLINE_MAX_STREAMS``: open event streams allowed on one
+      run (2000) and in the whole process (10000); past either: 503 with ``Retry-After``.
+    - ``STEPLINE_STREAM_SEND_TIMEOUT``: seconds a stream waits for a client to take a frame before it
+      drops that client (10); the client resumes with ``Last-Event-ID``.
+    - ``STEPLINE_MAX_CONNECTIONS``: open HTTP connections served at once (4000); more are closed at once.
+    - ``STEPLINE_HEADER_TIMEOUT``: seconds a connection may take to send a request's headers, and
+      may sit idle between requests (10).
+    - ``STEPLINE_ALLOWED_HOSTS``: ``Host`` header values served, comma-separated (``*`` for any).
+      Default: the loopback names when bound to a loopback address, else any.
+    - ``STEPLINE_FORWARDED_ALLOW_IPS``: addresses of reverse proxies whose ``X-Forwarded-*`` headers
+      are believed, comma-separated (none: such headers are ignored).
     """
 
     model_config = SettingsConfigDict(env_prefix="STEPLINE_", extra="ignore")
@@ -53,3 +72,13 @@ class Settings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     retention_runs: int = Field(10_000, ge=1)
     history: bool = True
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_json_depth: int = Field(64, ge=2, le=400)
+    max_output_bytes: int = Field(1024 * 1024, ge=1024)
+    max_streams_per_run: int = Field(2000, ge=1)
+    max_streams: int = Field(10_000, ge=1)
+    stream_send_timeout: float = Field(10.0, gt=0)
+    max_connections: int = Field(4000, ge=1)
+    header_timeout: float = Field(10.0, gt=0)
+    allowed_hosts: str | None = None
+    forwarded_allow_ips: str = ""
