@@ -3,19 +3,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# `make run` needs Stepline alone; `make test` adds the pinned test tools (Playwright, ruff, pytest).
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench browser clean
+.PHONY: run test lint bench browser wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(RUN_STAMP) $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/stepline serve
 
 # The browser tests drive Debian's Chromium; install it when missing and we may.
@@ -28,15 +34,20 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; fi; \
 	fi
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/ruff check web tests
 	$(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m tests.benchmarks.run_all
+
+# What a user of the wheel gets: `pip install .` into a fresh venv, then `stepline serve` from
+# another directory must serve every page, asset and a whole run.
+wheel-check: $(TEST_STAMP)
+	$(BIN)/python tests/wheel_check.py
 
 clean:
 	rm -rf $(VENV) .stepline

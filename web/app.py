@@ -20,10 +20,11 @@ from web.api import RequestInvalid
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
 from web.registry import RunRegistry
+from web.resources import STATIC
 from web.runner import Runner
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
-from web.settings import PROJECT_ROOT, Settings
+from web.settings import Settings
 from web.store import RunStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *api.routes,
             *openapi.routes,
             *pages.routes,
-            Mount("/static", StaticFiles(directory=PROJECT_ROOT / "static"), name="static"),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         exception_handlers={
             HTTPException: http_error,

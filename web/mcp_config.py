@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from web.resources import IMPORT_ROOT
 from web.scenarios import format_validation_error
-from web.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def default_servers() -> dict[str, ServerConfig]:
     """The bundled offline demo server, run with this very interpreter."""
     env = {name: os.environ[name] for name in DEMO_PASSTHROUGH_ENV if name in os.environ}
     return {
-        "demo": StdioServer(command=sys.executable, args=["-m", "web.demo"], env=env, cwd=str(PROJECT_ROOT))
+        "demo": StdioServer(command=sys.executable, args=["-m", "web.demo"], env=env, cwd=str(IMPORT_ROOT))
     }
 
 

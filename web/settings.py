@@ -5,7 +5,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from web.resources import SCENARIOS
 
 
 class Settings(BaseSettings):
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    scenarios: Path = PROJECT_ROOT / "scenarios"
+    scenarios: Path = SCENARIOS
     mcp_config: Path | None = None
     root_path: str = ""
     call_timeout: float = Field(60.0, gt=0)

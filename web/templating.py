@@ -12,10 +12,10 @@ from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from web.resources import TEMPLATES
 from web.security import TOKEN_FIELD, form_token
-from web.settings import PROJECT_ROOT
 
-templates = Jinja2Templates(directory=PROJECT_ROOT / "templates")
+templates = Jinja2Templates(directory=TEMPLATES)
 
 
 def path_for(request: Request, name: str, /, **path_params: Any) -> str:
