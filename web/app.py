@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             StoreError: history_unwritable,
             Exception: server_error,
         },
-        middleware=[Middleware(SecurityMiddleware, frame_ancestors=settings.frame_ancestors)],
+        middleware=[Middleware(SecurityMiddleware, settings=settings)],
         lifespan=lifespan,
     )
     app.state.settings = settings

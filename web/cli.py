@@ -15,6 +15,7 @@ import referencing.exceptions
 from web.mcp_config import McpConfigError, load_mcp_config
 from web.mcp_pool import McpPool, ServerUnavailable, ToolLookupError
 from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
+from web.security import HostPolicy
 from web.settings import Settings
 from web.store import StoreError
 
@@ -38,6 +39,28 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--no-history", dest="history", action="store_const", const=False, help="keep runs in memory only"
     )
+    serve.add_argument(
+        "--allowed-hosts",
+        help="Host header values served, comma-separated: names or addresses, with a port or not, "
+        "*.example.com for its subdomains, * for any (default: 127.0.0.1, localhost and [::1] when --host "
+        "is a loopback address, else any); others get 400",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        help="reverse proxies (addresses or networks, comma-separated, * for any) whose X-Forwarded-Host, "
+        "-Proto and -For headers are believed (default: none, the headers are ignored)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open HTTP connections served at once, event streams included; more are refused with 503 "
+        "(default 4000, lowered to what the open-files limit allows)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds a connection may take to send a request's headers, or sit idle between requests (default 10)",
+    )
     _add_sources(serve)
 
     validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")
@@ -47,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     flags = {key: value for key, value in vars(args).items() if key != "command" and value is not None}
     try:
         settings = Settings(**flags)
+        if args.command == "serve":
+            HostPolicy.from_settings(settings)  # a wrong host or proxy entry stops here, named
     except ValueError as exc:
         parser.error(str(exc))
     logging.basicConfig(
@@ -74,19 +99,9 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(settings: Settings) -> int:
-    import uvicorn
+    from web.server import serve
 
-    from web.app import create_app
-
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        root_path=settings.root_path,
-        # Streams close themselves on shutdown; this bounds anything else that lingers.
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    return 0 if serve(settings) else 3
 
 
 async def validate_command(settings: Settings) -> int:

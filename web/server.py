@@ -1,0 +1,231 @@
+"""How `stepline serve` runs uvicorn: bounded connections, timed-out request heads, and a process that
+degrades instead of spinning when it runs out of file descriptors.
+
+uvicorn bounds a connection only between requests (`timeout_keep_alive`, and any byte cancels that
+timer): a client that never finishes a request head holds its socket for ever. Its `limit_concurrency`
+answers 503 per request, while idle sockets go on holding descriptors. So the h11 protocol here closes
+a connection whose request head has not arrived within `header_timeout` of the server starting to wait
+for it (bytes trickling in do not extend that), and refuses connections past `max_connections` at once.
+
+When descriptors run out all the same, asyncio's accept loop logs a traceback for every failed
+`accept()` (up to the listen backlog per second); here that becomes one warning now and then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import math
+import resource
+import time
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from web.security import is_loopback
+from web.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Descriptors kept for all but client connections: the history database, MCP servers' pipes and
+# sockets, logs, the listening socket, the event loop's own.
+RESERVED_DESCRIPTORS = 100
+# A recurring problem is said at most this often, with how many times it happened meanwhile.
+WARNING_INTERVAL_SECONDS = 10
+# Slots free up continuously as idle connections time out, so a client may try again soon.
+RETRY_AFTER_SECONDS = 1
+OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# What gets past the DNS-rebinding checks is still anyone on the network.
+EXPOSED_WARNING = (
+    "Listening on %s, which is reachable from other machines: Stepline has no authentication yet, "
+    "so anyone who can reach this address can start runs and read their history. "
+    "Bind to 127.0.0.1 behind an authenticating reverse proxy, or restrict access with a firewall."
+)
+
+
+def _plain_response(status: str, text: str, *extra_headers: str) -> bytes:
+    body = text.encode()
+    head = [
+        f"HTTP/1.1 {status}",
+        "content-type: text/plain; charset=utf-8",
+        f"content-length: {len(body)}",
+        "connection: close",
+        *extra_headers,
+    ]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+BUSY_RESPONSE = _plain_response(
+    "503 Service Unavailable",
+    "Too many open connections. Try again in a moment.\n",
+    f"retry-after: {RETRY_AFTER_SECONDS}",
+)
+HEAD_TIMEOUT_RESPONSE = _plain_response("408 Request Timeout", "The request headers took too long to arrive.\n")
+
+
+class OccasionalWarning:
+    """Logs a recurring warning at most once per interval, counting the times in between."""
+
+    def __init__(self, message: str, interval: float = WARNING_INTERVAL_SECONDS) -> None:
+        self.message = message
+        self.interval = interval
+        self.count = 0
+        self.last_logged = -math.inf
+
+    def __call__(self, *args: object) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last_logged >= self.interval:
+            log.warning(self.message + " (%d time(s) since the last such warning)", *args, self.count)
+            self.count = 0
+            self.last_logged = now
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a cap on open connections and a deadline for each request head.
+
+    `guarded_protocol` makes a subclass with the limits set.
+    """
+
+    max_connections = 4000
+    header_timeout = 10.0
+    refused_warning = OccasionalWarning("Refused a connection: %d are open, the most allowed (max_connections)")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.max_connections:
+            # Refused before it costs anything but the moment its descriptor is open.
+            self._refused = True
+            self.refused_warning(len(self.connections))
+            transport.write(BUSY_RESPONSE)
+            transport.close()
+            return
+        super().connection_made(transport)
+        self._await_request_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._cancel_head_deadline()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_head_deadline()  # the head arrived (or the connection is over)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Waiting for the next request: idle or not, its head has the same time to arrive.
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._await_request_head()
+
+    def _await_request_head(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_overdue)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_overdue(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing():
+            return
+        received, _ = self.conn.trailing_data
+        if received:  # part of a head: say why; an idle keep-alive connection is just closed
+            self.transport.write(HEAD_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+
+def guarded_protocol(max_connections: int, header_timeout: float) -> type[GuardedH11Protocol]:
+    attributes = {"max_connections": max_connections, "header_timeout": header_timeout}
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), attributes)
+
+
+class AcceptFailureLog:
+    """The event loop's exception handler: a failed `accept()` for want of descriptors is said now and then."""
+
+    def __init__(self) -> None:
+        self.warn = OccasionalWarning(
+            "Cannot accept connections: %s. They wait in the listen queue until descriptors are free"
+        )
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        # asyncio stops accepting for a second after each such failure, so nothing spins meanwhile.
+        if isinstance(exc, OSError) and exc.errno in OUT_OF_RESOURCES and "accept" in context.get("message", ""):
+            self.warn(exc.strerror)
+            return
+        loop.default_exception_handler(context)
+
+
+class GuardedServer(uvicorn.Server):
+    async def startup(self, sockets: Any = None) -> None:
+        asyncio.get_running_loop().set_exception_handler(AcceptFailureLog())
+        await super().startup(sockets=sockets)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft limit on open files to the hard one; return the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return soft  # no ceiling to raise it to safely: some systems refuse RLIM_INFINITY for files
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("Could not raise the open-files limit from %d to %d: %s", soft, hard, exc)
+            return soft
+        return hard
+    return soft
+
+
+def connection_cap(requested: int, descriptors: int) -> int:
+    """`requested`, lowered (with a warning) to what `descriptors` allow beside the reserved ones."""
+    if descriptors == resource.RLIM_INFINITY:
+        return requested
+    allowed = max(1, descriptors - RESERVED_DESCRIPTORS)
+    if requested > allowed:
+        log.warning(
+            "max_connections lowered from %d to %d: this process may open only %d files (ulimit -n), "
+            "%d of them kept for everything but client connections. Raise the limit to serve more.",
+            requested,
+            allowed,
+            descriptors,
+            RESERVED_DESCRIPTORS,
+        )
+        return allowed
+    return requested
+
+
+def serve(settings: Settings) -> bool:
+    """Serve the app until a signal stops it; False when it could not start."""
+    from web.app import create_app
+
+    if not is_loopback(settings.host):
+        log.warning(EXPOSED_WARNING, settings.host or "every address")
+    max_connections = connection_cap(settings.max_connections, raise_descriptor_limit())
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        root_path=settings.root_path,
+        http=guarded_protocol(max_connections, settings.header_timeout),
+        timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]  # a float works as well
+        # The app believes X-Forwarded-* itself, and only from forwarded_allow_ips (uvicorn trusts 127.0.0.1).
+        proxy_headers=False,
+        # Streams close themselves on shutdown; this bounds anything else that lingers.
+        timeout_graceful_shutdown=5,
+    )
+    server = GuardedServer(config)
+    server.run()
+    return server.started
