@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from web.json_limits import JsonProblem, declared_charset, is_json_media_type, parse
 from web.mcp_pool import ServerUnavailable
 from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import BadCursor
@@ -39,15 +39,21 @@ class RequestInvalid(Exception):
 
 
 async def read_json(request: Request, model: type[ModelT]) -> ModelT:
-    body = await request.body()
+    """The body as `model`: 415 unless it is sent as JSON, 422 unless it is strict JSON that validates.
+
+    Its size is bounded before it gets here (the app's body limit answers 413).
+    """
+    content_type = request.headers.get("content-type")
+    if not is_json_media_type(content_type):
+        sent = f"Content-Type {content_type}" if content_type else "no Content-Type"
+        raise HTTPException(415, f"Send the body as JSON, with Content-Type: application/json ({sent} was given)")
+    charset = declared_charset(content_type)
+    if charset not in (None, "utf-8", "utf8"):
+        raise HTTPException(415, f"Send the body as UTF-8 JSON (charset={charset} was given)")
     try:
-        data = json.loads(body)
-    except ValueError as exc:
-        position = exc.pos if isinstance(exc, json.JSONDecodeError) else 0
-        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise RequestInvalid(
-            [{"loc": ["body", position], "msg": f"JSON decode error: {message}", "type": "json_invalid"}]
-        ) from None
+        data = parse(await request.body(), max_depth=request.app.state.settings.max_json_depth)
+    except JsonProblem as problem:
+        raise RequestInvalid([{"loc": ["body", *problem.loc], "msg": problem.message, "type": problem.kind}]) from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:

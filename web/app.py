@@ -12,11 +12,13 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from web import api, openapi, pages
 from web.api import RequestInvalid
+from web.json_limits import BodyLimitMiddleware, BodyTooLarge
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
 from web.registry import RunRegistry
@@ -53,7 +55,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             registry.history(),
             McpPool(mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool,
         ):
-            runner = Runner(pool, registry, call_timeout=settings.call_timeout)
+            runner = Runner(
+                pool,
+                registry,
+                call_timeout=settings.call_timeout,
+                max_json_depth=settings.max_json_depth,
+                max_output_bytes=settings.max_output_bytes,
+            )
             yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner}
             await registry.cancel_all()
 
@@ -70,7 +78,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             StoreError: history_unwritable,
             Exception: server_error,
         },
-        middleware=[Middleware(SecurityMiddleware, settings=settings)],
+        middleware=[
+            Middleware(SecurityMiddleware, settings=settings),
+            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, refuse=body_too_large),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -81,9 +92,26 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on the path only; GET and POST /api/runs are two.
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     if pages.wants_html(request):
-        return pages.error_page(request, exc.status_code, exc.detail, exc.headers)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        return pages.error_page(request, exc.status_code, exc.detail, headers)
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> str:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def body_too_large(scope: Scope, receive: Receive, send: Send, exc: BodyTooLarge) -> None:
+    response = await http_error(Request(scope, receive), HTTPException(413, str(exc)))
+    await response(scope, receive, send)
 
 
 async def request_invalid(request: Request, exc: Exception) -> Response:

@@ -13,22 +13,35 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from web.forms import MISSING, Field, RunForm, describe
+from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, has_lone_surrogate, parse, safe_text, where
 
 # Control name → the values posted under it (a form's FormData, as lists).
 Submitted = Mapping[str, Sequence[str]]
 INTEGER_TEXT = re.compile(r"^[+-]?\d+$")
+NOT_UNICODE = "This field holds characters that are not valid Unicode (lone surrogates); retype it."
 
 # --- Submitted controls → JSON -------------------------------------------------------------------
 
 
-def read_form(schema: dict[str, Any], submitted: Submitted) -> tuple[dict[str, Any], RunForm]:
+def read_form(
+    schema: dict[str, Any], submitted: Submitted, *, max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[dict[str, Any], RunForm]:
     """The input the form describes and the form as sent, each unreadable control marked.
 
     With marks (`form.has_errors`) the input lacks those controls' values; it can still be
-    validated to find the other fields' problems in the same round.
+    validated to find the other fields' problems in the same round. JSON boxes are read as strict
+    JSON no deeper than `max_depth`, as the API reads a body.
     """
     root = describe(schema)
-    value = _read(root, submitted)
+    # A multipart form may declare a charset that decodes into lone surrogates: such text is shown
+    # back with U+FFFD in their place, and marked, never kept.
+    garbled = {name for name, values in submitted.items() if any(has_lone_surrogate(v) for v in values)}
+    if garbled:
+        submitted = {name: [safe_text(v) for v in values] for name, values in submitted.items()}
+    value = _read(root, submitted, max_depth)
+    for made in root.walk():
+        if made.name in garbled:
+            made.errors.append(NOT_UNICODE)
     form = RunForm(root)
     if root.kind == "json" and not root.value.strip():
         root.errors.clear()  # an empty box is the empty input, as an API caller would send {}
@@ -45,11 +58,11 @@ def _first(submitted: Submitted, name: str) -> str:
     return values[0].replace("\r\n", "\n")
 
 
-def _read(made: Field, submitted: Submitted) -> Any:
+def _read(made: Field, submitted: Submitted, max_depth: int) -> Any:
     if made.kind == "group":
         out = {}
         for key, child in zip(made.keys, made.children, strict=True):
-            value = _read(child, submitted)
+            value = _read(child, submitted, max_depth)
             if value is not MISSING:
                 out[key] = value
         return _unless_untouched(made, out)
@@ -58,8 +71,8 @@ def _read(made: Field, submitted: Submitted) -> Any:
         made.chosen = int(raw) if raw.isdigit() and int(raw) < len(made.children) else 0
         for index, alternative in enumerate(made.children):
             if index != made.chosen:
-                _show(alternative, submitted)
-        return _unless_untouched(made, _read(made.children[made.chosen], submitted))
+                _show(alternative, submitted, max_depth)
+        return _unless_untouched(made, _read(made.children[made.chosen], submitted, max_depth))
     if made.kind == "checkbox":
         made.checked = bool(submitted.get(made.name))
         if made.checked:
@@ -83,10 +96,21 @@ def _read(made: Field, submitted: Submitted) -> Any:
         numbers = [_number(made, item, made.item_type, f"Line {i + 1}: ") for i, item in enumerate(items)]
         return [n for n in numbers if n is not MISSING]
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        made.errors.append(f"Not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).")
+        return parse(text, max_depth=max_depth)
+    except JsonProblem as problem:
+        made.errors.append(_json_error(text, problem))
         return MISSING
+
+
+def _json_error(text: str, problem: JsonProblem) -> str:
+    if problem.kind == "json_invalid":
+        position = problem.loc[0] if problem.loc and isinstance(problem.loc[0], int) else 0
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+        reason = problem.message.removeprefix("JSON decode error: ")
+        return f"Not valid JSON: {reason} (line {line}, column {column})."
+    message = problem.message[0].upper() + problem.message[1:]
+    return f"{message}." if problem.kind == "json_too_deep" else f"{message}, at {where(problem.loc)}."
 
 
 def _unless_untouched(made: Field, value: Any) -> Any:
@@ -110,9 +134,9 @@ def _blank(made: Field) -> bool:
     return not made.value.strip()
 
 
-def _show(made: Field, submitted: Submitted) -> None:
+def _show(made: Field, submitted: Submitted, max_depth: int) -> None:
     """Keep what was typed in an alternative that was not chosen, without judging it."""
-    _read(made, submitted)
+    _read(made, submitted, max_depth)
     for each in made.walk():
         each.errors.clear()
 
@@ -130,15 +154,16 @@ def _read_options(made: Field, submitted: Submitted) -> Any:
     return json.loads(sent[0]) if sent else _empty(made)
 
 
-def _number(made: Field, text: str, kind: str, where: str = "") -> Any:
-    if INTEGER_TEXT.match(text):
-        return int(text)
+def _number(made: Field, text: str, kind: str, line: str = "") -> Any:
     try:
-        number = float(text)
+        # More digits than Python converts (4300) is a ValueError too: no number anyone types.
+        number: float = int(text) if INTEGER_TEXT.match(text) else float(text)
     except ValueError:
         number = math.nan
+    if isinstance(number, int):
+        return number
     if not math.isfinite(number) or (kind == "integer" and not number.is_integer()):
-        made.errors.append(where + ("Enter a whole number." if kind == "integer" else "Enter a number."))
+        made.errors.append(line + ("Enter a whole number." if kind == "integer" else "Enter a number."))
         return MISSING
     return int(number) if kind == "integer" else number
 

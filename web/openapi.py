@@ -98,6 +98,41 @@ def _errors(description: str, **examples: str) -> dict[str, Any]:
 RUN_ID_PARAM = _path_param("run_id", "The run's id, as POST /api/runs returned it.", schemas.RUN_ID)
 UNKNOWN_RUN = _error("Unknown run_id", f"Unknown run_id: {schemas.RUN_ID}")
 INVALID = _json("The request does not validate", schemas.ValidationErrorResponse)
+STRICT_INVALID = {
+    "description": "The body is not strict JSON (not UTF-8, malformed, NaN or Infinity, a lone surrogate, or nested "
+    "deeper than `STEPLINE_MAX_JSON_DEPTH`, 64 by default), or the input does not match the scenario's "
+    "`input_schema`",
+    "content": {
+        "application/json": {
+            "schema": _ref(schemas.ValidationErrorResponse),
+            "examples": {
+                "input does not match": {"value": _first_example(schemas.ValidationErrorResponse)},
+                "nested too deeply": {
+                    "value": {
+                        "detail": [
+                            {
+                                "loc": ["body", 353],
+                                "msg": "JSON nested deeper than 64 levels (line 1, column 354)",
+                                "type": "json_too_deep",
+                            }
+                        ]
+                    }
+                },
+                "not a finite number": {
+                    "value": {
+                        "detail": [
+                            {
+                                "loc": ["body", "input", "limit"],
+                                "msg": "NaN is not valid JSON: numbers must be finite",
+                                "type": "json_non_finite",
+                            }
+                        ]
+                    }
+                },
+            },
+        }
+    },
+}
 HISTORY_FAILING = _error(
     "The run history cannot be written (see /healthz); no run was started",
     "Run not started: run history in /srv/stepline/.stepline cannot be written: database or disk is full "
@@ -139,7 +174,15 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "202": _json("Run accepted (and recorded on disk)", schemas.RunSubmitResponse),
                 "404": _error("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
-                "422": INVALID,
+                "413": _error(
+                    "The body is larger than the limit (`STEPLINE_MAX_BODY_BYTES`, 1 MiB by default); nothing was run",
+                    "Request body too large: the limit is 1,048,576 bytes, and this one has 104,857,600 bytes.",
+                ),
+                "415": _error(
+                    "The body is not sent as JSON (`Content-Type: application/json`, or `application/*+json`, UTF-8)",
+                    "Send the body as JSON, with Content-Type: application/json (Content-Type text/plain was given)",
+                ),
+                "422": STRICT_INVALID,
                 "503": HISTORY_FAILING,
             },
         },
@@ -149,7 +192,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "`--retention-runs`), newest first, optionally filtered by scenario and status. Pages are `limit` "
             "runs long; pass the answer's `next_cursor` as `cursor` for the next page, until it is null. A "
             "cursor marks a position, so runs started meanwhile never shift a page: no run is repeated or "
-            "skipped. An empty parameter counts as not given.",
+            "skipped. An empty `scenario_id`, `limit` or `cursor` counts as not given; an empty `status` is "
+            "refused (422).",
             "parameters": [
                 _query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
                 _query_param(

@@ -20,7 +20,8 @@ from web.forms import MISSING, RunForm, build_form
 from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.scenarios import Scenario
-from web.security import form_token_valid, route_path
+from web.schemas import CURSOR_MAX_CHARS
+from web.security import TOKEN_FIELD, form_token_valid, route_path
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -51,8 +52,13 @@ async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]
 
 
 async def submitted_form(request: Request) -> dict[str, list[str]]:
+    """The posted controls' text values (its size bounded by the app's body limit: 413)."""
     form = await request.form()
-    return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form.keys()}
+    submitted = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form.keys()}
+    # A token is hex and dots; anything else is no token, and must not reach the digest comparison.
+    if TOKEN_FIELD in submitted:
+        submitted[TOKEN_FIELD] = [v for v in submitted[TOKEN_FIELD] if v.isascii()]
+    return submitted
 
 
 async def index(request: Request) -> Response:
@@ -90,7 +96,7 @@ def scenario_response(
 async def scenario_run(request: Request) -> Response:
     scenario = require_scenario(request, request.path_params["scenario_id"])
     submitted = await submitted_form(request)
-    run_input, form = read_form(scenario.input_schema, submitted)
+    run_input, form = read_form(scenario.input_schema, submitted, max_depth=request.app.state.settings.max_json_depth)
     if not form_token_valid(request, submitted):
         form.errors.insert(0, EXPIRED_FORM)
         return scenario_response(request, scenario, form, status_code=403)
@@ -109,6 +115,8 @@ async def runs_page(request: Request) -> Response:
     if status is not None and status not in RUN_STATUSES:
         raise HTTPException(422, f"There is no run status '{status}'; choose one of {', '.join(RUN_STATUSES)}.")
     try:
+        if cursor is not None and len(cursor) > CURSOR_MAX_CHARS:
+            raise BadCursor("longer than any cursor given")
         page = request.state.runs.page(scenario_id=scenario_id, status=status, limit=DEFAULT_PAGE_SIZE, cursor=cursor)
     except BadCursor:
         raise HTTPException(422, "This link to older runs is not valid; start again from the newest.") from None
@@ -194,6 +202,7 @@ ERROR_TITLES = {
     403: "Not allowed",
     404: "Page not found",
     405: "Not possible here",
+    413: "Too much was sent",
     422: "Something in the request is wrong",
     500: "Something went wrong",
 }

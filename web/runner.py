@@ -6,11 +6,12 @@ A step that fails is data — a failed step_finished event — never an exceptio
 from __future__ import annotations
 
 import asyncio
-import json
+import math
 from typing import Any
 
 from mcp_types import CallToolResult
 
+from web.json_limits import MESSAGE_MAX_CHARS, Bounded, JsonProblem, bounded, check, parse, safe_text, where
 from web.mcp_pool import McpPool, ToolCallError, ToolLookupError, describe
 from web.registry import CANCELLED, RunRecord, RunRegistry
 from web.run_state import utc_now
@@ -37,17 +38,25 @@ def map_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
     return arguments
 
 
-def extract_output(result: CallToolResult) -> Any:
-    """Structured content if present, else the text content parsed as JSON, else the text."""
+def extract_output(result: CallToolResult, *, max_depth: int) -> Any:
+    """Structured content if present, else the text content parsed as JSON, else the text.
+
+    Raises JsonProblem for what the history cannot keep: a non-finite number, a lone surrogate, nesting
+    deeper than `max_depth`, in the structured content or in text that is JSON.
+    """
     if result.structured_content is not None:
+        check(result.structured_content, max_depth=max_depth)
         return result.structured_content
     text = result_text(result)
     if text is None:
         return None
+    check(text, max_depth=max_depth)
     try:
-        return json.loads(text)
-    except ValueError:
-        return text
+        return parse(text, max_depth=max_depth)
+    except JsonProblem as problem:
+        if problem.kind == "json_invalid":
+            return text
+        raise
 
 
 def result_text(result: CallToolResult) -> str | None:
@@ -55,11 +64,25 @@ def result_text(result: CallToolResult) -> str | None:
     return "\n".join(texts) if texts else None
 
 
+def finite(number: float | None) -> float | None:
+    return number if number is None or math.isfinite(number) else None
+
+
 class Runner:
-    def __init__(self, pool: McpPool, registry: RunRegistry, *, call_timeout: float) -> None:
+    def __init__(
+        self,
+        pool: McpPool,
+        registry: RunRegistry,
+        *,
+        call_timeout: float,
+        max_json_depth: int,
+        max_output_bytes: int,
+    ) -> None:
         self.pool = pool
         self.registry = registry
         self.call_timeout = call_timeout
+        self.max_json_depth = max_json_depth
+        self.max_output_bytes = max_output_bytes
 
     async def launch(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
         """Record a queued run and start it in the background, once it is on disk: what a 202 promises.
@@ -88,6 +111,8 @@ class Runner:
                 started_at = utc_now()
                 current = (index, step, started_at)
                 status, message, output, content = await self._run_step(record, index, step, started_at, context)
+                # A tool's or server's words are kept whatever they hold: valid Unicode, a bounded length.
+                message = safe_text(message, MESSAGE_MAX_CHARS)
                 current = None
                 record.emit(
                     "step_finished",
@@ -130,7 +155,7 @@ class Runner:
 
     async def _run_step(
         self, record: RunRecord, index: int, step: Step, started_at: str, context: dict[str, Any]
-    ) -> tuple[str, str, Any, list[dict[str, Any]] | None]:
+    ) -> tuple[str, str, Any, Any]:
         """(status, message, output, raw content) of one step; emits step_started and progress."""
         try:
             arguments = map_inputs(step, context)
@@ -146,9 +171,9 @@ class Runner:
                     "step_progress",
                     step_name=step.name,
                     index=index,
-                    progress=progress,
-                    total=total,
-                    message=message,
+                    progress=finite(progress),
+                    total=finite(total),
+                    message=safe_text(message, MESSAGE_MAX_CHARS) if message is not None else None,
                 )
 
         try:
@@ -160,7 +185,44 @@ class Runner:
             return "failed", str(exc), None, None
         except Exception as exc:  # a server may answer anything; the run must still end cleanly
             return "failed", f"'{step.tool}' failed: {describe(exc)}", None, None
-        content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+        return self._outcome(step.tool, result)
+
+    def _outcome(self, tool: str, result: CallToolResult) -> tuple[str, str, Any, Any]:
+        """(status, message, output, content) of a result, as the history may keep them.
+
+        Only strict JSON is kept, each of output and content at most `max_output_bytes` as JSON; a
+        larger one is kept truncated (see `bounded`) and the step says so.
+        """
+        try:
+            content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+            check(content, max_depth=self.max_json_depth)
+        except JsonProblem as problem:
+            return "failed", self._refusal(tool, "content", problem), None, None
+        except Exception as exc:  # a block the SDK parsed but cannot write back out
+            return "failed", f"'{tool}' returned content that cannot be kept: {describe(exc)}", None, None
+        kept_content = bounded(content, max_bytes=self.max_output_bytes)
         if result.is_error:
-            return "failed", result_text(result) or f"'{step.tool}' reported an error", None, content
-        return "success", "", extract_output(result), content
+            return "failed", result_text(result) or f"'{tool}' reported an error", None, kept_content.value
+        try:
+            output = extract_output(result, max_depth=self.max_json_depth)
+        except JsonProblem as problem:
+            return "failed", self._refusal(tool, "output", problem), None, kept_content.value
+        kept_output = bounded(output, max_bytes=self.max_output_bytes)
+        notes = [
+            self._truncation(what, kept)
+            for what, kept in (("Output", kept_output), ("Raw content", kept_content))
+            if kept.truncated
+        ]
+        return "success", "; ".join(notes), kept_output.value, kept_content.value
+
+    def _refusal(self, tool: str, what: str, problem: JsonProblem) -> str:
+        if problem.kind == "json_too_deep":
+            return f"'{tool}' returned {what} nested deeper than {self.max_json_depth} levels"
+        at = f", at {where(problem.loc)}" if problem.loc else ""
+        return f"'{tool}' returned {what} that cannot be stored ({problem.message}{at})"
+
+    def _truncation(self, what: str, kept: Bounded) -> str:
+        return (
+            f"{what} truncated: {kept.size:,} bytes as JSON, more than the {self.max_output_bytes:,} kept "
+            '(it is stored as {"truncated": true, "bytes": ..., "preview": ...})'
+        )
