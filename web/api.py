@@ -10,7 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from web.json_limits import JsonProblem, declared_charset, is_json_media_type, parse
+from web.http_body import declared_charset, is_json_media_type
+from web.json_limits import JsonProblem, parse
 from web.mcp_pool import ServerUnavailable
 from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import BadCursor

@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from web import api, openapi, pages
 from web.api import RequestInvalid
-from web.json_limits import BodyLimitMiddleware, BodyTooLarge
+from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
 from web.registry import RunRegistry

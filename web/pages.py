@@ -21,7 +21,7 @@ from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.scenarios import Scenario
 from web.schemas import CURSOR_MAX_CHARS
-from web.security import TOKEN_FIELD, form_token_valid, route_path
+from web.security import form_token_valid, route_path
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -54,11 +54,7 @@ async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]
 async def submitted_form(request: Request) -> dict[str, list[str]]:
     """The posted controls' text values (its size bounded by the app's body limit: 413)."""
     form = await request.form()
-    submitted = {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form.keys()}
-    # A token is hex and dots; anything else is no token, and must not reach the digest comparison.
-    if TOKEN_FIELD in submitted:
-        submitted[TOKEN_FIELD] = [v for v in submitted[TOKEN_FIELD] if v.isascii()]
-    return submitted
+    return {key: [v for v in form.getlist(key) if isinstance(v, str)] for key in form.keys()}
 
 
 async def index(request: Request) -> Response:

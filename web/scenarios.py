@@ -15,11 +15,15 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, check, where
+
 log = logging.getLogger(__name__)
 
 SCENARIO_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Step names appear inside dotted paths, so they may not contain dots.
 STEP_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+# A scenario is written by people; deeper than run input may be is a mistake, not a workflow.
+SCENARIO_MAX_DEPTH = DEFAULT_MAX_DEPTH
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,15 @@ def load_scenario_file(path: Path) -> tuple[dict[str, Any], Scenario]:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ScenarioFileError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise ScenarioFileError(f"nested deeper than {SCENARIO_MAX_DEPTH} levels") from None
+    try:
+        # Its literals become tool arguments and events: the same strict JSON as any other input.
+        check(raw, max_depth=SCENARIO_MAX_DEPTH)
+    except JsonProblem as problem:
+        # Where a value is wrong helps; the hundred keys above one nested too deep do not.
+        at = "" if problem.kind == "json_too_deep" else f"{where(problem.loc)}: "
+        raise ScenarioFileError(f"{at}{problem.message}") from None
     if not isinstance(raw, dict):
         raise ScenarioFileError("must be a JSON object")
     try:

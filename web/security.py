@@ -306,6 +306,8 @@ class FormTokens:
         return f"{issued}.{self._sign(issued)}"
 
     def verify(self, token: str, now: float | None = None) -> bool:
+        if not token.isascii():  # a token is hex and a dot; compare_digest refuses other text
+            return False
         issued, _, signature = token.partition(".")
         try:
             age = (now if now is not None else time.time()) - int(issued, 16)

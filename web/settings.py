@@ -32,12 +32,12 @@ class Settings(BaseSettings):
     Limits (each answered with its own status; see the README's "Limits"):
 
     - ``STEPLINE_MAX_BODY_BYTES``: the largest request body read, JSON or form (1 MiB); larger: 413.
-    - ``STEPLINE_MAX_JSON_DEPTH``: how deeply run input may nest (64); deeper: 422. Tool outputs
-      nested deeper fail their step.
+    - ``STEPLINE_MAX_JSON_DEPTH``: how deeply a JSON document received may nest (64): an API body or a
+      form's JSON box deeper is refused 422; a tool result deeper fails its step.
     - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
       outputs are stored truncated and marked so.
     - ``STEPLINE_MAX_STREAMS_PER_RUN`` / ``STEPLINE_MAX_STREAMS``: open event streams allowed on one
-      run (2000) and in the whole process (10000); past either: 503 with ``Retry-After``.
+      run (2000) and in the whole process (3000, below the connection cap); past either: 503 with ``Retry-After``.
     - ``STEPLINE_STREAM_SEND_TIMEOUT``: seconds a stream waits for a client to take a frame before it
       drops that client (10); the client resumes with ``Last-Event-ID``.
     - ``STEPLINE_MAX_CONNECTIONS``: open HTTP connections served at once (4000); more are closed at once.
@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(64, ge=2, le=400)
     max_output_bytes: int = Field(1024 * 1024, ge=1024)
     max_streams_per_run: int = Field(2000, ge=1)
-    max_streams: int = Field(10_000, ge=1)
+    max_streams: int = Field(3000, ge=1)
     stream_send_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(4000, ge=1)
     header_timeout: float = Field(10.0, gt=0)
