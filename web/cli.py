@@ -12,10 +12,10 @@ from typing import Any
 import jsonschema
 import referencing.exceptions
 
+from web.hosts import HostPolicy
 from web.mcp_config import McpConfigError, load_mcp_config
 from web.mcp_pool import McpPool, ServerUnavailable, ToolLookupError
 from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
-from web.security import HostPolicy
 from web.settings import Settings
 from web.store import StoreError
 

@@ -25,7 +25,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from web.security import is_loopback
+from web.hosts import is_loopback
 from web.settings import Settings
 
 log = logging.getLogger(__name__)
