@@ -33,7 +33,7 @@ class Settings(BaseSettings):
 
     - ``STEPLINE_MAX_BODY_BYTES``: the largest request body read, JSON or form (1 MiB); larger: 413.
     - ``STEPLINE_MAX_JSON_DEPTH``: how deeply a JSON document received may nest (64): an API body or a
-      form's JSON box deeper is refused 422; a tool result deeper fails its step.
+      form's JSON box deeper is refused 422; a tool result deeper fails its step. At most 200.
     - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
       outputs are stored truncated and marked so.
     - ``STEPLINE_MAX_STREAMS_PER_RUN`` / ``STEPLINE_MAX_STREAMS``: open event streams allowed on one
@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     retention_runs: int = Field(10_000, ge=1)
     history: bool = True
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    max_json_depth: int = Field(64, ge=2, le=400)
+    # At most 200: the MCP SDK reads no message nested deeper than about 200 levels; pydantic serialises 255.
+    max_json_depth: int = Field(64, ge=2, le=200)
     max_output_bytes: int = Field(1024 * 1024, ge=1024)
     max_streams_per_run: int = Field(2000, ge=1)
     max_streams: int = Field(3000, ge=1)

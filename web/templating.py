@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -12,6 +11,7 @@ from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from web.json_display import json_is_short, json_tree, pretty_json, raw_json
 from web.resources import TEMPLATES
 from web.security import TOKEN_FIELD, form_token
 
@@ -50,11 +50,6 @@ def _link(context: Context, name: str, /, query: dict[str, Any] | None = None, *
     return page_path(context["request"], name, query, **path_params)
 
 
-def pretty_json(value: Any) -> str:
-    # A plain str, so autoescaping still applies (Jinja's own `tojson` returns markup).
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
-
-
 def seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
@@ -83,7 +78,11 @@ def clock(stamp: str | None) -> str:
 
 templates.env.globals["url_for"] = _url_for
 templates.env.globals["link"] = _link
+# Plain strs and data, never markup: autoescaping applies to every piece of a value a page shows.
 templates.env.filters["pretty_json"] = pretty_json
+templates.env.filters["raw_json"] = raw_json
+templates.env.filters["json_tree"] = json_tree
+templates.env.tests["short_json"] = json_is_short
 templates.env.filters["duration"] = duration
 templates.env.filters["clock"] = clock
 
