@@ -27,7 +27,7 @@ from web.runner import Runner
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
-from web.store import RunStore, StoreError
+from web.store import RETRY_AFTER_SECONDS, RunStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,9 @@ async def request_invalid(request: Request, exc: Exception) -> Response:
 
 
 async def history_unwritable(request: Request, exc: Exception) -> Response:
-    # Starting a run that could not be recorded would risk losing it: refuse it, saying why.
-    return await http_error(request, HTTPException(503, f"Run not started: {exc}"))
+    # Starting a run that could not be recorded would risk losing it: refuse it, saying why and when to retry.
+    retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return await http_error(request, HTTPException(503, f"Run not started: {exc}", headers=retry))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

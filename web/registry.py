@@ -6,7 +6,9 @@ costs nothing and holds no buffer of its own.
 
 With a RunStore, memory is the live layer and the store the history: every run and event is handed
 to the store as it happens, a run not held in memory (evicted, or from before a restart) is rebuilt
-from its stored events, and a finished run leaves memory only once all its events are on disk.
+from its stored events, and a finished run leaves memory only once all its events are on disk. A run
+whose data the store cannot hold is stopped (failed, saying why) and takes the store's repaired
+version of that data, so memory shows what a restart will.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
+from web.store_rows import STOPPED_STEP_MESSAGE, Refusal, refusal_message
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,11 @@ RESTARTED = Ending(
 )
 # A task cancelled by anything else (its own code, a test).
 CANCELLED = Ending("cancelled", "Run cancelled", "Cancelled while running")
+
+
+def history_refused(why: str) -> Ending:
+    """How a run ends when the history cannot record its data; the store words its run_finished alike."""
+    return Ending("failed", refusal_message(why), STOPPED_STEP_MESSAGE)
 
 
 class RunRecord:
@@ -105,9 +113,22 @@ class RunRecord:
         self.state.apply(event)
         if self._sink is not None:
             self._sink(event)
+        self._wake()
+        return event
+
+    def amend(self, stored: list[dict[str, Any]], run_input: dict[str, Any] | None = None) -> None:
+        """Take the history's version of events (and input) it had to repair, and fold the events again."""
+        for event in stored:
+            if 0 < event["seq"] <= len(self.events):
+                self.events[event["seq"] - 1] = event
+        if run_input is not None:
+            self.state.input = run_input
+        self.state.refold(self.events)
+        self._wake()
+
+    def _wake(self) -> None:
         woken, self._appended = self._appended, asyncio.Event()
         woken.set()
-        return event
 
     async def follow(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Events with seq > `after`: first those already recorded, then each as it is appended.
@@ -153,6 +174,7 @@ class RunRegistry:
         if store is not None:
             store.on_commit = self._saved
             store.on_prune = self._forget
+            store.on_refuse = self._refused
 
     def create(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
         sink = self.store.add_event if self.store is not None else None
@@ -321,6 +343,20 @@ class RunRegistry:
             if record is not None and seq > record.saved_seq:
                 record.saved_seq = seq
         self._evict()
+
+    def _refused(self, refusals: list[Refusal]) -> None:
+        for refusal in refusals:
+            record = self._runs.get(refusal.run_id)
+            if record is None:
+                continue  # not in memory: it is read back from the history, repaired, when asked for
+            record.amend(refusal.events, refusal.input)
+            if record.is_finished:
+                continue  # the store records its run_finished as failed, and `amend` has brought that here
+            record.stop_reason = record.stop_reason or history_refused(refusal.why)
+            if record.task is None:
+                _close_unfinished(record)  # not started yet: its launch sees it finished and does not start it
+            else:
+                record.task.cancel()
 
     def _forget(self, run_ids: list[str]) -> None:
         # Pruned from disk, so gone from memory too: a run is listed and served alike, or not at all.

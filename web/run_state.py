@@ -81,6 +81,13 @@ class RunState:
             step.output = event.get("output")
             step.content = event.get("content")
 
+    def refold(self, events: list[dict[str, Any]]) -> None:
+        """Fold `events` again from the start, into this same object (views may hold it)."""
+        fresh = RunState(run_id=self.run_id, scenario_id=self.scenario_id, input=self.input, created_at=self.created_at)
+        for event in events:
+            fresh.apply(event)
+        self.__dict__.update(fresh.__dict__)
+
     @property
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES

@@ -3,15 +3,18 @@
 The event loop only puts writes on a queue. A writer thread commits what gathered over a few
 milliseconds in one transaction (group commit), so a run never waits for the disk and fifty
 concurrent runs cost about as many commits as one. Whoever must know a write is on disk (the 202 of
-POST /api/runs) awaits `sync()`, which has it committed at once. A failed write is kept and retried, logged at ERROR and
-reported by `health()`: a full disk delays history, it does not silently drop it.
+POST /api/runs) awaits `sync()`, which has it committed at once.
+
+A write the disk refuses (full, read-only, I/O error) is kept and retried, logged at ERROR and
+reported by `health()`: a full disk delays history, it does not silently drop it. A write that fails
+because of one run's data is that run's problem alone (see store_rows): the value is stored repaired,
+the run is refused through `on_refuse`, and every other run's writes go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
-import json
 import logging
 import os
 import queue
@@ -25,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from web.run_state import TERMINAL_STATUSES
-from web.store_db import StoreError, connect, open_database, reason, transaction
+from web.store_db import StoreError, connect, is_data_error, open_database, reason, transaction
+from web.store_rows import Refusal, Row, encode_event, encode_run, loads
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +43,14 @@ BATCH_MAX = 2000
 COALESCE_SECONDS = 0.025
 # Retry a failed write soon (a full disk may be cleared), without spinning on one that stays broken.
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 0.5, 10.0
+# What a refused new run is told to wait: by then the writer has retried at least once.
+RETRY_AFTER_SECONDS = int(RETRY_MAX_SECONDS)
 # Prune shortly after start, then now and then: retention is about days, not seconds.
 PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
 # Runs deleted per transaction, so pruning a large backlog never stalls the writes of live runs.
 PRUNE_CHUNK = 500
 # Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
 CLOSE_TIMEOUT_SECONDS = 15.0
-# Stored as columns; the rest of an event is its JSON `data`.
-EVENT_KEYS = frozenset({"type", "run_id", "seq"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class RunRow:
 
 StoredRun = tuple[RunRow, list[dict[str, Any]]]
 CommitListener = Callable[[dict[str, int]], None]
+RefusalListener = Callable[[list[Refusal]], None]
 
 
 class RunStore:
@@ -72,6 +77,8 @@ class RunStore:
 
     def __init__(self, data_dir: Path, *, retention_days: float, retention_runs: int) -> None:
         self.data_dir = data_dir.absolute()
+        # How clients see the directory (health, 503 messages): as configured, never made absolute here.
+        self.shown_dir = str(data_dir)
         self.path = self.data_dir / DB_NAME
         self.retention = timedelta(days=retention_days)
         self.retention_runs = retention_runs
@@ -79,6 +86,8 @@ class RunStore:
         self.on_commit: CommitListener | None = None
         # Called on the event loop with the ids of runs pruned past retention.
         self.on_prune: Callable[[list[str]], None] | None = None
+        # Called on the event loop, before the commit of the writes concerned, with runs refused for their data.
+        self.on_refuse: RefusalListener | None = None
         self.error: str | None = None
         self.batches = 0
         self.events_written = 0
@@ -90,6 +99,8 @@ class RunStore:
         self._lock_fd: int | None = None
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # Refused runs (writer thread only) whose run_finished is not yet on disk: it is stored as failed.
+        self._refused: dict[str, str] = {}
 
     # --- opening and closing --------------------------------------------------------------------
 
@@ -182,14 +193,18 @@ class RunStore:
     async def sync(self) -> None:
         """Return once everything added before this call is committed; StoreError if it cannot be."""
         if self.error is not None:
-            raise StoreError(f"run history in {self.data_dir} cannot be written: {self.error}")
+            raise self._unwritable(self.error)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put(("sync", future))
         self._urgent.set()
         await future
 
     def health(self) -> dict[str, Any]:
-        return {"state": "failing" if self.error else "ok", "path": str(self.path), "error": self.error}
+        path = str(Path(self.shown_dir) / DB_NAME)
+        return {"state": "failing" if self.error else "ok", "path": path, "error": self.error}
+
+    def _unwritable(self, error: str) -> StoreError:
+        return StoreError(f"run history in {self.shown_dir} cannot be written: {error}")
 
     # --- reading (on the event loop: indexed, small, and WAL readers never wait for the writer) ----
 
@@ -233,11 +248,11 @@ class RunStore:
             "SELECT seq, type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
         ).fetchall()
         # Same key order as RunRecord.emit builds, so a replayed event serialises identically.
-        return [{"type": kind, "run_id": run_id, "seq": seq, **json.loads(data)} for seq, kind, data in rows]
+        return [{"type": kind, "run_id": run_id, "seq": seq, **loads(data)} for seq, kind, data in rows]
 
     def _connection(self) -> sqlite3.Connection:
         if self._reader is None:
-            raise StoreError(f"run history in {self.data_dir} is not open")
+            raise StoreError(f"run history in {self.shown_dir} is not open")
         return self._reader
 
     # --- the writer thread ----------------------------------------------------------------------
@@ -297,40 +312,109 @@ class RunStore:
             stop = True
         return stop
 
-    def _write(self, connection: sqlite3.Connection, ops: list[tuple[str, Any]]) -> None:
-        runs, events, started, finished, waiters = [], [], [], [], []
-        saved: dict[str, int] = {}
-        for kind, item in ops:
-            if kind == "event":
-                events.append((item["run_id"], item["seq"], item["type"], _encode(item)))
-                saved[item["run_id"]] = item["seq"]
-                if item["type"] == "run_started":
-                    started.append((item["started_at"], item["run_id"]))
-                elif item["type"] == "run_finished":
-                    finished.append((item["status"], item.get("message", ""), item["finished_at"], item["run_id"]))
-            elif kind == "run":
-                runs.append(
-                    (item.run_id, item.scenario_id, item.status, item.message, _dumps(item.input), item.created_at)
-                )
-            elif kind == "sync":
-                waiters.append(item)
-        if runs or events:
-            with transaction(connection):
-                connection.executemany(
-                    "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    runs,
-                )
-                connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
-                connection.executemany(
-                    "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?", started
-                )
-                connection.executemany(
-                    "UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE run_id = ?", finished
-                )
-            self.batches += 1
-            self.events_written += len(events)
-        self._to_loop(self._settle, saved, waiters, None)
+    def _write(self, connection: sqlite3.Connection, pending: list[tuple[str, Any]]) -> None:
+        """Commit `pending`. Raises only when the file or disk fails, with `pending` left as what did not land."""
+        waiters = [item for kind, item in pending if kind == "sync"]
+        refusals: dict[str, Refusal] = {}
+        rows = [row for op in pending if op[0] != "sync" and (row := self._encode(op, refusals)) is not None]
+        # Before the commit and the waiters it wakes: a POST waiting for its row learns first that it was refused.
+        self._report(refusals)
+        try:
+            self._commit(connection, rows)
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            self._commit_each_run(connection, rows, pending, exc)
+        for row in rows:
+            if row.finished is not None:
+                self._refused.pop(row.run_id, None)
+        self._to_loop(self._settle, _highest_seq(rows), waiters, None)
+
+    def _encode(self, op: tuple[str, Any], refusals: dict[str, Refusal]) -> Row | None:
+        """`op` as SQL parameters; a run whose data cannot be stored as given is refused, its data repaired."""
+        run_id = op[1].run_id if op[0] == "run" else op[1]["run_id"]
+        try:
+            if op[0] == "run":
+                row = encode_run(op, refusals)
+            else:
+                row = encode_event(op, self._refused.get(run_id), refusals)
+        except Exception as exc:  # repairing guarantees storable data; should it not, lose one write, not the batch
+            log.error("Run %s: a write could not be encoded and is left out of its history: %s", run_id, reason(exc))
+            refusals.setdefault(run_id, Refusal(run_id, f"a write could not be encoded ({reason(exc)})"))
+            row = None
+        if run_id in refusals and run_id not in self._refused:
+            self._refuse(run_id, refusals[run_id].why)
+        return row
+
+    def _refuse(self, run_id: str, why: str) -> None:
+        log.error("Run %s: its history in %s could not be recorded as given: %s", run_id, self.data_dir, why)
+        self._refused[run_id] = why
+
+    def _commit(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
+        if not rows:
+            return
+        events = [row.event for row in rows if row.event is not None]
+        with transaction(connection):
+            connection.executemany(
+                "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [row.run for row in rows if row.run is not None],
+            )
+            connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
+            connection.executemany(
+                "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?",
+                [row.started for row in rows if row.started is not None],
+            )
+            connection.executemany(
+                "UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE run_id = ?",
+                [row.finished for row in rows if row.finished is not None],
+            )
+        self.batches += 1
+        self.events_written += len(events)
+
+    def _commit_each_run(
+        self, connection: sqlite3.Connection, rows: list[Row], pending: list[tuple[str, Any]], exc: Exception
+    ) -> None:
+        """After a batch failed on some run's data: each run in its own transaction, so the others land."""
+        log.warning("Run history in %s: a batch failed (%s); writing it run by run", self.data_dir, reason(exc))
+        by_run: dict[str, list[Row]] = {}
+        for row in rows:
+            by_run.setdefault(row.run_id, []).append(row)
+        landed: list[Row] = []
+        try:
+            for run_id, run_rows in by_run.items():
+                try:
+                    self._commit(connection, run_rows)
+                except Exception as run_exc:
+                    if not is_data_error(run_exc):
+                        raise
+                    self._commit_each_write(connection, run_id, run_rows, run_exc)
+                landed.extend(run_rows)
+        except Exception:
+            # The disk failed midway: what landed is done; the rest stays pending and is retried.
+            done = {id(row.op) for row in landed}
+            pending[:] = [op for op in pending if id(op) not in done]
+            self._to_loop(self._settle, _highest_seq(landed), [], None)
+            raise
+
+    def _commit_each_write(self, connection: sqlite3.Connection, run_id: str, rows: list[Row], exc: Exception) -> None:
+        """One run's writes, one transaction each: a write the file refuses is left out, and the run refused."""
+        if run_id not in self._refused:
+            self._refuse(run_id, f"the history file refused one of its writes ({reason(exc)})")
+        refusals = {run_id: Refusal(run_id, self._refused[run_id])}
+        for row in rows:
+            # Encoded again now that the run is refused: its run_finished is stored as failed.
+            again = self._encode(row.op, refusals)
+            try:
+                self._commit(connection, [again] if again is not None else [])
+            except Exception as write_exc:
+                if not is_data_error(write_exc):
+                    raise
+                log.error("Run %s: event %d is left out of its history: %s", run_id, row.seq, reason(write_exc))
+        self._report(refusals)
+
+    def _report(self, refusals: dict[str, Refusal]) -> None:
+        if refusals and self.on_refuse is not None:
+            self._to_loop(self.on_refuse, list(refusals.values()))
 
     def _write_failed(self, exc: Exception, pending: list[tuple[str, Any]], final: bool) -> None:
         why = reason(exc)
@@ -390,7 +474,7 @@ class RunStore:
             if error is None:
                 waiter.set_result(None)
             else:
-                waiter.set_exception(StoreError(f"run history in {self.data_dir} cannot be written: {error}"))
+                waiter.set_exception(self._unwritable(error))
         if saved and self.on_commit is not None:
             self.on_commit(saved)
 
@@ -400,13 +484,12 @@ RUN_COLUMNS = "run_id, scenario_id, status, message, input, created_at, started_
 
 def _run_row(row: tuple[Any, ...]) -> RunRow:
     run_id, scenario_id, status, message, run_input, created_at, started_at, finished_at = row
-    return RunRow(run_id, scenario_id, status, message, json.loads(run_input), created_at, started_at, finished_at)
+    return RunRow(run_id, scenario_id, status, message, loads(run_input), created_at, started_at, finished_at)
 
 
-def _dumps(value: Any) -> str:
-    # default=str: a value JSON cannot hold is stored as its text rather than blocking the batch.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _encode(event: dict[str, Any]) -> str:
-    return _dumps({key: value for key, value in event.items() if key not in EVENT_KEYS})
+def _highest_seq(rows: list[Row]) -> dict[str, int]:
+    saved: dict[str, int] = {}
+    for row in rows:
+        if row.seq > saved.get(row.run_id, 0):
+            saved[row.run_id] = row.seq
+    return saved

@@ -11,6 +11,17 @@ log = logging.getLogger(__name__)
 
 # sqlite result codes that mean the disk refused a write, rather than a bug or a corrupt file.
 DISK_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN")
+# What a write raises because of the values it carries: text or numbers SQLite cannot take, a key
+# already taken. Anything else (the disk, the file, a closed connection) concerns every run alike.
+DATA_ERRORS = (
+    ValueError,
+    TypeError,
+    OverflowError,
+    RecursionError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+)
 # MIGRATIONS[n] takes a file from schema version n to n + 1 (PRAGMA user_version). Append only:
 # a shipped migration is never edited, so every older file follows the same path forward.
 MIGRATIONS: list[str] = [
@@ -131,3 +142,8 @@ def reason(exc: Exception) -> str:
         return f"{type(exc).__name__}: {exc}"
     hint = " (is the disk full or the directory read-only?)" if code.startswith(DISK_ERRORS) else ""
     return f"{exc} [{code}]{hint}"
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """True when a write failed because of the values in it (one run's data), not the file or the disk."""
+    return isinstance(exc, DATA_ERRORS)

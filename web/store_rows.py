@@ -1,0 +1,201 @@
+"""Runs and events as the history stores them: strict JSON in valid UTF-8, or one run's bad data repaired.
+
+Every write is encoded before its transaction, so a value the file cannot hold (a lone surrogate,
+NaN or Infinity, an object JSON has no form for, nesting deeper than the encoder goes) is found up
+front and belongs to one run. That run is refused: it ends failed, saying what could not be
+recorded, and the value is stored repaired (a lone surrogate as U+FFFD, NaN and Infinity as null,
+any other non-JSON value as its text, nesting past REPAIR_MAX_DEPTH as null), so its history stays
+whole, seq after seq, and reads back the same after a restart. Other runs' writes never wait on it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Stored as columns; the rest of an event is its JSON `data`.
+EVENT_KEYS = frozenset({"type", "run_id", "seq"})
+# Deeper than any input the settings let through (max_json_depth is at most 400) and inside the JSON
+# encoder's recursion limit; a value nested further is cut off there (null) when repaired.
+REPAIR_MAX_DEPTH = 400
+# What encoding raises for a value the history cannot hold (UnicodeEncodeError is a ValueError).
+UNSTORABLE = (ValueError, TypeError, RecursionError)
+STOPPED_STEP_MESSAGE = "Stopped: the run's history could not be recorded"
+# How event fields are named in a refusal's message.
+FIELD_NAMES = {
+    "input": "input",
+    "output": "output",
+    "content": "raw content",
+    "message": "message",
+    "progress": "progress",
+    "total": "progress total",
+    "plan": "plan",
+}
+
+
+@dataclass
+class Row:
+    """The SQL parameters of one queued write, encoded before its transaction."""
+
+    op: tuple[str, Any]
+    run_id: str
+    seq: int = 0  # 0 for the run's own row
+    run: tuple[str, str, str, str, str, str] | None = None
+    event: tuple[str, int, str, str] | None = None
+    started: tuple[str, str] | None = None
+    finished: tuple[str, str, str, str] | None = None
+
+
+@dataclass
+class Refusal:
+    """A run whose data the history could not hold as given: why, and what it stored instead."""
+
+    run_id: str
+    why: str
+    # The stored version of each event that had to be repaired (or, for run_finished, failed).
+    events: list[dict[str, Any]] = field(default_factory=list)
+    # The run's input as stored, when it had to be repaired.
+    input: dict[str, Any] | None = None
+
+
+def refusal_message(why: str) -> str:
+    return f"History could not be recorded: {why}. The run was stopped; its history keeps that value repaired."
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON that SQLite can store as UTF-8 text; raises one of UNSTORABLE otherwise."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if not text.isascii():
+        text.encode("utf-8")  # a lone surrogate fails here, before the transaction, not inside it
+    return text
+
+
+def loads(text: str) -> Any:
+    # Files written before storage was strict may hold NaN or Infinity: read them as null.
+    return json.loads(text, parse_constant=lambda _constant: None)
+
+
+def encode_run(op: tuple[str, Any], refusals: dict[str, Refusal]) -> Row:
+    """The runs-table row of a new run; a run whose input cannot be stored is refused, its input repaired."""
+    run = op[1]
+    try:
+        input_text = dumps(run.input)
+    except UNSTORABLE as exc:
+        repaired = repair(run.input)
+        input_text = dumps(repaired)
+        refusal = refusals.setdefault(run.run_id, Refusal(run.run_id, f"the run's input contains {_what(exc)}"))
+        refusal.input = repaired
+    params = (run.run_id, text(run.scenario_id), run.status, text(run.message), input_text, run.created_at)
+    return Row(op, run.run_id, run=params)
+
+
+def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, Refusal]) -> Row:
+    """An event's row. `refused` says why its run was refused earlier: its run_finished is then stored failed."""
+    event: dict[str, Any] = op[1]
+    run_id, kind = event["run_id"], event["type"]
+    data = {key: value for key, value in event.items() if key not in EVENT_KEYS}
+    changed = False
+    try:
+        data_text = dumps(data)
+    except UNSTORABLE:
+        data, why = _repair_fields(event, data)
+        refused = refused or why
+        refusals.setdefault(run_id, Refusal(run_id, refused))
+        changed = True
+    if kind == "run_finished" and refused is not None:
+        finished = _finished_as_refused(data, refused)
+        if finished is not data:
+            data, changed = finished, True
+            refusals.setdefault(run_id, Refusal(run_id, refused))
+    if changed:
+        data_text = dumps(data)
+        refusals[run_id].events.append({"type": kind, "run_id": run_id, "seq": event["seq"], **data})
+    row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, data_text))
+    if kind == "run_started":
+        row.started = (data["started_at"], run_id)
+    elif kind == "run_finished":
+        row.finished = (data["status"], data.get("message", ""), data["finished_at"], run_id)
+    return row
+
+
+def repair(value: Any, depth: int = 0, path: frozenset[int] = frozenset()) -> Any:
+    """`value` with everything strict JSON in UTF-8 cannot hold replaced (see the module's docstring)."""
+    if isinstance(value, str):
+        return text(value)
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict | list | tuple):
+        # A value that contains itself is cut where it comes round again.
+        if depth >= REPAIR_MAX_DEPTH or id(value) in path:
+            return None
+        inner = path | {id(value)}
+        if isinstance(value, dict):
+            return {text(key if isinstance(key, str) else str(key)): repair(item, depth + 1, inner)
+                    for key, item in value.items()}
+        return [repair(item, depth + 1, inner) for item in value]
+    return text(str(value))
+
+
+def text(value: str) -> str:
+    """`value` with each lone surrogate replaced by U+FFFD (a surrogate pair becomes its character)."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def _repair_fields(event: dict[str, Any], data: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`data` with each field that cannot be stored repaired, and why (naming the first such field)."""
+    repaired, why = {}, None
+    for key, value in data.items():
+        try:
+            dumps(value)
+        except UNSTORABLE as exc:
+            why = why or f"{_where(event, key)} contains {_what(exc)}"
+            value = repair(value)
+        repaired[key] = value
+    return repaired, why or f"its {event['type']} event could not be encoded"
+
+
+def _finished_as_refused(data: dict[str, Any], why: str) -> dict[str, Any]:
+    """A refused run's run_finished as stored: failed, saying why; `data` itself when it says so already."""
+    refusal = refusal_message(why)
+    message = data.get("message")
+    message = message if isinstance(message, str) else ""
+    if data.get("status") == "failed" and refusal in message:
+        return data
+    if data.get("status") == "failed" and message:
+        # It failed for its own reason first: keep that, and add why its history is incomplete.
+        refusal = f"{message.rstrip('.')}. {refusal}"
+    return {**data, "status": "failed", "message": refusal}
+
+
+def _where(event: dict[str, Any], key: str) -> str:
+    name = FIELD_NAMES.get(key, f"field '{text(key)}'")
+    step = event.get("step_name")
+    if not isinstance(step, str):
+        return f"the run's {name}"
+    owner = f"step '{text(step)}'"
+    if isinstance(event.get("item_index"), int):
+        owner = f"item {event['item_index']} of {owner}"
+    return f"the {name} of {owner}"
+
+
+def _what(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeEncodeError):
+        sample = exc.object[exc.start : min(exc.end, exc.start + 4)]
+        return f"text that is not valid Unicode ({ascii(sample)[1:-1]})"
+    if isinstance(exc, RecursionError):
+        return "values nested too deeply to store"
+    if isinstance(exc, ValueError) and "Circular" in str(exc):
+        return "a value that contains itself"
+    if isinstance(exc, ValueError):
+        return "a number JSON cannot hold (NaN or Infinity)"
+    return f"a value JSON cannot hold ({exc})"
