@@ -102,7 +102,7 @@ async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]
         RunSubmitResponse(
             run_id=state.run_id,
             scenario_id=state.scenario_id,
-            status="queued",
+            status=state.status,  # queued, or already failed when its input could not be recorded
             input=state.input,
             started_at=state.created_at,
         ),

@@ -135,7 +135,7 @@ STRICT_INVALID = {
 }
 HISTORY_FAILING = _error(
     "The run history cannot be written (see /healthz); no run was started",
-    "Run not started: run history in /srv/stepline/.stepline cannot be written: database or disk is full "
+    "Run not started: run history in .stepline cannot be written: database or disk is full "
     "[SQLITE_FULL] (is the disk full or the directory read-only?)",
 )
 CANCELLED_RUN = {

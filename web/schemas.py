@@ -184,16 +184,16 @@ class ServerHealth(BaseModel):
 
 class HistoryHealth(BaseModel):
     model_config = _examples(
-        {"state": "ok", "path": "/srv/stepline/.stepline/stepline.db", "error": None},
+        {"state": "ok", "path": ".stepline/stepline.db", "error": None},
         {
             "state": "failing",
-            "path": "/srv/stepline/.stepline/stepline.db",
+            "path": ".stepline/stepline.db",
             "error": "database or disk is full [SQLITE_FULL] (is the disk full or the directory read-only?)",
         },
     )
 
     state: Literal["ok", "failing"] = Field(description="`failing`: writes are held in memory and retried.")
-    path: str = Field(description="The SQLite file under the data directory.")
+    path: str = Field(description="The SQLite file, under the data directory as configured (never resolved).")
     error: str | None = Field(description="Why the last write failed, while it fails.")
 
 
@@ -202,7 +202,7 @@ class Health(BaseModel):
         {
             "status": "ok",
             "servers": {"demo": {"state": "ready", "transport": "stdio", "tools": 6, "error": None}},
-            "history": {"state": "ok", "path": "/srv/stepline/.stepline/stepline.db", "error": None},
+            "history": {"state": "ok", "path": ".stepline/stepline.db", "error": None},
         }
     )
 
