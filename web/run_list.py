@@ -11,6 +11,8 @@ from web.run_state import RunState
 from web.store import RunRow
 
 RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled")
+# The longest cursor accepted: ours are about 100 characters.
+CURSOR_MAX_CHARS = 256
 # A page of the run list: enough for a screen, small enough to read from disk at once.
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 200
 
@@ -47,6 +49,10 @@ def encode_cursor(row: RunRow) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
+    # Ours are about 100 characters; a long one is not ours, and its JSON could nest deep enough to
+    # exhaust the decoder's recursion.
+    if len(cursor) > CURSOR_MAX_CHARS:
+        raise BadCursor("not a cursor this API returned (use next_cursor as given)")
     try:
         position = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, binascii.Error):
