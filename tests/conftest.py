@@ -151,6 +151,14 @@ def demo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]
         yield app
 
 
+@pytest.fixture(scope="session")
+def slow_demo_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
+    """A shared in-process app whose demo tools take 0.3 s each (progress every 75 ms), with keep-alive
+    comments every 0.2 s: a run on it is seen running, deterministically."""
+    with in_process(tmp_path_factory.mktemp("slow-demo-app"), demo_delay=0.3, sse_ping=0.2) as app:
+        yield app
+
+
 @pytest.fixture
 def make_app(tmp_path: Path) -> Iterator[Callable[..., InProcessApp]]:
     """Start in-process apps with custom settings (`demo_delay=` slows the demo tools); each stops at the end."""

@@ -12,8 +12,10 @@ still open uses a real `stepline serve` (conftest.start_server).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
+import time
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,6 +78,7 @@ class InProcessApp:
         self._stop: asyncio.Event | None = None
         self._lifespan: asyncio.Future[None] | None = None
         self.client: httpx.Client
+        self._asgi_transport: httpx.ASGITransport
 
     def __enter__(self) -> InProcessApp:
         self._thread.start()
@@ -83,6 +86,7 @@ class InProcessApp:
         self._lifespan = asyncio.run_coroutine_threadsafe(self._run_lifespan(started), self._loop)  # type: ignore[assignment]
         self.state = self.call(_wait(started))
         transport = httpx.ASGITransport(app=_WithLifespanState(self.app, self.state), client=self.client_address)
+        self._asgi_transport = transport
         self.client = httpx.Client(transport=_SyncTransport(transport, self._loop), base_url=BASE_URL)
         return self
 
@@ -116,6 +120,22 @@ class InProcessApp:
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = REQUEST_TIMEOUT_SECONDS) -> T:
         """Run `coroutine` on the app's loop (to reach its registry, pool or store) and return its result."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start `coroutine` on the app's loop without waiting: e.g. a stream read while the test goes on."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
+    def async_client(self) -> httpx.AsyncClient:
+        """A client for coroutines run on the app's loop (`call`, `submit`): concurrent requests in one test."""
+        return httpx.AsyncClient(transport=self._asgi_transport, base_url=BASE_URL)
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        """Return once no MCP server is still connecting, as `stepline serve`'s start-up check does."""
+        deadline = time.monotonic() + timeout
+        while any(server["state"] == "connecting" for server in self.get("/healthz").json()["servers"].values()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"MCP servers still connecting after {timeout}s")
+            time.sleep(0.02)
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         return self.client.get(path, **kwargs)

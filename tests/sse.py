@@ -6,6 +6,7 @@ loses one space after the colon; several `data:` lines join with newlines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -87,13 +88,29 @@ def frames(items: Iterable[Item]) -> Iterator[Frame]:
 
 
 def read_events(
-    base_url: str, run_id: str, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-    timeout: float = 20,
+    target: httpx.Client | str, run_id: str, *, headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None, timeout: float = 20,
 ) -> list[dict[str, Any]]:
-    """Every event of a run's stream, read until the server ends it."""
-    with (
-        httpx.Client(base_url=base_url, timeout=timeout) as client,
-        client.stream("GET", f"/api/runs/{run_id}/events", headers=headers, params=params) as response,
-    ):
+    """Every event of a run's stream, read until the server ends it.
+
+    `target` is a client (an in-process app's, or one with a server's base_url) or a server's base URL.
+    """
+    with contextlib.ExitStack() as stack:
+        if isinstance(target, httpx.Client):
+            client = target
+        else:
+            client = stack.enter_context(httpx.Client(base_url=target, timeout=timeout))
+        response = stack.enter_context(
+            client.stream("GET", f"/api/runs/{run_id}/events", headers=headers, params=params)
+        )
         assert response.status_code == 200, response.read()
         return [frame.json() for frame in frames(parse_lines(response.iter_lines()))]
+
+
+async def aread_events(
+    client: httpx.AsyncClient, run_id: str, *, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """`read_events` for an async client."""
+    async with client.stream("GET", f"/api/runs/{run_id}/events", headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        return [item.json() async for item in aparse_lines(response.aiter_lines()) if isinstance(item, Frame)]

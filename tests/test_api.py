@@ -1,24 +1,21 @@
-"""The JSON API over real HTTP: every endpoint of the contract, and a table of bad requests."""
+"""The JSON API, served in-process: every endpoint of the contract, and a table of bad requests."""
 
 from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import jsonschema
 import pytest
-from conftest import DEMO_TOOLS, PROJECT_ROOT, StepServer, start_server
+from conftest import DEMO_TOOLS, PROJECT_ROOT, wait_until
+from inprocess import InProcessApp
 from runs import get_run, run_to_end, start_run, wait_finished
-
-from web import api
+from starlette.routing import Route
 
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
@@ -31,23 +28,15 @@ def is_iso_utc(value: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def slow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer]:
-    """Demo tools that take 0.3 s each, so a run can be seen while it runs."""
-    server = start_server(tmp_path_factory.mktemp("slow"), env={"STEPLINE_DEMO_DELAY": "0.3"})
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def finished_run(demo_server: StepServer) -> dict[str, Any]:
-    return run_to_end(demo_server.url, NEWS, NEWS_INPUT)
+def finished_run(demo_app: InProcessApp) -> dict[str, Any]:
+    return run_to_end(demo_app.client, NEWS, NEWS_INPUT)
 
 
 # --- POST /api/runs and GET /api/runs/{run_id} ------------------------------------------------
 
 
-def test_post_run_answers_202_with_the_queued_run(demo_server: StepServer) -> None:
-    response = httpx.post(f"{demo_server.url}/api/runs", json={"scenario_id": NEWS, "input": NEWS_INPUT})
+def test_post_run_answers_202_with_the_queued_run(demo_app: InProcessApp) -> None:
+    response = demo_app.post("/api/runs", json={"scenario_id": NEWS, "input": NEWS_INPUT})
 
     assert response.status_code == 202
     body = response.json()
@@ -56,35 +45,35 @@ def test_post_run_answers_202_with_the_queued_run(demo_server: StepServer) -> No
     assert body["status"] == "queued"
     assert body["input"] == NEWS_INPUT
     assert is_iso_utc(body["started_at"])
-    assert get_run(demo_server.url, body["run_id"])["run_id"] == body["run_id"]
+    assert get_run(demo_app.client, body["run_id"])["run_id"] == body["run_id"]
 
 
-def test_post_run_without_input_uses_an_empty_object(demo_server: StepServer) -> None:
+def test_post_run_without_input_uses_an_empty_object(demo_app: InProcessApp) -> None:
     # `input` defaults to {}, which this scenario's schema refuses, naming the missing field.
-    response = httpx.post(f"{demo_server.url}/api/runs", json={"scenario_id": OUTLET})
+    response = demo_app.post("/api/runs", json={"scenario_id": OUTLET})
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["body", "input", "domain"]
 
 
-def test_run_snapshot_while_running_then_finished(slow_server: StepServer) -> None:
-    run_id = start_run(slow_server.url, NEWS, NEWS_INPUT)["run_id"]
+def test_run_snapshot_while_running_then_finished(slow_demo_app: InProcessApp) -> None:
+    run_id = start_run(slow_demo_app.client, NEWS, NEWS_INPUT)["run_id"]
+    snapshots: list[dict[str, Any]] = []
 
-    deadline = time.monotonic() + 10
-    while True:
-        running = get_run(slow_server.url, run_id)
-        if running["status"] == "running" and running["steps"]:
-            break
-        assert running["status"] in {"queued", "running"}, running
-        assert time.monotonic() < deadline, running
-        time.sleep(0.02)
+    def a_step_is_running() -> bool:
+        snapshots.append(get_run(slow_demo_app.client, run_id))
+        assert snapshots[-1]["status"] in {"queued", "running"}, snapshots[-1]
+        return snapshots[-1]["status"] == "running" and bool(snapshots[-1]["steps"])
+
+    wait_until(a_step_is_running, 10, "a step to be running")
+    running = snapshots[-1]
     current = running["steps"][-1]
     assert current["status"] == "running"
     assert current["started_at"] is not None and is_iso_utc(current["started_at"])
     assert current["finished_at"] is None
     assert running["finished_at"] is None
 
-    done = wait_finished(slow_server.url, run_id)
+    done = wait_finished(slow_demo_app.client, run_id)
 
     assert set(done) >= {"run_id", "scenario_id", "status", "message", "input", "steps"}
     assert done["status"] == "success"
@@ -106,8 +95,8 @@ def test_run_snapshot_while_running_then_finished(slow_server: StepServer) -> No
     assert earliest["url"] == "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-room"
 
 
-def test_failed_run_snapshot_names_the_failing_step(demo_server: StepServer) -> None:
-    run = run_to_end(demo_server.url, OUTLET, {"domain": "nowhere.example.com"})
+def test_failed_run_snapshot_names_the_failing_step(demo_app: InProcessApp) -> None:
+    run = run_to_end(demo_app.client, OUTLET, {"domain": "nowhere.example.com"})
 
     assert run["status"] == "failed"
     assert run["message"].startswith("Step 'lookup_outlet' failed:")
@@ -120,8 +109,8 @@ def test_failed_run_snapshot_names_the_failing_step(demo_server: StepServer) -> 
 # --- Scenarios, tools, health -------------------------------------------------------------------
 
 
-def test_list_scenarios(demo_server: StepServer) -> None:
-    response = httpx.get(f"{demo_server.url}/api/scenarios")
+def test_list_scenarios(demo_app: InProcessApp) -> None:
+    response = demo_app.get("/api/scenarios")
 
     assert response.status_code == 200
     scenarios = {s["id"]: s for s in response.json()}
@@ -133,16 +122,16 @@ def test_list_scenarios(demo_server: StepServer) -> None:
     assert scenarios[NEWS]["input_schema"]["required"] == ["url"]
 
 
-def test_get_scenario_is_the_files_json(demo_server: StepServer) -> None:
-    response = httpx.get(f"{demo_server.url}/api/scenarios/{NEWS}")
+def test_get_scenario_is_the_files_json(demo_app: InProcessApp) -> None:
+    response = demo_app.get(f"/api/scenarios/{NEWS}")
 
     assert response.status_code == 200
     on_disk = json.loads((PROJECT_ROOT / "scenarios" / f"{NEWS}.json").read_text(encoding="utf-8"))
     assert response.json() == on_disk
 
 
-def test_tools_name_their_server(demo_server: StepServer) -> None:
-    response = httpx.get(f"{demo_server.url}/api/tools")
+def test_tools_name_their_server(demo_app: InProcessApp) -> None:
+    response = demo_app.get("/api/tools")
 
     assert response.status_code == 200
     tools = response.json()
@@ -154,8 +143,10 @@ def test_tools_name_their_server(demo_server: StepServer) -> None:
         assert tool["input_schema"]["type"] == "object"
 
 
-def test_healthz_reports_each_server(demo_server: StepServer) -> None:
-    response = httpx.get(f"{demo_server.url}/healthz")
+def test_healthz_reports_each_server(demo_app: InProcessApp) -> None:
+    demo_app.wait_ready()
+
+    response = demo_app.get("/healthz")
 
     assert response.status_code == 200
     health = response.json()
@@ -169,17 +160,28 @@ def test_healthz_reports_each_server(demo_server: StepServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def openapi(demo_server: StepServer) -> dict[str, Any]:
-    response = httpx.get(f"{demo_server.url}/openapi.json")
+def openapi(demo_app: InProcessApp) -> dict[str, Any]:
+    response = demo_app.get("/openapi.json")
     assert response.status_code == 200
     return response.json()
 
 
-def test_openapi_describes_every_api_route(openapi: dict[str, Any]) -> None:
-    documented = {(path, method.upper()) for path, ops in openapi["paths"].items() for method in ops}
-    served = {(route.path, method) for route in api.routes for method in route.methods or () if method != "HEAD"}
+def is_api_route(path: str) -> bool:
+    return path.startswith("/api/") or path == "/healthz"
 
-    assert served <= documented
+
+def test_openapi_documents_exactly_the_served_api_routes(demo_app: InProcessApp, openapi: dict[str, Any]) -> None:
+    documented = {(path, method.upper()) for path, ops in openapi["paths"].items() for method in ops}
+    served = {
+        (route.path, method)
+        for route in demo_app.app.routes
+        if isinstance(route, Route) and is_api_route(route.path)
+        for method in route.methods or ()
+        if method != "HEAD"
+    }
+
+    # Both ways: a route the app serves is documented, and the document promises no route it does not serve.
+    assert documented == served
     for path, operations in openapi["paths"].items():
         for method, operation in operations.items():
             assert operation["summary"], (path, method)
@@ -188,8 +190,8 @@ def test_openapi_describes_every_api_route(openapi: dict[str, Any]) -> None:
                     assert "example" in media or "examples" in media, (path, method, status)
 
 
-def test_openapi_never_shows_placeholder_examples(demo_server: StepServer) -> None:
-    text = httpx.get(f"{demo_server.url}/openapi.json").text
+def test_openapi_never_shows_placeholder_examples(demo_app: InProcessApp) -> None:
+    text = demo_app.get("/openapi.json").text
 
     # Generators fill example-less free-form objects with "additionalProp1"; the JSON Schema keyword
     # "additionalProperties" is of course fine.
@@ -228,9 +230,9 @@ class _Assets(HTMLParser):
                 self.data_urls.append(value)
 
 
-def test_docs_load_only_local_assets(demo_server: StepServer) -> None:
-    page_url = f"{demo_server.url}/docs"
-    response = httpx.get(page_url)
+def test_docs_load_only_local_assets(demo_app: InProcessApp) -> None:
+    page_url = f"{demo_app.client.base_url}/docs"
+    response = demo_app.get(page_url)
 
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -241,7 +243,7 @@ def test_docs_load_only_local_assets(demo_server: StepServer) -> None:
     for url in assets.urls + assets.data_urls:
         absolute = urljoin(page_url, url)
         assert urlsplit(absolute).netloc == urlsplit(page_url).netloc, url
-        fetched = httpx.get(absolute)
+        fetched = demo_app.get(absolute)
         assert fetched.status_code == 200, url
         assert "sourceMappingURL" not in fetched.text, url
 
@@ -313,10 +315,10 @@ BAD_REQUESTS = {
 
 
 @pytest.mark.parametrize("case", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
-def test_bad_request(demo_server: StepServer, finished_run: dict[str, Any], case: Bad) -> None:
+def test_bad_request(demo_app: InProcessApp, finished_run: dict[str, Any], case: Bad) -> None:
     path = case.path.replace("{run}", finished_run["run_id"])
     headers = {"Content-Type": "application/json", **case.headers} if case.body is not None else case.headers
-    response = httpx.request(case.method, f"{demo_server.url}{path}", content=case.body, headers=headers)
+    response = demo_app.client.request(case.method, path, content=case.body, headers=headers)
 
     assert response.status_code == case.status, response.text
     assert response.headers["content-type"] == "application/json"
@@ -336,8 +338,8 @@ def test_bad_request(demo_server: StepServer, finished_run: dict[str, Any], case
         assert case.says in json.dumps(detail)
 
 
-def test_wrong_method_is_405(demo_server: StepServer) -> None:
-    response = httpx.delete(f"{demo_server.url}/api/scenarios")
+def test_wrong_method_is_405(demo_app: InProcessApp) -> None:
+    response = demo_app.client.delete("/api/scenarios")
 
     assert response.status_code == 405
     assert "detail" in response.json()

@@ -1,4 +1,9 @@
-"""Run history across restarts of a real server: finished runs stay, interrupted runs end, bad disks stop it."""
+"""Run history across restarts: finished runs stay, interrupted runs end, bad disks stop the server.
+
+A graceful restart is two in-process apps on one data directory, one after the other. What needs a
+process boundary (kill -9, SIGTERM, a file-size limit, `serve` refusing to start) uses a real
+`stepline serve`; the app that comes back after it is in-process again.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +21,22 @@ from typing import Any
 import httpx
 import pytest
 from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
+from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end, start_run
 from sse import read_events
 
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
 OUTLET = "outlet_profile_v1"
+# How a run ends when the server stops gracefully during it, and when it died and came back.
+SHUT_DOWN_MESSAGE = "Interrupted: the server shut down while this run was in progress"
+SHUT_DOWN_STEP_MESSAGE = "Interrupted: the server shut down during this step"
+RESTARTED_MESSAGE = "Interrupted by a server restart: the server stopped while this run was in progress"
+RESTARTED_STEP_MESSAGE = "Interrupted by a server restart: the server stopped during this step"
 
 
-def list_all(server: StepServer) -> list[dict[str, Any]]:
-    response = httpx.get(f"{server.url}/api/runs", params={"limit": 200}, timeout=10)
+def list_all(app: InProcessApp) -> list[dict[str, Any]]:
+    response = app.get("/api/runs", params={"limit": 200})
     assert response.status_code == 200, response.text
     return response.json()["runs"]
 
@@ -35,6 +45,12 @@ def kill_hard(server: StepServer) -> None:
     """kill -9 the server and its MCP children: nothing gets to write a last word."""
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
+
+
+def stored_event_types(data_dir: Path, run_id: str) -> list[str]:
+    """The run's events committed to the history file so far, read as a restarted server would."""
+    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'stepline.db'}?mode=ro", uri=True, timeout=5)) as db:
+        return [kind for (kind,) in db.execute("SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]
 
 
 def serve_and_fail(*args: str, preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
@@ -55,105 +71,113 @@ def limit_file_size(size: int) -> Callable[[], None]:
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 
 
-def test_finished_runs_are_served_unchanged_after_a_restart(
-    make_server: Callable[..., StepServer], tmp_path: Path
-) -> None:
-    data = str(tmp_path / "data")
-    server = make_server("--data-dir", data)
-    runs = [
-        run_to_end(server.url, NEWS, NEWS_INPUT),
-        run_to_end(server.url, OUTLET, {"domain": "daily.example.com"}),
-        run_to_end(server.url, OUTLET, {"domain": "nowhere.example.com"}),
-    ]
-    assert [run["status"] for run in runs] == ["success", "success", "failed"]
-    streams = {run["run_id"]: read_events(server.url, run["run_id"]) for run in runs}
-    listed = list_all(server)
-    assert server.stop() in (0, -signal.SIGTERM)
+def test_finished_runs_are_served_unchanged_after_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with in_process(tmp_path, data_dir=data) as app:
+        runs = [
+            run_to_end(app.client, NEWS, NEWS_INPUT),
+            run_to_end(app.client, OUTLET, {"domain": "daily.example.com"}),
+            run_to_end(app.client, OUTLET, {"domain": "nowhere.example.com"}),
+        ]
+        assert [run["status"] for run in runs] == ["success", "success", "failed"]
+        streams = {run["run_id"]: read_events(app.client, run["run_id"]) for run in runs}
+        listed = list_all(app)
 
-    server = make_server("--data-dir", data)
-
-    for run in runs:
-        assert get_run(server.url, run["run_id"]) == run
-        assert read_events(server.url, run["run_id"]) == streams[run["run_id"]]
-        resumed = read_events(server.url, run["run_id"], params={"last_event_id": "3"})
-        assert resumed == streams[run["run_id"]][3:]
-    assert list_all(server) == listed
-    assert httpx.get(f"{server.url}/healthz", timeout=10).json()["history"]["state"] == "ok"
+    with in_process(tmp_path, data_dir=data) as app:
+        for run in runs:
+            assert get_run(app.client, run["run_id"]) == run
+            assert read_events(app.client, run["run_id"]) == streams[run["run_id"]]
+            resumed = read_events(app.client, run["run_id"], params={"last_event_id": "3"})
+            assert resumed == streams[run["run_id"]][3:]
+        assert list_all(app) == listed
+        assert app.get("/healthz").json()["history"]["state"] == "ok"
 
 
-def test_runs_evicted_from_memory_are_read_back_from_disk(
-    make_server: Callable[..., StepServer],
-) -> None:
-    server = make_server(env={"RUN_REGISTRY_MAX_SIZE": "1"})
-    runs = [run_to_end(server.url, OUTLET, {"domain": domain}) for domain in ("daily.example.com", "signal.example")]
-    fresh = run_to_end(server.url, NEWS, NEWS_INPUT)
+def test_runs_evicted_from_memory_are_read_back_from_disk(make_app: Callable[..., InProcessApp]) -> None:
+    app = make_app(run_registry_max_size=1)
+    runs = [run_to_end(app.client, OUTLET, {"domain": domain}) for domain in ("daily.example.com", "signal.example")]
+    fresh = run_to_end(app.client, NEWS, NEWS_INPUT)
+    registry = app.state["runs"]
+    app.call(registry.sync())
+    # Once on disk, only the newest run is still held in memory: the others can only come from the file.
+    assert [record.run_id for record in registry.recent()] == [fresh["run_id"]]
 
     for run in [*runs, fresh]:
-        assert get_run(server.url, run["run_id"]) == run
-        events = read_events(server.url, run["run_id"])
+        assert get_run(app.client, run["run_id"]) == run
+        events = read_events(app.client, run["run_id"])
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert events[-1]["type"] == "run_finished"
 
 
 def test_a_run_killed_mid_step_reads_failed_interrupted_after_restart(
-    make_server: Callable[..., StepServer], tmp_path: Path
+    make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
-    data = str(tmp_path / "data")
-    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "2"})
-    done = run_to_end(server.url, OUTLET, {"domain": "nowhere.example.com"})
+    data = tmp_path / "data"
+    with in_process(tmp_path, data_dir=data) as app:  # a finished run in the history, quickly
+        done = run_to_end(app.client, OUTLET, {"domain": "nowhere.example.com"})
+    server = make_server("--data-dir", str(data), env={"STEPLINE_DEMO_DELAY": "2"})
     run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
-    wait_until(lambda: bool(get_run(server.url, run_id)["steps"]), 10, "the first step to start")
-    time.sleep(0.3)  # events are written in batches a few milliseconds apart
+    # Events reach the disk in batches a few milliseconds apart: kill once the step's start is there.
+    wait_until(
+        lambda: stored_event_types(data, run_id)[:2] == ["run_started", "step_started"],
+        10,
+        "the first step's start to be on disk",
+    )
 
     kill_hard(server)
-    server = make_server("--data-dir", data)
+    app = make_app(data_dir=data)
 
-    run = get_run(server.url, run_id)
-    assert run["status"] == "failed"
-    assert run["message"].startswith("Interrupted by a server restart")
-    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("fetch_article", "failed")]
-    assert run["steps"][0]["message"].startswith("Interrupted by a server restart")
-    events = read_events(server.url, run_id)  # replays, then the stream ends
+    run = get_run(app.client, run_id)
+    assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
+    assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
+        ("fetch_article", "failed", RESTARTED_STEP_MESSAGE)
+    ]
+    events = read_events(app.client, run_id)  # replays, then the stream ends
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events[:2]] == ["run_started", "step_started"]
     assert [(e["type"], e["status"]) for e in events[-2:]] == [("step_finished", "failed"), ("run_finished", "failed")]
-    assert get_run(server.url, done["run_id"]) == done  # finished runs are never altered
-    assert {r["run_id"]: r["status"] for r in list_all(server)} == {run_id: "failed", done["run_id"]: "failed"}
+    assert get_run(app.client, done["run_id"]) == done  # finished runs are never altered
+    assert {r["run_id"]: r["status"] for r in list_all(app)} == {run_id: "failed", done["run_id"]: "failed"}
 
 
-def test_a_run_stopped_gracefully_reads_failed_interrupted(
-    make_server: Callable[..., StepServer], tmp_path: Path
+def test_a_run_stopped_gracefully_records_the_shutdown(
+    make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
-    data = str(tmp_path / "data")
-    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "2"})
+    data = tmp_path / "data"
+    server = make_server("--data-dir", str(data), env={"STEPLINE_DEMO_DELAY": "2"})
     run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
     wait_until(lambda: bool(get_run(server.url, run_id)["steps"]), 10, "the first step to start")
 
-    server.stop()
-    server = make_server("--data-dir", data)
+    assert server.stop() in (0, -signal.SIGTERM)
+    app = make_app(data_dir=data)
 
-    run = get_run(server.url, run_id)
-    assert run["status"] == "failed"
-    assert run["message"].startswith("Interrupted")
-    events = read_events(server.url, run_id)
-    assert events[-1]["type"] == "run_finished"
+    # The stopping server wrote the ending itself (not the restart's recovery): failed, not cancelled.
+    run = get_run(app.client, run_id)
+    assert (run["status"], run["message"]) == ("failed", SHUT_DOWN_MESSAGE)
+    assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
+        ("fetch_article", "cancelled", SHUT_DOWN_STEP_MESSAGE)
+    ]
+    events = read_events(app.client, run_id)
+    assert [(e["type"], e["status"]) for e in events[-2:]] == [
+        ("step_finished", "cancelled"), ("run_finished", "failed")
+    ]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
 def test_a_queued_run_killed_before_any_event_still_ends(
-    make_server: Callable[..., StepServer], tmp_path: Path
+    make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
     # The kill comes right after the 202, before the run's events may have reached the disk.
-    data = str(tmp_path / "data")
-    server = make_server("--data-dir", data, env={"STEPLINE_DEMO_DELAY": "5"})
+    data = tmp_path / "data"
+    server = make_server("--data-dir", str(data), env={"STEPLINE_DEMO_DELAY": "5"})
     run_id = start_run(server.url, OUTLET, {"domain": "daily.example.com"})["run_id"]
     kill_hard(server)  # the 202 promised the run is on disk
 
-    server = make_server("--data-dir", data)
+    app = make_app(data_dir=data)
 
-    run = get_run(server.url, run_id)
-    assert run["status"] == "failed" and run["message"].startswith("Interrupted")
-    assert read_events(server.url, run_id)[-1]["type"] == "run_finished"
+    run = get_run(app.client, run_id)
+    assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
+    assert read_events(app.client, run_id)[-1]["type"] == "run_finished"
 
 
 @pytest.mark.parametrize("layout", ["parent is a file", "path is a file"])
@@ -179,11 +203,9 @@ def test_a_full_disk_at_start_stops_serve_with_its_name(tmp_path: Path) -> None:
     assert "is the disk full or the directory read-only?" in result.stderr
 
 
-def test_a_data_dir_in_use_by_another_server_stops_serve(
-    make_server: Callable[..., StepServer], tmp_path: Path
-) -> None:
+def test_a_data_dir_in_use_by_another_server_stops_serve(make_app: Callable[..., InProcessApp], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    make_server("--data-dir", str(data_dir))
+    make_app(data_dir=data_dir)  # holds the directory, as a running server does
 
     result = serve_and_fail("--data-dir", str(data_dir))
 

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from web.registry import RunRecord, RunRegistry
-from web.run_state import TERMINAL_STATUSES, utc_now
+from web.run_state import utc_now
 
 EMITTED = 1000
 
@@ -213,26 +213,53 @@ async def test_the_stream_ends_after_run_finished() -> None:
         progress(record, 1)
 
 
+class Work:
+    """A run's work that only notes it was started: a run stopped before it starts must never run."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    async def __call__(self, record: RunRecord) -> None:
+        self.started.append(record.run_id)
+
+
 @pytest.mark.anyio
-async def test_a_run_cancelled_before_it_starts_still_finishes() -> None:
+async def test_a_run_cancelled_by_request_before_it_starts_finishes_cancelled() -> None:
     registry = RunRegistry(max_size=10)
     record = registry.create("scenario", {})
-    started = False
-
-    async def work(_record: RunRecord) -> None:
-        nonlocal started
-        started = True
-
+    work = Work()
     registry.start(record, work)
-    assert record.task is not None
-    record.task.cancel()
+
     with anyio.fail_after(5):
+        answered = await registry.cancel(record.run_id)
         events = [event async for event in record.follow()]
 
-    assert not started
-    assert [e["type"] for e in events] == ["run_finished"]
-    assert events[0]["status"] in TERMINAL_STATUSES
-    assert record.state.status == events[0]["status"]
+    assert answered is record
+    assert work.started == []
+    assert [(e["type"], e["status"], e["message"]) for e in events] == [
+        ("run_finished", "cancelled", "Cancelled by request")
+    ]
+    assert (record.state.status, record.state.message) == ("cancelled", "Cancelled by request")
+
+
+@pytest.mark.anyio
+async def test_a_run_stopped_by_a_shutdown_before_it_starts_finishes_failed() -> None:
+    registry = RunRegistry(max_size=10)
+    record = registry.create("scenario", {})
+    work = Work()
+    registry.start(record, work)
+
+    with anyio.fail_after(5):
+        await registry.cancel_all()
+        events = [event async for event in record.follow()]
+
+    assert work.started == []
+
+    # Not "cancelled": nobody asked for it, and history must tell the two apart.
+    assert [(e["type"], e["status"], e["message"]) for e in events] == [
+        ("run_finished", "failed", "Interrupted: the server shut down while this run was in progress")
+    ]
+    assert record.state.status == "failed"
 
 
 @pytest.mark.anyio
@@ -250,12 +277,17 @@ async def test_stopping_live_runs_records_how_each_ended() -> None:
     for record in live:
         registry.start(record, forever)
     await anyio.sleep(0)
+    assert all(record.state.status == "running" for record in live)
 
     with anyio.fail_after(5):
         await registry.cancel_all()
 
     for record in live:
-        assert record.events[-1]["type"] == "run_finished"
-        assert record.state.status in TERMINAL_STATUSES - {"success"}
+        last = record.events[-1]
+        assert (last["type"], last["status"], last["message"]) == (
+            "run_finished", "failed", "Interrupted: the server shut down while this run was in progress"
+        )
+        assert record.state.status == "failed"
     assert done.state.status == "success"
+    assert done.events[-1]["status"] == "success"
     assert list(registry.active()) == []

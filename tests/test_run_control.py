@@ -1,19 +1,20 @@
-"""Run control over real HTTP: cancel a run mid-step (its MCP server sees the cancellation), rerun, list."""
+"""Run control, served in-process: cancel a run mid-step (its MCP server sees the cancellation), rerun, list."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import StepServer, wait_until
+from conftest import wait_until
+from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end, start_run, wait_finished
-from sse import frames, parse_lines, read_events
+from sse import aread_events, read_events
 
 # An MCP server written for these tests: `wait` sleeps, leaving a mark when it starts, when the
 # client cancels it and when it finishes; `echo` answers at once.
@@ -96,8 +97,8 @@ class SlowSetup:
     def write_scenario(self, scenario: dict[str, Any]) -> None:
         (self.scenarios / f"{scenario['scenario_id']}.json").write_text(json.dumps(scenario))
 
-    def args(self, *extra: str) -> tuple[str, ...]:
-        return ("--mcp-config", str(self.mcp_config), "--scenarios", str(self.scenarios), *extra)
+    def settings(self, **extra: Any) -> dict[str, Any]:
+        return {"mcp_config": self.mcp_config, "scenarios": self.scenarios, **extra}
 
 
 @pytest.fixture
@@ -105,20 +106,16 @@ def slow(tmp_path: Path) -> SlowSetup:
     return SlowSetup(tmp_path)
 
 
-def post(server: StepServer, path: str) -> httpx.Response:
-    return httpx.post(f"{server.url}{path}", timeout=10)
+def list_runs(app: InProcessApp, **params: Any) -> httpx.Response:
+    return app.get("/api/runs", params=params)
 
 
-def list_runs(server: StepServer, **params: Any) -> httpx.Response:
-    return httpx.get(f"{server.url}/api/runs", params=params, timeout=10)
-
-
-def all_pages(server: StepServer, **params: Any) -> list[dict[str, Any]]:
+def all_pages(app: InProcessApp, **params: Any) -> list[dict[str, Any]]:
     """Every run the list yields, following next_cursor to the end."""
     runs: list[dict[str, Any]] = []
     cursor = None
     while True:
-        response = list_runs(server, **params, **({"cursor": cursor} if cursor else {}))
+        response = list_runs(app, **params, **({"cursor": cursor} if cursor else {}))
         assert response.status_code == 200, response.text
         body = response.json()
         runs += body["runs"]
@@ -127,40 +124,31 @@ def all_pages(server: StepServer, **params: Any) -> list[dict[str, Any]]:
             return runs
 
 
-def follow_in_background(server: StepServer, run_id: str) -> Callable[[], list[dict[str, Any]]]:
-    """Read the run's stream from now on in a thread; the returned function waits for its events."""
-    events: list[dict[str, Any]] = []
+def follow_in_background(app: InProcessApp, run_id: str) -> concurrent.futures.Future[list[dict[str, Any]]]:
+    """Subscribe to the run's stream now; the future holds its events once the stream ends."""
 
-    def read() -> None:
-        with httpx.stream("GET", f"{server.url}/api/runs/{run_id}/events", timeout=30) as response:
-            events.extend(frame.json() for frame in frames(parse_lines(response.iter_lines())))
+    async def read() -> list[dict[str, Any]]:
+        async with app.async_client() as client:
+            return await aread_events(client, run_id)
 
-    thread = threading.Thread(target=read)
-    thread.start()
-
-    def result() -> list[dict[str, Any]]:
-        thread.join(30)
-        assert not thread.is_alive(), "the stream did not end"
-        return events
-
-    return result
+    return app.submit(read())
 
 
-def test_cancel_stops_the_tool_call_on_the_mcp_server(make_server: Callable[..., StepServer], slow: SlowSetup) -> None:
-    server = make_server(*slow.args())
-    run_id = start_run(server.url, "wait_then_echo", {"seconds": 60, "text": "never"})["run_id"]
-    streamed = follow_in_background(server, run_id)
+def test_cancel_stops_the_tool_call_on_the_mcp_server(make_app: Callable[..., InProcessApp], slow: SlowSetup) -> None:
+    app = make_app(**slow.settings())
+    run_id = start_run(app.client, "wait_then_echo", {"seconds": 60, "text": "never"})["run_id"]
+    streamed = follow_in_background(app, run_id)
     wait_until(lambda: (slow.marks / "started").exists(), 15, "the slow tool to start")
-    running = list_runs(server, status="running").json()["runs"]
+    running = list_runs(app, status="running").json()["runs"]
     assert [run["run_id"] for run in running] == [run_id]
 
-    response = post(server, f"/api/runs/{run_id}/cancel")
+    response = app.post(f"/api/runs/{run_id}/cancel")
 
     assert response.status_code == 202, response.text
     answer = response.json()
     assert answer["run_id"] == run_id
     assert (answer["status"], answer["message"]) == ("cancelled", "Cancelled by request")
-    events = streamed()
+    events = streamed.result(30)
     assert events[-1]["type"] == "run_finished"
     assert (events[-1]["status"], events[-1]["message"]) == ("cancelled", "Cancelled by request")
     finished = [e for e in events if e["type"] == "step_finished"]
@@ -169,68 +157,68 @@ def test_cancel_stops_the_tool_call_on_the_mcp_server(make_server: Callable[...,
     # The MCP client sent notifications/cancelled, and the server stopped the tool because of it.
     wait_until(lambda: (slow.marks / "cancelled").exists(), 10, "the MCP server to receive the cancellation")
     assert not (slow.marks / "finished").exists()
-    run = get_run(server.url, run_id)
+    run = get_run(app.client, run_id)
     assert run["status"] == "cancelled"
     assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("wait", "cancelled")]
 
 
-def test_cancel_answers_409_once_finished_and_404_when_unknown(demo_server: StepServer) -> None:
-    run = run_to_end(demo_server.url, OUTLET, {"domain": "daily.example.com"})
+def test_cancel_answers_409_once_finished_and_404_when_unknown(demo_app: InProcessApp) -> None:
+    run = run_to_end(demo_app.client, OUTLET, {"domain": "daily.example.com"})
 
-    finished = post(demo_server, f"/api/runs/{run['run_id']}/cancel")
-    unknown = post(demo_server, "/api/runs/00000000-0000-4000-8000-000000000000/cancel")
+    finished = demo_app.post(f"/api/runs/{run['run_id']}/cancel")
+    unknown = demo_app.post("/api/runs/00000000-0000-4000-8000-000000000000/cancel")
 
     assert finished.status_code == 409
     assert finished.json() == {"detail": f"Run {run['run_id']} has already finished (success)"}
-    assert get_run(demo_server.url, run["run_id"])["status"] == "success"
+    assert get_run(demo_app.client, run["run_id"])["status"] == "success"
     assert unknown.status_code == 404
     assert unknown.json() == {"detail": "Unknown run_id: 00000000-0000-4000-8000-000000000000"}
 
 
-def test_rerun_starts_a_new_run_with_the_same_scenario_and_input(demo_server: StepServer) -> None:
-    first = run_to_end(demo_server.url, OUTLET, {"domain": "notes.example.net"})
+def test_rerun_starts_a_new_run_with_the_same_scenario_and_input(demo_app: InProcessApp) -> None:
+    first = run_to_end(demo_app.client, OUTLET, {"domain": "notes.example.net"})
 
-    response = post(demo_server, f"/api/runs/{first['run_id']}/rerun")
+    response = demo_app.post(f"/api/runs/{first['run_id']}/rerun")
 
     assert response.status_code == 202, response.text
     again = response.json()
     assert again["run_id"] != first["run_id"]
     assert again["status"] == "queued"
     assert (again["scenario_id"], again["input"]) == (OUTLET, {"domain": "notes.example.net"})
-    second = wait_finished(demo_server.url, again["run_id"])
+    second = wait_finished(demo_app.client, again["run_id"])
     assert second["status"] == "success"
     assert [s["output"] for s in second["steps"]] == [s["output"] for s in first["steps"]]
-    assert post(demo_server, "/api/runs/00000000-0000-4000-8000-000000000000/rerun").status_code == 404
+    assert demo_app.post("/api/runs/00000000-0000-4000-8000-000000000000/rerun").status_code == 404
 
 
-def test_rerun_checks_the_scenario_as_it_is_now(
-    make_server: Callable[..., StepServer], slow: SlowSetup, tmp_path: Path
-) -> None:
-    data = str(tmp_path / "data")
-    server = make_server(*slow.args("--data-dir", data))
-    echo_run = run_to_end(server.url, "echo_once", {"text": "hello"})
-    wait_run = run_to_end(server.url, "wait_then_echo", {"seconds": 0, "text": "hello"})
+def test_rerun_checks_the_scenario_as_it_is_now(slow: SlowSetup, tmp_path: Path) -> None:
+    # The scenarios are loaded when the app starts: the app is stopped, the files changed, a new one started.
+    settings = slow.settings(data_dir=tmp_path / "data")
+    with in_process(tmp_path, **settings) as app:
+        echo_run = run_to_end(app.client, "echo_once", {"text": "hello"})
+        wait_run = run_to_end(app.client, "wait_then_echo", {"seconds": 0, "text": "hello"})
     assert (echo_run["status"], wait_run["status"]) == ("success", "success")
-    server.stop()
     # Between restarts one scenario is deleted and the other now asks for an input the old run lacks.
     (slow.scenarios / "echo_once.json").unlink()
     stricter = json.loads(json.dumps(WAIT_THEN_ECHO))
     stricter["input_schema"]["required"].append("label")
     slow.write_scenario(stricter)
-    server = make_server(*slow.args("--data-dir", data))
 
-    gone = post(server, f"/api/runs/{echo_run['run_id']}/rerun")
-    invalid = post(server, f"/api/runs/{wait_run['run_id']}/rerun")
+    with in_process(tmp_path, **settings) as app:
+        gone = app.post(f"/api/runs/{echo_run['run_id']}/rerun")
+        invalid = app.post(f"/api/runs/{wait_run['run_id']}/rerun")
+        listed = all_pages(app)
 
     assert gone.status_code == 404
     assert gone.json() == {"detail": f"Scenario 'echo_once' of run {echo_run['run_id']} no longer exists"}
     assert invalid.status_code == 422
     assert [issue["msg"] for issue in invalid.json()["detail"]] == ["'label' is a required property"]
-    assert len(all_pages(server)) == 2  # neither refusal started a run
+    # Neither refusal started a run.
+    assert sorted(run["run_id"] for run in listed) == sorted([echo_run["run_id"], wait_run["run_id"]])
 
 
-def test_the_list_pages_newest_first_without_gaps_or_repeats(make_server: Callable[..., StepServer]) -> None:
-    server = make_server()
+def test_the_list_pages_newest_first_without_gaps_or_repeats(make_app: Callable[..., InProcessApp]) -> None:
+    app = make_app()  # a history of its own: only this test's runs
     plan = [
         (OUTLET, {"domain": "daily.example.com"}),
         (OUTLET, {"domain": "nowhere.example.com"}),
@@ -240,12 +228,12 @@ def test_the_list_pages_newest_first_without_gaps_or_repeats(make_server: Callab
         (NEWS, NEWS_INPUT),
         (OUTLET, {"domain": "notes.example.net"}),
     ]
-    created = [run_to_end(server.url, scenario_id, run_input) for scenario_id, run_input in plan]
+    created = [run_to_end(app.client, scenario_id, run_input) for scenario_id, run_input in plan]
     newest_first = [run["run_id"] for run in reversed(created)]
 
     for limit in (1, 2, 3, 7, 50):
-        assert [run["run_id"] for run in all_pages(server, limit=limit)] == newest_first
-    first_page = list_runs(server, limit=3).json()
+        assert [run["run_id"] for run in all_pages(app, limit=limit)] == newest_first
+    first_page = list_runs(app, limit=3).json()
     assert len(first_page["runs"]) == 3 and first_page["next_cursor"]
     assert first_page["runs"][0] == {
         "run_id": created[-1]["run_id"],
@@ -257,22 +245,25 @@ def test_the_list_pages_newest_first_without_gaps_or_repeats(make_server: Callab
         "started_at": created[-1]["started_at"],
         "finished_at": created[-1]["finished_at"],
     }
-    assert list_runs(server, limit=7).json()["next_cursor"] is None
+    assert list_runs(app, limit=7).json()["next_cursor"] is None
 
     outlets = [r["run_id"] for r in reversed(created) if r["scenario_id"] == OUTLET]
     failed = [r["run_id"] for r in reversed(created) if r["status"] == "failed"]
     assert len(failed) == 2
-    assert [r["run_id"] for r in all_pages(server, scenario_id=OUTLET, limit=2)] == outlets
-    assert [r["run_id"] for r in all_pages(server, status="failed", limit=1)] == failed
-    assert [r["run_id"] for r in all_pages(server, scenario_id=NEWS, status="failed")] == []
-    # A plain HTML form sends every field, empty ones included: empty means "any".
-    assert [r["run_id"] for r in all_pages(server, scenario_id="", status="", limit="")] == newest_first
+    assert [r["run_id"] for r in all_pages(app, scenario_id=OUTLET, limit=2)] == outlets
+    assert [r["run_id"] for r in all_pages(app, status="failed", limit=1)] == failed
+    assert [r["run_id"] for r in all_pages(app, scenario_id=NEWS, status="failed")] == []
+    # A plain HTML form sends every field, empty ones included: an empty scenario or limit means "any"
+    # (an empty status is refused, see below).
+    assert [r["run_id"] for r in all_pages(app, scenario_id="", limit="")] == newest_first
 
 
 @pytest.mark.parametrize(
     ("params", "loc"),
     [
         ({"status": "done"}, ["query", "status"]),
+        # A filter that came out blank must not be answered with every run.
+        ({"status": ""}, ["query", "status"]),
         ({"limit": "0"}, ["query", "limit"]),
         ({"limit": "201"}, ["query", "limit"]),
         ({"limit": "ten"}, ["query", "limit"]),
@@ -280,21 +271,21 @@ def test_the_list_pages_newest_first_without_gaps_or_repeats(make_server: Callab
         ({"cursor": "WyJvbmx5LW9uZSJd"}, ["query", "cursor"]),
     ],
 )
-def test_the_list_refuses_bad_parameters(demo_server: StepServer, params: dict[str, str], loc: list[str]) -> None:
-    response = list_runs(demo_server, **params)
+def test_the_list_refuses_bad_parameters(demo_app: InProcessApp, params: dict[str, str], loc: list[str]) -> None:
+    response = list_runs(demo_app, **params)
 
     assert response.status_code == 422
     assert [issue["loc"] for issue in response.json()["detail"]] == [loc]
 
 
-def test_a_cancelled_run_stays_cancelled_in_its_replay(make_server: Callable[..., StepServer], slow: SlowSetup) -> None:
-    server = make_server(*slow.args())
-    run_id = start_run(server.url, "wait_then_echo", {"seconds": 60, "text": "x"})["run_id"]
+def test_a_cancelled_run_stays_cancelled_in_its_replay(make_app: Callable[..., InProcessApp], slow: SlowSetup) -> None:
+    app = make_app(**slow.settings())
+    run_id = start_run(app.client, "wait_then_echo", {"seconds": 60, "text": "x"})["run_id"]
     wait_until(lambda: (slow.marks / "started").exists(), 15, "the slow tool to start")
-    assert post(server, f"/api/runs/{run_id}/cancel").status_code == 202
+    assert app.post(f"/api/runs/{run_id}/cancel").status_code == 202
 
-    events = read_events(server.url, run_id)
-    resumed = read_events(server.url, run_id, headers={"Last-Event-ID": "2"})
+    events = read_events(app.client, run_id)
+    resumed = read_events(app.client, run_id, headers={"Last-Event-ID": "2"})
 
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert resumed == events[2:]
