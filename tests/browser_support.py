@@ -7,6 +7,7 @@ cut, and nginx in front of Stepline the way an intranet portal would put it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import shutil
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Browser, ConsoleMessage, Frame, Page, Request, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NGINX = Path(shutil.which("nginx") or "/usr/sbin/nginx")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -132,6 +134,73 @@ def watched_page(browser: Browser, **context_options: object) -> tuple[Page, Wat
     page = context.new_page()
     page.set_default_timeout(20_000)
     return page, Watcher(page)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """What a PNG shows, as Chromium decodes it: its size, the colours on a grid of points across it
+    (1 for a blank image) and its mean relative luminance (0 black … 1 white)."""
+
+    width: int
+    height: int
+    colours: int
+    luminance: float
+
+
+# Decodes a PNG in the page and samples it on a GRID × GRID grid of points.
+READ_PICTURE = """
+async ([src, grid]) => {
+  const img = new Image();
+  img.src = src;
+  await img.decode();
+  const canvas = document.createElement("canvas");
+  canvas.width = img.naturalWidth;
+  canvas.height = img.naturalHeight;
+  const context = canvas.getContext("2d");
+  context.drawImage(img, 0, 0);
+  const colours = new Set();
+  const linear = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+  const pixels = context.getImageData(0, 0, img.naturalWidth, img.naturalHeight).data;
+  let luminance = 0;
+  for (let i = 0; i < grid; i++) {
+    for (let j = 0; j < grid; j++) {
+      const x = Math.floor(((i + 0.5) * img.naturalWidth) / grid);
+      const y = Math.floor(((j + 0.5) * img.naturalHeight) / grid);
+      const at = (y * img.naturalWidth + x) * 4;
+      const [r, g, b] = [pixels[at], pixels[at + 1], pixels[at + 2]];
+      colours.add(`${r},${g},${b}`);
+      luminance += 0.2126 * linear(r / 255) + 0.7152 * linear(g / 255) + 0.0722 * linear(b / 255);
+    }
+  }
+  return {width: img.naturalWidth, height: img.naturalHeight, colours: colours.size,
+          luminance: luminance / (grid * grid)};
+}
+"""
+
+
+def read_picture(blank: Page, png: bytes, grid: int = 64) -> Picture:
+    """Decode `png` in `blank` (a page of no site, so no policy forbids the image): it fails unless the
+    bytes are a PNG Chromium can read."""
+    assert png[:8] == PNG_SIGNATURE, png[:8]
+    src = "data:image/png;base64," + base64.b64encode(png).decode()
+    return Picture(**blank.evaluate(READ_PICTURE, [src, grid]))
+
+
+# The WCAG contrast ratio (1 to 21) between the body's text colour and the page's background.
+TEXT_CONTRAST = r"""
+() => {
+  const rgb = (value) => value.match(/[\d.]+/g).slice(0, 3).map(Number);
+  const linear = (c) => (c <= 0.04045 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4);
+  const luminance = ([r, g, b]) => 0.2126 * linear(r / 255) + 0.7152 * linear(g / 255) + 0.0722 * linear(b / 255);
+  const style = getComputedStyle(document.body);
+  const [text, background] = [luminance(rgb(style.color)), luminance(rgb(style.backgroundColor))];
+  return (Math.max(text, background) + 0.05) / (Math.min(text, background) + 0.05);
+}
+"""
+
+
+def text_contrast(page: Page) -> float:
+    return page.evaluate(TEXT_CONTRAST)
 
 
 def resume_point(request: Request) -> int:

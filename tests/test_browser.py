@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from browser_support import (
     CHROMIUM,
@@ -19,14 +20,16 @@ from browser_support import (
     TcpProxy,
     chromium,
     origin_of,
+    read_picture,
     resume_point,
     start_nginx,
+    text_contrast,
     watched_page,
 )
 from conftest import StepServer, free_port, start_server
 from playwright.sync_api import Browser, Page, expect
 from runs import get_run, run_to_end, start_run, wait_finished
-from ui_support import HOSTILE_TEXT, ui_server_args
+from ui_support import HOSTILE_TEXT, listed_run_ids, ui_server_args
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium (make browser)")
 
@@ -217,15 +220,22 @@ def test_everything_works_with_javascript_disabled(browser: Browser, live: StepS
     watch.assert_clean({live.url})
 
 
+def forms_runs(server: StepServer) -> list[str]:
+    """The runs of forms_v1 the server lists, newest first."""
+    with httpx.Client(base_url=server.url, timeout=10) as api:
+        return listed_run_ids(api, scenario_id="forms_v1")
+
+
 def test_invalid_input_is_shown_beside_each_field_with_the_values_kept(browser: Browser, live: StepServer) -> None:
     page, watch = watched_page(browser)
+    runs_before = forms_runs(live)
     page.goto(live.url + "/scenarios/forms_v1")
-    runs_before = page.request.get(live.url + "/runs").text().count('href="/runs/')
     # The browser itself insists on what it can check: a required field left empty is not sent.
     page.get_by_label("title").fill("")
     page.get_by_role("button", name="Run scenario").click()
     assert page.get_by_label("title").evaluate("el => el.validity.valueMissing")
     assert page.url == live.url + "/scenarios/forms_v1"
+    assert forms_runs(live) == runs_before
     # What only the server can judge comes back beside each field.
     page.get_by_label("title").fill("Not Lower")
     page.get_by_label("tags").fill("a\nb\nc\nd")
@@ -237,6 +247,7 @@ def test_invalid_input_is_shown_beside_each_field_with_the_values_kept(browser: 
     expect(page.locator("#f-in\\.title-error")).to_contain_text("does not match")
     expect(page.locator("#f-in\\.tags-error")).to_contain_text("is too long")
     expect(page.locator("#f-in\\.extra-error")).to_contain_text("Not valid JSON")
+    assert forms_runs(live) == runs_before  # refused: nothing ran
     expect(page.get_by_label("title")).to_have_value("Not Lower")
     expect(page.get_by_label("tags")).to_have_value("a\nb\nc\nd")
     expect(page.get_by_label("extra")).to_have_value("{oops")
@@ -251,7 +262,7 @@ def test_invalid_input_is_shown_beside_each_field_with_the_values_kept(browser: 
     expect_finished(page)
     run = wait_finished(live.url, page.url.rsplit("/", 1)[-1])
     assert run["input"]["target"] == {"city": "Oslo"} and run["input"]["extra"] == {"note": "fine"}
-    assert page.request.get(live.url + "/runs").text().count('href="/runs/') == runs_before + 1
+    assert forms_runs(live) == [run["run_id"], *runs_before]  # this one run, no other
     watch.assert_clean({live.url}, allowed_errors=(STATUS_422,))
 
 
@@ -282,14 +293,23 @@ def test_pages_are_usable_on_a_phone_and_in_dark_mode(browser: Browser, live: St
     )
     hostile = run_to_end(live.url, "hostile_v1", {"text": HOSTILE_TEXT * 3})["run_id"]  # long, unbroken text
     news = run_to_end(live.url, NEWS, {"url": NEWS_URL})["run_id"]
+    blank = browser.new_page()
     for path in ["/", f"/scenarios/{NEWS}", "/scenarios/forms_v1", "/runs", "/tools", f"/runs/{hostile}",
                  f"/runs/{news}"]:
         page.goto(live.url + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, (path, overflow)
-    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
-    assert background == "rgb(17, 20, 24)"
+        # Dark as the phone asked, and the text readable on it (WCAG AA: 4.5:1).
+        seen = read_picture(blank, page.screenshot())
+        assert seen.luminance < 0.2, (path, seen)
+        assert text_contrast(page) >= 4.5, path
+    # The same page in light mode is light: the dark one followed the phone's setting.
+    light, light_watch = watched_page(browser, viewport={"width": 390, "height": 844}, color_scheme="light")
+    light.goto(f"{live.url}/runs/{news}")
+    assert read_picture(blank, light.screenshot()).luminance > 0.6
+    assert text_contrast(light) >= 4.5
     watch.assert_clean({live.url})
+    light_watch.assert_clean({live.url})
 
 
 def test_keyboard_reaches_the_form_and_runs_it(browser: Browser, live: StepServer) -> None:
@@ -327,11 +347,32 @@ def test_screenshots_for_the_readme(browser: Browser, live: StepServer, tmp_path
     folder.mkdir(parents=True, exist_ok=True)
     page, watch = watched_page(browser, viewport={"width": 1200, "height": 900}, color_scheme="light")
     page.goto(f"{live.url}/scenarios/{NEWS}")
-    page.screenshot(path=folder / "scenario.png", full_page=True)
+    # What the first picture shows: the flow of four steps and the form, filled in with the example.
+    expect(page.locator('li[id^="flow-"]')).to_have_count(4)
+    expect(page.get_by_label("url")).to_have_value(NEWS_URL)
+    blank = browser.new_page()
+    assert_picture(blank, page, page.screenshot(path=folder / "scenario.png", full_page=True))
+
     page.get_by_role("button", name="Run scenario").click()
     expect_finished(page)
-    page.locator("#step-1 .json-block").last.locator("summary").first.click()
-    page.locator("#step-3 .j-list .j-node > summary").first.click()
-    page.screenshot(path=folder / "run.png", full_page=True)
-    assert (folder / "run.png").stat().st_size > 20_000
+    expect_all_steps(page)
+    sources = page.locator("#step-1 .json-block").last
+    sources.locator("summary").first.click()
+    chain = page.locator("#step-3 .j-list .j-node").first
+    was_open = chain.evaluate("el => el.open")
+    chain.locator("> summary").click()
+    # What the second picture shows: a finished run, the sources found opened, a link of the chain toggled.
+    assert sources.evaluate("el => el.open") is True
+    assert chain.evaluate("el => el.open") is not was_open
+    expect(page.locator("#run-status .badge")).to_have_text("✓ Succeeded")
+    expect(page.locator("#step-3 .json-block").last).to_contain_text("found")
+    assert_picture(blank, page, page.screenshot(path=folder / "run.png", full_page=True))
     watch.assert_clean({live.url})
+
+
+def assert_picture(blank: Page, page: Page, png: bytes) -> None:
+    """A full-page screenshot of `page`: a PNG as wide and as tall as the page, and not blank."""
+    picture = read_picture(blank, png)
+    size = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    assert [picture.width, picture.height] == size, (picture, size)
+    assert picture.colours >= 8, picture  # text, panels, badges: a blank or one-colour page has 1

@@ -1,8 +1,7 @@
-"""The bundled demo MCP server, driven as Stepline drives it: a real process over stdio or HTTP."""
+"""The bundled demo MCP server: a real process over stdio or HTTP, and the shipped scenarios run on it by Stepline."""
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -18,13 +17,16 @@ from urllib.parse import urlsplit
 import anyio
 import pytest
 from conftest import DEMO_TOOLS
+from inprocess import InProcessApp
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from runs import run_to_end
 
 from web.demo.server import load_corpus, related_articles
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "scenarios"
+NEWS = "news_source_discovery_v1"
+OUTLET = "outlet_profile_v1"
 
 QUERY_URL = "https://signal.example/culture/lighthouse-library-explainer"
 ORIGIN_URL = "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-room"
@@ -33,8 +35,13 @@ DECOY_URL = "https://gazette.example.org/coast/2024/03/04/port-alder-lighthouse-
 
 
 
-@pytest.fixture
+# Seconds each demo call takes in the shared session: long enough for progress to come in steps.
+DELAY = 0.05
+
+
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
+    """Module-wide, so that one demo server session serves every test of the module."""
     return "asyncio"
 
 
@@ -51,47 +58,27 @@ async def demo_session(delay: float = 0) -> AsyncIterator[ClientSession]:
         yield session
 
 
-def load_scenario(scenario_id: str) -> dict[str, Any]:
-    return json.loads((SCENARIOS / f"{scenario_id}.json").read_text(encoding="utf-8"))
+@pytest.fixture(scope="module")
+async def demo() -> AsyncIterator[ClientSession]:
+    async with demo_session(delay=DELAY) as session:
+        yield session
 
 
-_MISSING = object()
+def examples(app: InProcessApp, scenario_id: str) -> list[dict[str, Any]]:
+    response = app.get(f"/api/scenarios/{scenario_id}")
+    assert response.status_code == 200, response.text
+    return response.json()["input_schema"]["examples"]
 
 
-def resolve(raw: Any, context: dict[str, Any]) -> Any:
-    """The scenario format's three value forms, just enough to walk a scenario here."""
-    if isinstance(raw, dict) and len(raw) == 1 and isinstance(raw.get("from"), str):
-        current: Any = context
-        for segment in raw["from"].split("."):
-            if isinstance(current, dict) and segment in current:
-                current = current[segment]
-            elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
-                current = current[int(segment)]
-            else:
-                return _MISSING
-        return current
-    if isinstance(raw, dict) and len(raw) == 1 and "value" in raw:
-        return raw["value"]
-    return raw
+def outputs_of(run: dict[str, Any]) -> dict[str, Any]:
+    """Each succeeded step's output, by step name, from a finished run's snapshot."""
+    return {step["node_id"]: step["output"] for step in run["steps"] if step["status"] == "success"}
 
 
-async def walk(
-    session: ClientSession, scenario: dict[str, Any], run_input: dict[str, Any]
-) -> tuple[dict[str, Any], tuple[str, str] | None]:
-    """Run a scenario's steps in order: (outputs by step name, (failed step, message) or None)."""
-    context: dict[str, Any] = {"input": run_input, "steps": {}}
-    outputs: dict[str, Any] = {}
-    for step in scenario["steps"]:
-        args = {key: resolve(raw, context) for key, raw in step["input"].items()}
-        args = {key: value for key, value in args.items() if value is not _MISSING}
-        assert set(step.get("required_input_fields", [])) <= set(args), step["name"]
-        result = await session.call_tool(step["tool"], args)
-        if result.is_error:
-            return outputs, (step["name"], result.content[0].text)
-        assert result.structured_content is not None, step["name"]
-        outputs[step["name"]] = result.structured_content
-        context["steps"][step["name"]] = {"output": result.structured_content}
-    return outputs, None
+def run_ok(app: InProcessApp, scenario_id: str, run_input: dict[str, Any]) -> dict[str, Any]:
+    run = run_to_end(app.client, scenario_id, run_input)
+    assert run["status"] == "success", run
+    return outputs_of(run)
 
 
 def is_reserved(host: str) -> bool:
@@ -115,9 +102,8 @@ def test_corpus_is_fictional_and_consistent() -> None:
 
 
 @pytest.mark.anyio
-async def test_lists_tools_with_described_inputs_and_typed_outputs() -> None:
-    async with demo_session() as session:
-        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+async def test_lists_tools_with_described_inputs_and_typed_outputs(demo: ClientSession) -> None:
+    tools = {tool.name: tool for tool in (await demo.list_tools()).tools}
     assert DEMO_TOOLS <= set(tools)
     for tool in tools.values():
         assert tool.description
@@ -126,14 +112,10 @@ async def test_lists_tools_with_described_inputs_and_typed_outputs() -> None:
             assert prop.get("description"), f"{tool.name}.{name}"
 
 
-@pytest.mark.anyio
-async def test_news_scenario_traces_the_story_to_its_earliest_source() -> None:
-    scenario = load_scenario("news_source_discovery_v1")
-    assert scenario["input_schema"]["examples"][0] == {"url": QUERY_URL}
-    async with demo_session() as session:
-        outputs, failure = await walk(session, scenario, {"url": QUERY_URL})
+def test_news_scenario_traces_the_story_to_its_earliest_source(demo_app: InProcessApp) -> None:
+    assert examples(demo_app, NEWS)[0] == {"url": QUERY_URL}
+    outputs = run_ok(demo_app, NEWS, {"url": QUERY_URL})
 
-    assert failure is None
     sources = outputs["search_news_sources"]["sources"]
     assert {s["url"] for s in sources} >= {QUERY_URL, ORIGIN_URL, DECOY_URL}
     # A string comparison would pick the decoy; the tool must compare instants.
@@ -148,43 +130,32 @@ async def test_news_scenario_traces_the_story_to_its_earliest_source() -> None:
 
 
 @pytest.mark.anyio
-async def test_every_news_example_reaches_a_first_hand_report() -> None:
-    scenario = load_scenario("news_source_discovery_v1")
-    async with demo_session() as session:
-        for example in scenario["input_schema"]["examples"]:
-            outputs, failure = await walk(session, scenario, example)
-            assert failure is None, example
-            origin = outputs["pick_earliest"]["earliest"][0]["url"]
-            article = await session.call_tool("fetch_article", {"url": origin})
-            assert article.structured_content["cites"] == [], example
-            assert outputs["trace_citations"]["found"] is True, example
+async def test_every_news_example_reaches_a_first_hand_report(demo_app: InProcessApp, demo: ClientSession) -> None:
+    runs = {example["url"]: run_ok(demo_app, NEWS, example) for example in examples(demo_app, NEWS)}
+    assert len(runs) > 1
+    for url, outputs in runs.items():
+        origin = outputs["pick_earliest"]["earliest"][0]["url"]
+        article = await demo.call_tool("fetch_article", {"url": origin})
+        assert article.structured_content["cites"] == [], url
+        assert outputs["trace_citations"]["found"] is True, url
 
 
-@pytest.mark.anyio
-async def test_outlet_scenario_profiles_examples_and_fails_cleanly_for_unknown_domain() -> None:
-    scenario = load_scenario("outlet_profile_v1")
-    async with demo_session() as session:
-        for example in scenario["input_schema"]["examples"]:
-            outputs, failure = await walk(session, scenario, example)
-            assert failure is None, example
-            stats = outputs["coverage_stats"]
-            assert stats["article_count"] == outputs["lookup_outlet"]["article_count"] > 0
+def test_outlet_scenario_profiles_examples_and_fails_cleanly_for_unknown_domain(demo_app: InProcessApp) -> None:
+    for example in examples(demo_app, OUTLET):
+        outputs = run_ok(demo_app, OUTLET, example)
+        stats = outputs["coverage_stats"]
+        assert stats["article_count"] == outputs["lookup_outlet"]["article_count"] > 0, example
 
-        outputs, failure = await walk(session, scenario, {"domain": "nowhere.example.com"})
+    run = run_to_end(demo_app.client, OUTLET, {"domain": "nowhere.example.com"})
 
-    assert outputs == {}
-    assert failure is not None
-    step, message = failure
-    assert step == "lookup_outlet"
-    assert "Unknown outlet: nowhere.example.com" in message
+    assert run["status"] == "failed"
+    assert outputs_of(run) == {}
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("lookup_outlet", "failed")]  # none after it
+    assert "Unknown outlet: nowhere.example.com" in run["steps"][0]["message"]
 
 
-@pytest.mark.anyio
-async def test_harbor_daily_stats() -> None:
-    scenario = load_scenario("outlet_profile_v1")
-    async with demo_session() as session:
-        outputs, failure = await walk(session, scenario, {"domain": "daily.example.com"})
-    assert failure is None
+def test_harbor_daily_stats(demo_app: InProcessApp) -> None:
+    outputs = run_ok(demo_app, OUTLET, {"domain": "daily.example.com"})
     assert outputs["lookup_outlet"]["name"] == "Harbor Daily"
     published = [a["published_at"] for a in outputs["list_articles"]["articles"]]
     assert published == sorted(published, key=datetime.fromisoformat, reverse=True)
@@ -194,30 +165,23 @@ async def test_harbor_daily_stats() -> None:
 
 
 @pytest.mark.anyio
-async def test_unknown_article_is_a_tool_error_naming_the_url() -> None:
+async def test_unknown_article_is_a_tool_error_naming_the_url(demo: ClientSession) -> None:
     url = "https://daily.example.com/news/no-such-article"
-    async with demo_session() as session:
-        result = await session.call_tool("fetch_article", {"url": url})
+    result = await demo.call_tool("fetch_article", {"url": url})
     assert result.is_error
     assert f"Unknown article: {url}" in result.content[0].text
 
 
 @pytest.mark.anyio
-async def test_calls_report_progress_while_they_run() -> None:
+async def test_calls_report_progress_while_they_run(demo: ClientSession) -> None:
     updates: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         updates.append((progress, total, message))
 
-    async with demo_session(delay=0.05) as session:
-        started = time.monotonic()
-        result = await session.call_tool(
-            "search_news_sources", {"url": QUERY_URL}, progress_callback=on_progress
-        )
-        elapsed = time.monotonic() - started
+    result = await demo.call_tool("search_news_sources", {"url": QUERY_URL}, progress_callback=on_progress)
 
     assert not result.is_error
-    assert elapsed >= 0.04
     assert len(updates) >= 4
     progress = [p for p, _, _ in updates]
     assert progress == sorted(progress)

@@ -1,4 +1,5 @@
-"""The MCP pool and the runner against real MCP servers, through a real `stepline serve`.
+"""The MCP pool and the runner against real MCP servers, through the app in-process (a real
+`stepline serve` where its own process is what is tested: signals, and the command line).
 
 The servers are `tests/servers/toolbox.py` (built with the SDK) over streamable HTTP, legacy SSE and
 stdio, plus the bundled demo server; each case asserts what a user sees: the failed step's message.
@@ -12,15 +13,16 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import PROJECT_ROOT, StepServer, free_port, start_server, wait_until
-from runs import run_to_end, start_run, wait_finished
+from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
+from inprocess import InProcessApp, in_process
+from runs import get_run, run_to_end, start_run, wait_finished
 from sse import read_events
 
 from web.cli import literal_input_errors
@@ -100,7 +102,7 @@ def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, To
 
 
 @pytest.fixture(scope="module")
-def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, Toolbox]) -> Iterator[StepServer]:
+def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, Toolbox]) -> Iterator[InProcessApp]:
     home = tmp_path_factory.mktemp("mcp")
     config = write_config(
         home / "mcp.json",
@@ -156,16 +158,11 @@ def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, Tool
         step("second", "echo", "legacy", text={"from": "steps.first.output.text"}, items=["x"]),
         step("third", "lookup_outlet", domain="signal.example"),
     )
-    server = start_server(
-        home,
-        "--mcp-config",
-        str(config),
-        "--scenarios",
-        str(folder),
-        env={"TB_TOKEN": TOKEN, "STEPLINE_CALL_TIMEOUT": "1", "STEPLINE_CONNECT_TIMEOUT": "3"},
-    )
-    yield server
-    server.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TB_TOKEN", TOKEN)  # expanded into the header when the config is read
+        with in_process(home, mcp_config=config, scenarios=folder, call_timeout=1, connect_timeout=3) as app:
+            app.wait_ready()
+            yield app
 
 
 @dataclass(frozen=True)
@@ -178,7 +175,8 @@ class Failure:
 FAILURES = {
     "server down": Failure("needs_gone", "second", ["MCP server 'gone'", "unavailable"]),
     "tool returns isError": Failure("tool_error", "fail", ["no widgets today"]),
-    "call times out": Failure("times_out", "nap", ["'slow' on MCP server 'tb' timed out after 1s"]),
+    # The wording is the MCP error handling's; what a user must learn is which call, where, and the limit.
+    "call times out": Failure("times_out", "nap", ["'slow' on MCP server 'tb'", " 1s"]),
     "structured content breaks the output schema": Failure(
         "broken_structure", "broken", ["broken_structure", "Invalid structured content", "'many'"]
     ),
@@ -194,8 +192,8 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("case", FAILURES.values(), ids=FAILURES.keys())
-def test_a_failing_step_says_why(stepline: StepServer, case: Failure) -> None:
-    run = run_to_end(stepline.url, case.scenario_id)
+def test_a_failing_step_says_why(stepline: InProcessApp, case: Failure) -> None:
+    run = run_to_end(stepline.client, case.scenario_id)
 
     assert run["status"] == "failed"
     failed = run["steps"][-1]
@@ -207,8 +205,8 @@ def test_a_failing_step_says_why(stepline: StepServer, case: Failure) -> None:
     assert run["message"] == f"Step '{case.step}' failed: {failed['message']}"
 
 
-def test_a_down_server_degrades_only_what_needs_it(stepline: StepServer) -> None:
-    health = httpx.get(f"{stepline.url}/healthz").json()
+def test_a_down_server_degrades_only_what_needs_it(stepline: InProcessApp) -> None:
+    health = stepline.get("/healthz").json()
     assert health["status"] == "degraded"
     assert {name: s["state"] for name, s in health["servers"].items()} == {
         "tb": "ready",
@@ -219,16 +217,16 @@ def test_a_down_server_degrades_only_what_needs_it(stepline: StepServer) -> None
     assert health["servers"]["gone"]["error"]
 
     # A step whose tool only a running server offers needs no `server` and runs.
-    assert run_to_end(stepline.url, "demo_only")["status"] == "success"
-    assert run_to_end(stepline.url, "chained", {"text": "relay"})["status"] == "success"
-    tools = httpx.get(f"{stepline.url}/api/tools")
+    assert run_to_end(stepline.client, "demo_only")["status"] == "success"
+    assert run_to_end(stepline.client, "chained", {"text": "relay"})["status"] == "success"
+    tools = stepline.get("/api/tools")
     assert tools.status_code == 502
     assert "MCP server 'gone'" in tools.json()["detail"]
 
 
-def test_outputs_prefer_structured_content_then_json_text_then_text(stepline: StepServer) -> None:
-    run_id = start_run(stepline.url, "outputs")["run_id"]
-    run = wait_finished(stepline.url, run_id)
+def test_outputs_prefer_structured_content_then_json_text_then_text(stepline: InProcessApp) -> None:
+    run_id = start_run(stepline.client, "outputs")["run_id"]
+    run = wait_finished(stepline.client, run_id)
 
     assert run["status"] == "success", run
     outputs = {s["node_id"]: s["output"] for s in run["steps"]}
@@ -240,12 +238,12 @@ def test_outputs_prefer_structured_content_then_json_text_then_text(stepline: St
     assert echo["input"] == {"text": "b", "items": ["literal"]}
     assert outputs["echo"] == {"text": "b", "items": ["literal"]}
     # The raw MCP content is kept beside the output.
-    finished = {e["step_name"]: e for e in read_events(stepline.url, run_id) if e["type"] == "step_finished"}
+    finished = {e["step_name"]: e for e in read_events(stepline.client, run_id) if e["type"] == "step_finished"}
     assert finished["both"]["content"] == [{"type": "text", "text": "three things"}]
 
 
-def test_input_flows_through_chained_steps_across_transports(stepline: StepServer) -> None:
-    run = run_to_end(stepline.url, "chained", {"text": "relay"})
+def test_input_flows_through_chained_steps_across_transports(stepline: InProcessApp) -> None:
+    run = run_to_end(stepline.client, "chained", {"text": "relay"})
 
     assert run["status"] == "success"
     outputs = [s["output"] for s in run["steps"]]
@@ -254,9 +252,9 @@ def test_input_flows_through_chained_steps_across_transports(stepline: StepServe
     assert outputs[2]["domain"] == "signal.example"
 
 
-def test_progress_notifications_become_step_progress_events(stepline: StepServer) -> None:
-    run_id = start_run(stepline.url, "progress")["run_id"]
-    events = read_events(stepline.url, run_id)
+def test_progress_notifications_become_step_progress_events(stepline: InProcessApp) -> None:
+    run_id = start_run(stepline.client, "progress")["run_id"]
+    events = read_events(stepline.client, run_id)
 
     progress = [
         (e["step_name"], e["index"], e["progress"], e["total"], e["message"])
@@ -269,17 +267,17 @@ def test_progress_notifications_become_step_progress_events(stepline: StepServer
     assert max(i for i, t in enumerate(types) if t == "step_progress") < types.index("step_finished")
 
 
-def test_header_variables_are_expanded_from_the_environment(stepline: StepServer) -> None:
-    run = run_to_end(stepline.url, "auth")
+def test_header_variables_are_expanded_from_the_environment(stepline: InProcessApp) -> None:
+    run = run_to_end(stepline.client, "auth")
 
     assert run["status"] == "success"
     assert run["steps"][0]["output"] == f"Bearer {TOKEN}"
 
 
-def test_concurrent_runs_share_the_sessions(stepline: StepServer) -> None:
-    run_ids = [start_run(stepline.url, "chained", {"text": f"run {n}"})["run_id"] for n in range(12)]
+def test_concurrent_runs_share_the_sessions(stepline: InProcessApp) -> None:
+    run_ids = [start_run(stepline.client, "chained", {"text": f"run {n}"})["run_id"] for n in range(12)]
 
-    runs = [wait_finished(stepline.url, run_id) for run_id in run_ids]
+    runs = [wait_finished(stepline.client, run_id) for run_id in run_ids]
 
     assert [r["status"] for r in runs] == ["success"] * 12
     assert [r["steps"][1]["output"]["text"] for r in runs] == [f"run {n}" for n in range(12)]
@@ -288,7 +286,7 @@ def test_concurrent_runs_share_the_sessions(stepline: StepServer) -> None:
 # --- A server killed mid-call, then restarted ----------------------------------------------------
 
 
-def test_a_server_killed_mid_call_fails_the_step_then_comes_back(tmp_path: Path, make_server: Any) -> None:
+def test_a_server_killed_mid_call_fails_the_step_then_comes_back(tmp_path: Path, make_app: Any) -> None:
     box = Toolbox("streamable-http", tmp_path).start()
     try:
         config = write_config(tmp_path / "mcp.json", {"fragile": {"url": box.url}})
@@ -296,45 +294,48 @@ def test_a_server_killed_mid_call_fails_the_step_then_comes_back(tmp_path: Path,
         write_scenario(folder, "nap", step("nap", "slow", seconds=30))
         write_scenario(folder, "echo", step("echo", "echo", text="back again"))
         # No heartbeat within the test: what notices the failures must be the calls themselves.
-        server: StepServer = make_server(
-            "--mcp-config", str(config), "--scenarios", str(folder), env={"STEPLINE_HEARTBEAT": "600"}
-        )
-        run_id = start_run(server.url, "nap")["run_id"]
-        with httpx.stream("GET", f"{server.url}/api/runs/{run_id}/events", timeout=10) as response:
-            for line in response.iter_lines():
-                if line == "event: step_progress":  # the tool is now inside its call
-                    break
+        app: InProcessApp = make_app(mcp_config=config, scenarios=folder, heartbeat=600)
+        run_id = start_run(app.client, "nap")["run_id"]
+
+        def inside_the_call() -> bool:  # the tool has reported progress: it is now inside its call
+            steps = get_run(app.client, run_id)["steps"]
+            return bool(steps) and steps[0]["progress"] is not None
+
+        wait_until(inside_the_call, 15, "the slow tool to report progress")
         box.kill()
 
-        run = wait_finished(server.url, run_id)
+        run = wait_finished(app.client, run_id)
 
         assert run["status"] == "failed"
         assert "MCP server 'fragile'" in run["steps"][0]["message"], run
         box.start()  # the same port
-        again = run_to_end(server.url, "echo")
+        again = run_to_end(app.client, "echo")
         assert again["status"] == "success", again
         assert again["steps"][0]["output"] == {"text": "back again", "items": []}
-        assert httpx.get(f"{server.url}/healthz").json()["servers"]["fragile"]["state"] == "ready"
+        assert app.get("/healthz").json()["servers"]["fragile"]["state"] == "ready"
 
         # Restarted while idle (a deploy): it forgot our session, and the next run must not notice.
         box.kill()
         box.start()
-        assert run_to_end(server.url, "echo")["status"] == "success"
+        assert run_to_end(app.client, "echo")["status"] == "success"
     finally:
         box.kill()
 
 
-def test_a_stdio_server_that_died_while_idle_is_restarted_for_the_next_run(make_server: Any) -> None:
-    server: StepServer = make_server(env={"STEPLINE_HEARTBEAT": "600"})
-    (demo_pid,) = child_pids(server.process.pid)
-    assert run_to_end(server.url, "outlet_profile_v1", {"domain": "daily.example.com"})["status"] == "success"
+def test_a_stdio_server_that_died_while_idle_is_restarted_for_the_next_run(make_app: Any) -> None:
+    before = child_pids(os.getpid())
+    app: InProcessApp = make_app(heartbeat=600)
+    app.wait_ready()
+    (demo_pid,) = child_pids(os.getpid()) - before  # the app's demo server, a child of this process
+    assert run_to_end(app.client, "outlet_profile_v1", {"domain": "daily.example.com"})["status"] == "success"
 
-    subprocess.run(["kill", "-KILL", str(demo_pid)], check=True)
-    wait_until(lambda: not running(demo_pid), 5, "the demo server to die")
-    run = run_to_end(server.url, "outlet_profile_v1", {"domain": "daily.example.com"})
+    os.kill(demo_pid, signal.SIGKILL)
+    # With no heartbeat, only the end of its pipe tells the app: it starts another in its place.
+    wait_until(lambda: len(child_pids(os.getpid()) - before - {demo_pid}) == 1, 10, "a new demo server")
+    run = run_to_end(app.client, "outlet_profile_v1", {"domain": "daily.example.com"})
 
     assert run["status"] == "success", run
-    assert demo_pid not in child_pids(server.process.pid)
+    assert demo_pid not in child_pids(os.getpid())
 
 
 @pytest.fixture
@@ -347,35 +348,31 @@ def black_hole() -> Iterator[str]:
 
 
 def test_a_hanging_server_does_not_hold_up_steps_others_serve(
-    tmp_path: Path, make_server: Any, black_hole: str
+    tmp_path: Path, black_hole: str, make_app: Any
 ) -> None:
+    # `black_hole` comes before `make_app`: the hanging server outlives the app, and only hangs.
     config = write_config(tmp_path / "mcp.json", {"demo": DEMO_STDIO, "hanging": {"url": black_hole}})
     folder = tmp_path / "scenarios"
     steps = [step(f"lookup_{n}", "lookup_outlet", domain="daily.example.com") for n in range(3)]
     write_scenario(folder, "demo_only", *steps)
     write_scenario(folder, "needs_hanging", step("echo", "echo", "hanging"))
     # Were each step to wait for the hanging server's handshake, each run would take 3 x 4 s.
-    server: StepServer = make_server(
-        "--mcp-config", str(config), "--scenarios", str(folder), env={"STEPLINE_CONNECT_TIMEOUT": "4"},
-        wait_ready=False,
-    )
-    wait_until(
-        lambda: httpx.get(f"{server.url}/healthz").json()["servers"]["demo"]["state"] == "ready",
-        15,
-        "the demo server",
-    )
+    app: InProcessApp = make_app(mcp_config=config, scenarios=folder, connect_timeout=4)
+    wait_until(lambda: app.get("/healthz").json()["servers"]["demo"]["state"] == "ready", 15, "the demo server")
 
-    run_ids = [start_run(server.url, "demo_only")["run_id"] for _ in range(2)]
-    runs = [wait_finished(server.url, run_id, timeout=3) for run_id in run_ids]
+    run_ids = [start_run(app.client, "demo_only")["run_id"] for _ in range(2)]
+    runs = [wait_finished(app.client, run_id, timeout=3) for run_id in run_ids]
 
     assert [r["status"] for r in runs] == ["success", "success"]
-    assert httpx.get(f"{server.url}/healthz").json()["servers"]["hanging"]["state"] != "ready"
-    failed = run_to_end(server.url, "needs_hanging")
+    assert app.get("/healthz").json()["servers"]["hanging"]["state"] != "ready"
+    failed = run_to_end(app.client, "needs_hanging")
     assert failed["status"] == "failed"
     assert "MCP server 'hanging'" in failed["steps"][0]["message"]
     assert "4s" in failed["steps"][0]["message"]
     # Listing the tools says at once which server cannot be reached, without another 4 s handshake.
-    tools = httpx.get(f"{server.url}/api/tools", timeout=3)
+    asked = time.monotonic()
+    tools = app.get("/api/tools")
+    assert time.monotonic() - asked < 3
     assert tools.status_code == 502
     assert "MCP server 'hanging'" in tools.json()["detail"]
 
@@ -384,8 +381,16 @@ def test_a_hanging_server_does_not_hold_up_steps_others_serve(
 
 
 def child_pids(pid: int) -> set[int]:
-    out = subprocess.run(["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True).stdout
-    return {int(line) for line in out.split()}
+    """The live (not zombie) children of `pid`, read from /proc: no `ps`, which would be a child itself."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(parent) == pid and state != "Z":
+            children.add(int(stat.parent.name))
+    return children
 
 
 def running(pid: int) -> bool:

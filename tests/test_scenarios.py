@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from conftest import PROJECT_ROOT, StepServer
+from conftest import PROJECT_ROOT
+from inprocess import InProcessApp
 
 from web.runner import StepFailed, map_inputs
 from web.scenarios import MISSING, FromPath, LiteralValue, Step, load_catalog, parse_binding, resolve_path
@@ -167,17 +167,15 @@ def test_ids_cannot_reach_outside_the_folder(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("path", ["/api/scenarios/..%2F..", "/api/scenarios/..%2Fscenarios%2Foutlet_profile_v1",
                                   "/api/scenarios/%2E%2E", "/api/scenarios/outlet_profile_v1.json"])
-def test_escaping_ids_are_unknown_over_http(demo_server: StepServer, path: str) -> None:
-    response = httpx.get(f"{demo_server.url}{path}")
+def test_escaping_ids_are_unknown_over_http(demo_app: InProcessApp, path: str) -> None:
+    response = demo_app.get(path)
 
     assert response.status_code == 404
     assert "detail" in response.json()
 
 
-def test_an_escaping_id_cannot_be_run(demo_server: StepServer) -> None:
-    response = httpx.post(
-        f"{demo_server.url}/api/runs", json={"scenario_id": "../scenarios/outlet_profile_v1", "input": {}}
-    )
+def test_an_escaping_id_cannot_be_run(demo_app: InProcessApp) -> None:
+    response = demo_app.post("/api/runs", json={"scenario_id": "../scenarios/outlet_profile_v1", "input": {}})
 
     assert response.status_code == 404
     assert "../scenarios/outlet_profile_v1" in response.json()["detail"]

@@ -1,4 +1,4 @@
-"""What the page and browser tests share: scenario folders, MCP configs and reading pages.
+"""What the page and browser tests share: scenario folders, MCP configs, apps behind a proxy and reading pages.
 
 `ui_fixtures(folder)` writes a scenario folder (the shipped scenarios plus two of the tests' own:
 `hostile_v1`, whose text is markup throughout, and `forms_v1`, whose input uses every kind of
@@ -8,12 +8,21 @@ field) and an mcpServers file with the demo server and `tests/servers/mirror.py`
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html import unescape
 from pathlib import Path
 from typing import Any
+
+import httpx
+from inprocess import InProcessApp
+from starlette.types import Receive, Scope, Send
+
+from web.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIRROR_SERVER = PROJECT_ROOT / "tests" / "servers" / "mirror.py"
@@ -107,6 +116,63 @@ def ui_fixtures(folder: Path) -> tuple[Path, Path]:
 def ui_server_args(folder: Path) -> tuple[str, ...]:
     scenarios, config = ui_fixtures(folder)
     return ("--scenarios", str(scenarios), "--mcp-config", str(config))
+
+
+def ui_settings(folder: Path) -> dict[str, Path]:
+    """The settings of an in-process app that runs the demo and the tests' scenarios."""
+    scenarios, config = ui_fixtures(folder)
+    return {"scenarios": scenarios, "mcp_config": config}
+
+
+class BehindProxy:
+    """What `stepline serve --root-path PREFIX` does to each request: uvicorn puts the prefix in
+    `root_path` and in front of the path, as a proxy that strips the prefix expects."""
+
+    def __init__(self, app: Any, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            scope = {**scope, "root_path": self.prefix, "path": self.prefix + scope["path"],
+                     "raw_path": self.prefix.encode() + scope.get("raw_path", scope["path"].encode())}
+        await self.app(scope, receive, send)
+
+    def __getattr__(self, name: str) -> Any:
+        # The lifespan and shutdown reach the app's router and state through the wrapper.
+        return getattr(self.app, name)
+
+
+@contextmanager
+def behind_proxy(folder: Path, prefix: str, *, demo_delay: float = 0, **settings: Any) -> Iterator[InProcessApp]:
+    """An in-process app served under `prefix`, as `stepline serve --root-path` serves it; tools instant."""
+    settings.setdefault("data_dir", folder / "stepline-data-proxied")
+    previous = os.environ.get("STEPLINE_DEMO_DELAY")
+    os.environ["STEPLINE_DEMO_DELAY"] = str(demo_delay)  # read once, when the app is built
+    try:
+        app = InProcessApp(Settings(root_path=prefix, **settings))
+    finally:
+        if previous is None:
+            os.environ.pop("STEPLINE_DEMO_DELAY", None)
+        else:
+            os.environ["STEPLINE_DEMO_DELAY"] = previous
+    app.app = BehindProxy(app.app, prefix)  # type: ignore[assignment]
+    with app:
+        yield app
+
+
+def listed_run_ids(client: httpx.Client, **params: str) -> list[str]:
+    """The ids of the runs the API lists (newest first), every page of them."""
+    ids: list[str] = []
+    query: dict[str, str] = {**params, "limit": "200"}
+    while True:
+        response = client.get("/api/runs", params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        ids += [run["run_id"] for run in body["runs"]]
+        if not body.get("next_cursor"):
+            return ids
+        query["cursor"] = body["next_cursor"]
 
 
 def form_token(html: str) -> str:
