@@ -114,6 +114,15 @@ BROKEN_FILES: dict[str, tuple[Any, list[str]]] = {
         edit(lambda raw: raw.__setitem__("input_schema", {"type": "string"})),
         ["input_schema", "must describe an object", "'string'"],
     ),
+    # Literals become tool arguments, events and history: strict JSON, as any input is.
+    "NaN in a literal input": (set_step_input(0, "limit", float("nan")), ["steps.0.input.limit", "NaN is not valid"]),
+    "Infinity in a literal input": (set_step_input(0, "limit", float("inf")), ["steps.0.input.limit", "Infinity"]),
+    "a lone surrogate in the description": (
+        edit(lambda raw: raw.__setitem__("description", "caf\ud800")),
+        ["description", "lone surrogate (\\ud800)"],
+    ),
+    "nested deeper than the limit": ('{"a":' * 65 + "1" + "}" * 65, ["nested deeper than 64 levels"]),
+    "nested deeper than the parser recurses": ("[" * 100_000 + "]" * 100_000, ["nested deeper than 64 levels"]),
 }
 
 
