@@ -3,6 +3,15 @@
 An MCP session must be entered and exited in one task (anyio cancel scopes), so each server has a
 supervisor task that opens the session, keeps it, notices when it breaks, reconnects and closes it.
 Any task may send calls through the open session.
+
+What went wrong decides what happens to the session:
+
+- The server answered a call with a JSON-RPC error (whatever its code): that call fails with the
+  server's message and code, and the session is kept for every other call.
+- The transport ended (a stdio server exited, an HTTP server went away): the calls in flight fail
+  and the supervisor reconnects.
+- The server stopped answering (alive, but nothing comes back): a call fails when its own timeout
+  ends, and the heartbeat marks the server "not responding" without failing calls in flight.
 """
 
 from __future__ import annotations
@@ -15,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, REQUEST_TIMEOUT, CallToolResult, Tool
+from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, CallToolResult, Tool
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 
@@ -30,6 +39,14 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 
 # Reconnect quickly after a blip, without hammering a server that stays down.
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
+# Heartbeats of silence (nothing received, a ping unanswered) after which a server is not responding.
+SILENT_HEARTBEATS = 3
+# How often a heartbeat looks at the server, to tell its silence from our own loop being too busy to hear it.
+LOOKS_PER_HEARTBEAT = 4
+# The MCP SDK's own HTTP client settings: 30 s to connect, send or get a pooled connection, 5 min
+# between bytes read (a server may hold a response stream open through a long call). Redirects stay
+# off: the SDK follows those that keep to the server's origin itself.
+HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
 
 
 class ToolCallError(Exception):
@@ -64,8 +81,28 @@ def describe(exc: BaseException) -> str:
     """The innermost useful message of an exception, on one line (a step message is one line)."""
     exc = innermost(exc)
     lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else type(exc).__name__
-    return text if isinstance(exc, MCPError | OSError) else f"{type(exc).__name__}: {text}"
+    if not lines:  # e.g. an HTTP read that broke off: its type is all there is to say
+        return type(exc).__name__
+    return lines[0] if isinstance(exc, MCPError | OSError) else f"{type(exc).__name__}: {lines[0]}"
+
+
+class _Connection:
+    """One open session, and what its transport and its traffic say about the server."""
+
+    session: ClientSession
+
+    def __init__(self) -> None:
+        # Set once the transport has ended, or once we close it: calls in flight then fail.
+        self.closed = asyncio.Event()
+        self.reason = ""
+        # Messages received from the server: each one, whatever it is, proves the server alive.
+        self.received = 0
+        self.calls = 0
+
+    def close(self, reason: str = "the connection closed") -> None:
+        if not self.closed.is_set():
+            self.reason = reason
+            self.closed.set()
 
 
 class McpServer:
@@ -79,8 +116,7 @@ class McpServer:
         self.state = "connecting"
         self.error: str | None = None
         self.tools: list[Tool] = []
-        self._session: ClientSession | None = None
-        self._broken = asyncio.Event()
+        self._connection: _Connection | None = None
         self._retry_now = asyncio.Event()
         self._changed = asyncio.Event()
         # Set once the first connection attempt has ended, either way.
@@ -98,28 +134,32 @@ class McpServer:
         reported: str | None = None
         while True:
             self._set_state("connecting", self.error)
+            # One connection object per attempt, so a late signal from an old session cannot touch a new one.
+            connection = _Connection()
             try:
-                # One event per connection, so a late signal from an old session cannot break a new one.
-                self._broken = broken = asyncio.Event()
-                async with self._open(broken) as session:
+                async with self._open(connection) as session:
                     # Bound only the handshake: the transport's own scopes must nest inside ours.
                     with anyio.fail_after(self.connect_timeout):
                         await session.initialize()
                         self.tools = (await session.list_tools()).tools
-                    self._session = session
+                    self._connection = connection
                     self._set_state("ready")
                     reported = None
                     log.info("MCP server '%s' ready with %d tools", self.name, len(self.tools))
                     delay = BACKOFF_FIRST
                     try:
-                        self._set_state("down", await self._watch(session, broken))
+                        self._set_state("down", await self._watch(connection))
                     finally:
-                        self._session = None
+                        # Before the session closes: a call it fails must read that as the connection lost.
+                        self._connection = None
+                        connection.close("the connection was closed")
             except Exception as exc:  # a transport may fail in any way; the supervisor must live on
                 # Our handshake deadline arrives as a bare TimeoutError, often inside the transport's group.
                 inner = innermost(exc)
                 if isinstance(inner, TimeoutError) and not str(inner):
-                    self._set_state("down", f"no answer within {self.connect_timeout:g}s")
+                    self._set_state(
+                        "down", f"not responding (no answer to the handshake within {self.connect_timeout:g}s)"
+                    )
                 else:
                     self._set_state("down", describe(exc))
             if self.error != reported:  # a server that stays down is reported once, not every retry
@@ -131,12 +171,19 @@ class McpServer:
             delay = min(delay * 2, BACKOFF_MAX)
 
     @contextlib.asynccontextmanager
-    async def _open(self, broken: asyncio.Event) -> AsyncIterator[ClientSession]:
-        async with (
-            self._transport() as (read, write),
-            ClientSession(_EndSignal(read, broken.set), write) as session,
-        ):
-            yield session
+    async def _open(self, connection: _Connection) -> AsyncIterator[ClientSession]:
+        async with self._transport() as (read, write):
+            watched = _WatchedStream(read, on_message=lambda: self._heard(connection), on_end=connection.close)
+            async with ClientSession(watched, write) as session:
+                connection.session = session
+                yield session
+
+    def _heard(self, connection: _Connection) -> None:
+        connection.received += 1
+        # A server that was not responding and speaks again is ready at once, for calls waiting on it.
+        if connection is self._connection and self.state != "ready":
+            log.info("MCP server '%s' is answering again", self.name)
+            self._set_state("ready")
 
     def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
         config = self.config
@@ -148,67 +195,142 @@ class McpServer:
             return sse_client(config.url, headers=config.headers)
         return _streamable_http(config)
 
-    async def _watch(self, session: ClientSession, broken: asyncio.Event) -> str:
-        """Return why the session broke: it closed (a call or the transport saw it), or a ping failed."""
-        while True:
-            with anyio.move_on_after(self.heartbeat):
-                await broken.wait()
-                return "the connection closed"
-            try:
-                with anyio.fail_after(self.heartbeat):
-                    await session.send_ping()
-            except Exception as exc:
-                return f"ping failed: {describe(exc)}"
+    async def _watch(self, connection: _Connection) -> str:
+        """Watch an open connection until it must be replaced; return why.
 
-    async def session(self) -> ClientSession:
-        """The open session, waiting a bounded time for a (re)connection."""
+        It must be replaced when its transport ends, or when the server has been silent for
+        SILENT_HEARTBEATS heartbeats with no call waiting on it. Any message from the server ends
+        its silence, so a server whose calls report progress is never pinged; a ping goes out after
+        each heartbeat of silence, one at a time. Silence is counted in the time our own event loop
+        was free to hear the server: the watcher looks LOOKS_PER_HEARTBEAT times a heartbeat, and a
+        look that comes late (the loop was busy, and would be as slow to read an answer) counts in
+        proportion, half for one twice as late. A server that is not responding keeps its session
+        while calls wait on it: they end by their own timeout, or by its answer, which makes it
+        ready again.
+        """
+        look = self.heartbeat / LOOKS_PER_HEARTBEAT
+        received, silence, next_ping = connection.received, 0.0, self.heartbeat
+        pinging = False
+
+        async def ping() -> None:
+            nonlocal pinging
+            pinging = True
+            try:
+                # Any answer, an error too, is a message and proves the server alive; a closed
+                # connection is seen by the watch itself.
+                with contextlib.suppress(Exception):
+                    await connection.session.send_ping()
+            finally:
+                pinging = False
+
+        async with anyio.create_task_group() as pings:
+            try:
+                while True:
+                    started = anyio.current_time()
+                    with anyio.move_on_after(look):
+                        await connection.closed.wait()
+                    if connection.closed.is_set():
+                        return connection.reason
+                    if connection.received != received:
+                        received, silence, next_ping = connection.received, 0.0, self.heartbeat
+                        continue
+                    silence += look * min(1.0, look / max(anyio.current_time() - started, look))
+                    if silence >= next_ping and not pinging:
+                        next_ping = silence + self.heartbeat
+                        pings.start_soon(ping)
+                    if silence >= self.heartbeat * SILENT_HEARTBEATS:
+                        if self.state == "ready":
+                            heard_nothing = self.heartbeat * SILENT_HEARTBEATS
+                            self._set_state("down", f"not responding (no answer for {heard_nothing:g}s)")
+                            log.warning("MCP server '%s' is %s", self.name, self.error)
+                        if connection.calls == 0:  # nothing is lost by starting afresh
+                            connection.close(self.error or "not responding")
+                            return connection.reason
+            finally:
+                pings.cancel_scope.cancel()
+
+    async def connection(self) -> _Connection:
+        """The open connection, waiting a bounded time for a (re)connection or for the server to answer again."""
         asked_retry = False
         with anyio.move_on_after(self.connect_timeout):
-            while self._session is None or self.state != "ready" or self._broken.is_set():
-                if self.state == "down":
+            while True:
+                connection = self._connection
+                if connection is not None and self.state == "ready" and not connection.closed.is_set():
+                    return connection
+                if self.state == "down" and connection is None:
                     if asked_retry:
                         break
                     self._retry_now.set()
                     asked_retry = True
                 await self._changed.wait()
-            else:
-                return self._session
         if self.state == "connecting":
             raise ServerUnavailable(f"MCP server '{self.name}' did not connect within {self.connect_timeout:g}s")
         raise ServerUnavailable(f"MCP server '{self.name}' is unavailable: {self.error}")
 
-    def _invalidate(self, session: ClientSession) -> None:
-        """Stop handing out `session` and have the supervisor replace it."""
-        if self._session is session:
-            self._session = None
-            self._broken.set()
-
     async def call_tool(
         self, tool: str, arguments: dict[str, Any], *, timeout: float, on_progress: ProgressCallback | None
     ) -> CallToolResult:
-        session = await self.session()
+        connection = await self.connection()
         try:
-            try:
-                return await session.call_tool(
-                    tool, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
-                )
-            except MCPError as exc:
-                if not _session_unknown(exc):
-                    raise
-                # The server restarted and forgot our session: it refused the call without running it,
-                # so one retry on a new session is safe.
-                self._invalidate(session)
-                session = await self.session()
-                return await session.call_tool(
-                    tool, arguments, read_timeout_seconds=timeout, progress_callback=on_progress
-                )
+            return await self._call(connection, tool, arguments, timeout=timeout, on_progress=on_progress)
         except MCPError as exc:
-            if exc.error.code == CONNECTION_CLOSED:
-                self._invalidate(session)
-                raise ServerUnavailable(f"MCP server '{self.name}' closed the connection during the call") from None
-            if exc.error.code == REQUEST_TIMEOUT:
-                raise CallTimeout(f"'{tool}' on MCP server '{self.name}' timed out after {timeout:g}s") from None
-            raise ToolCallError(f"MCP server '{self.name}' answered with an error: {exc.error.message}") from None
+            if not _session_unknown(exc):
+                raise await self._failure(connection, exc) from None
+            # The server restarted and forgot our session: it refused the call without running it,
+            # so one retry on a new session is safe.
+            connection.close("the server forgot the session")
+        connection = await self.connection()
+        try:
+            return await self._call(connection, tool, arguments, timeout=timeout, on_progress=on_progress)
+        except MCPError as exc:
+            raise await self._failure(connection, exc) from None
+
+    async def _call(
+        self,
+        connection: _Connection,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None,
+    ) -> CallToolResult:
+        connection.calls += 1
+        try:
+            # Our own deadline, not the SDK's read timeout: the SDK reports that with -32001, a code a
+            # server may answer with too. Cancelled this way, the SDK still tells the server
+            # (notifications/cancelled), so the tool stops.
+            with anyio.move_on_after(timeout):
+                return await connection.session.call_tool(tool, arguments, progress_callback=on_progress)
+        finally:
+            connection.calls -= 1
+        raise CallTimeout(f"'{tool}' on MCP server '{self.name}' did not answer within {timeout:g}s")
+
+    async def _failure(self, connection: _Connection, exc: MCPError) -> ToolCallError:
+        """What a call that ended in a JSON-RPC error tells the user: the server's answer, or a lost connection."""
+        if exc.error.code == CONNECTION_CLOSED and await self._lost(connection):
+            return ServerUnavailable(f"MCP server '{self.name}' closed the connection during the call")
+        message = " ".join(exc.error.message.split())
+        return ToolCallError(f"MCP server '{self.name}' answered with an error: {message} (code {exc.error.code})")
+
+    async def _lost(self, connection: _Connection) -> bool:
+        """Whether a "connection closed" error (-32000) came from our side rather than from the server.
+
+        The SDK reports a transport that ended, and an HTTP response stream that broke off during the
+        call, with the code a server may answer with itself. The transport decides: it has ended, or
+        the server does not answer a ping (an HTTP server that went away fails the ping, which ends
+        the transport and has the supervisor reconnect).
+        """
+        if connection.closed.is_set():
+            return True
+        with anyio.move_on_after(self.connect_timeout):
+            try:
+                await connection.session.send_ping()
+            except MCPError as exc:
+                return connection.closed.is_set() or exc.error.code == CONNECTION_CLOSED
+            except Exception:
+                return True
+            return False
+        return True
 
 
 def _session_unknown(exc: MCPError) -> bool:
@@ -216,43 +338,53 @@ def _session_unknown(exc: MCPError) -> bool:
     return exc.error.code == INVALID_REQUEST and exc.error.message in {"Session not found", "Session terminated"}
 
 
-class _EndSignal:
-    """A transport's read stream that calls `on_end` the moment it ends: the server has gone away.
+class _WatchedStream:
+    """A transport's read stream that reports each message the server sends, and the stream's end.
 
-    Without it a server that dies while idle (a stdio process that crashed) is noticed only by the
-    next heartbeat or by the next call, which would fail although a fresh session could serve it.
+    Each message proves the server alive, so the heartbeat need not ping a server that is talking.
+    The end is known the moment it comes: a server that dies while idle (a stdio process that
+    crashed) is replaced before the next call needs it, and a call failed because the stream ended
+    is told apart from a server that answered with the same error code.
     """
 
-    def __init__(self, stream: Any, on_end: Callable[[], None]) -> None:
+    def __init__(self, stream: Any, *, on_message: Callable[[], None], on_end: Callable[[], None]) -> None:
         self._stream = stream
+        self._on_message = on_message
         self._on_end = on_end
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
-    async def __aenter__(self) -> _EndSignal:
+    async def __aenter__(self) -> _WatchedStream:
         await self._stream.__aenter__()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> Any:
+        # The session stops reading here and only then fails the calls still waiting, which must
+        # find the connection closed already.
+        self._on_end()
         return await self._stream.__aexit__(*exc_info)
 
-    def __aiter__(self) -> _EndSignal:
+    def __aiter__(self) -> _WatchedStream:
         return self
 
     async def __anext__(self) -> Any:
         try:
-            return await self._stream.__anext__()
+            item = await self._stream.__anext__()
         except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._on_end()
             raise
+        self._on_message()
+        return item
 
     async def receive(self) -> Any:
         try:
-            return await self._stream.receive()
+            item = await self._stream.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._on_end()
             raise
+        self._on_message()
+        return item
 
 
 def _tool_infos(servers: Iterable[McpServer]) -> list[ToolInfo]:
@@ -266,7 +398,7 @@ def _tool_infos(servers: Iterable[McpServer]) -> list[ToolInfo]:
 @contextlib.asynccontextmanager
 async def _streamable_http(config: HttpServer) -> AsyncIterator[Any]:
     async with (
-        create_mcp_http_client(headers=config.headers or None) as http,
+        httpx2.AsyncClient(headers=config.headers or None, timeout=HTTP_TIMEOUT) as http,
         streamable_http_client(config.url, http_client=http) as streams,
     ):
         yield streams
@@ -325,7 +457,7 @@ class McpPool:
     async def _try_connect(server: McpServer) -> None:
         """Wait (bounded) for a session, asking a down server to retry now; its failure is the caller's to judge."""
         with contextlib.suppress(ServerUnavailable):
-            await server.session()
+            await server.connection()
 
     async def tools(self) -> list[ToolInfo]:
         """Every server's tools; ServerUnavailable if any server cannot be reached."""

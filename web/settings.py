@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     - ``STEPLINE_ROOT_PATH``: the path prefix a reverse proxy strips, e.g. ``/portal/stepline``.
     - ``STEPLINE_CALL_TIMEOUT``: seconds one tool call may take before its step fails (60).
     - ``STEPLINE_CONNECT_TIMEOUT``: seconds a step waits for its server to connect (10).
-    - ``STEPLINE_HEARTBEAT``: seconds between pings that notice an idle server has died (5).
+    - ``STEPLINE_HEARTBEAT``: seconds of silence before a server is pinged; three heartbeats of silence
+      and it is shown not responding (5).
     - ``STEPLINE_SSE_PING``: seconds between keep-alive comments on event streams (15).
     - ``STEPLINE_FRAME_ANCESTORS``: the CSP ``frame-ancestors`` sources allowed to embed the pages in
       an iframe, space-separated (``'self'``), e.g. ``'self' https://portal.example.com``.
