@@ -34,12 +34,13 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-# Runs in every page before its own scripts: the statuses each step showed, in order, and the
-# time (epoch milliseconds, the clock the server stamps events with) each step fragment was
-# swapped in after the page had loaded.
+# Runs in every page before its own scripts: the statuses each step showed, in order, the steps
+# that showed a progress bar with a value (fed by step_progress), and the time (epoch milliseconds,
+# the clock the server stamps events with) each step fragment was swapped in after the page loaded.
 OBSERVER = """
 (() => {
   window.__states = {};
+  window.__progress = {};
   window.__swaps = [];
   let loaded = false;
   const record = () => {
@@ -47,6 +48,7 @@ OBSERVER = """
       const seen = (window.__states[el.id] ||= []);
       const status = el.dataset.status;
       if (seen[seen.length - 1] !== status) seen.push(status);
+      if (el.querySelector("progress[value]")) window.__progress[el.id] = true;
     }
   };
   new MutationObserver((mutations) => {
