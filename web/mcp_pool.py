@@ -41,6 +41,8 @@ ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 # Heartbeats of silence (nothing received, a ping unanswered) after which a server is not responding.
 SILENT_HEARTBEATS = 3
+# Closing the pool asks each supervisor to stop this many times, this long apart, at the most.
+STOP_ROUNDS, STOP_ROUND_SECONDS = 5, 1.0
 # How often a heartbeat looks at the server, to tell its silence from our own loop being too busy to hear it.
 LOOKS_PER_HEARTBEAT = 4
 # The MCP SDK's own HTTP client settings: 30 s to connect, send or get a pooled connection, 5 min
@@ -165,8 +167,10 @@ class McpServer:
             if self.error != reported:  # a server that stays down is reported once, not every retry
                 log.warning("MCP server '%s' is down: %s", self.name, self.error)
                 reported = self.error
-            with anyio.move_on_after(delay):
-                await self._retry_now.wait()
+            # asyncio's own timeout: it never absorbs the cancellation that stops the pool.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._retry_now.wait()
             self._retry_now.clear()
             delay = min(delay * 2, BACKOFF_MAX)
 
@@ -425,9 +429,16 @@ class McpPool:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._supervisors:
-            task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        # A supervisor inside a transport's cancel scope can absorb one cancellation as the scope
+        # closes; ask again until each has stopped, so closing the pool never hangs.
+        pending = set(self._supervisors)
+        for _ in range(STOP_ROUNDS):
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_SECONDS)
+            if not pending:
+                return
+        log.error("MCP supervisor(s) did not stop: %s", ", ".join(task.get_name() for task in pending))
 
     def health(self) -> dict[str, dict[str, Any]]:
         return {
