@@ -28,6 +28,7 @@ from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
 from web.store import RETRY_AFTER_SECONDS, RunStore, StoreError
+from web.stream_budget import StreamBudget
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.settings = settings
     app.state.form_tokens = FormTokens(settings.secret)
     app.state.stop_runs = registry.stop_live
+    app.state.stream_budget = StreamBudget(
+        max_per_run=settings.max_streams_per_run,
+        max_total=settings.max_streams,
+        send_timeout=settings.stream_send_timeout,
+        keepalive=settings.sse_ping,
+        on_shutdown=registry.stop_live,
+    )
     return app
 
 

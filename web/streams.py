@@ -2,40 +2,41 @@
 
 `curl -N http://127.0.0.1:8000/api/runs/<run_id>/events` shows the frames; add
 `-H 'Last-Event-ID: 3'` (or `?last_event_id=3`) to resume after event 3.
+
+Every reader of a run is sent the same bytes for an event: each frame (JSON, or the HTML fragment
+it changes) is made once and written to all. Streams are limited in number, and a reader that stops
+taking frames is dropped (web.stream_budget, web.stream_response).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Hashable
 from typing import Any
 
-import anyio
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 
 from web.registry import RunRecord
 from web.scenarios import Scenario
-from web.templating import templates
+from web.stream_budget import StreamsFull
+from web.stream_response import EventStream, FrameRenderer
+from web.templating import is_embedded, templates
 from web.views import run_view
 
-# Long enough for every live run to record its cancellation when the server stops.
-SHUTDOWN_GRACE_SECONDS = 3.0
-STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A page whose stream drops comes back within a second instead of the browser's default three.
 HTML_RECONNECT_MS = 1000
 
-# Several events already recorded go out in one write, up to this many (a long replay is still chunked).
-MAX_EVENTS_PER_WRITE = 64
-# Every subscriber of a run is sent the same JSON frame for an event: encode each one once. Recent events
-# only: subscribers of a live run all ask for the newest, and a replay's cost is its own.
-ENCODED_FRAMES_KEPT = 1024
-
-FrameRenderer = Callable[[dict[str, Any]], ServerSentEvent | bytes]
-_encoded: OrderedDict[int, tuple[dict[str, Any], bytes]] = OrderedDict()
+# Frames of recent events, shared by every stream: the readers of a live run all ask for the newest,
+# and a replay's cost is its own. Bounded in bytes too, since one event may carry a large output.
+FRAMES_KEPT = 1024
+FRAME_BYTES_KEPT = 64 * 1024 * 1024
+# A fragment carries a form token (valid two days, tied to no viewer): draw it afresh now and then.
+FRAME_MAX_AGE_SECONDS = 3600
 
 
 class BadLastEventId(ValueError):
@@ -60,16 +61,44 @@ def resume_point(request: Request) -> int:
     return seq
 
 
+class FrameCache:
+    """Encoded frames by (event, variant), oldest dropped first past `max_frames` or `max_bytes`.
+
+    Each entry holds its event, so the event's id cannot be reused while its frames are kept.
+    """
+
+    def __init__(self, max_frames: int, max_bytes: int, max_age: float) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.max_age = max_age
+        self._frames: OrderedDict[tuple[int, Hashable], tuple[dict[str, Any], bytes, float]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, event: dict[str, Any], variant: Hashable) -> bytes | None:
+        entry = self._frames.get((id(event), variant))
+        if entry is None or time.monotonic() - entry[2] > self.max_age:
+            return None
+        return entry[1]
+
+    def put(self, event: dict[str, Any], variant: Hashable, frame: bytes) -> None:
+        key = (id(event), variant)
+        if (old := self._frames.pop(key, None)) is not None:
+            self._bytes -= len(old[1])
+        self._frames[key] = (event, frame, time.monotonic())
+        self._bytes += len(frame)
+        while len(self._frames) > 1 and (len(self._frames) > self.max_frames or self._bytes > self.max_bytes):
+            self._bytes -= len(self._frames.popitem(last=False)[1][1])
+
+
+_frames = FrameCache(FRAMES_KEPT, FRAME_BYTES_KEPT, FRAME_MAX_AGE_SECONDS)
+
+
 def json_frame(event: dict[str, Any]) -> bytes:
-    cached = _encoded.get(id(event))
-    if cached is not None and cached[0] is event:  # holding the event keeps its id from being reused
-        return cached[1]
-    frame = ServerSentEvent(
-        data=json.dumps(event, ensure_ascii=False, separators=(",", ":")), event=event["type"], id=str(event["seq"])
-    ).encode()
-    _encoded[id(event)] = (event, frame)
-    if len(_encoded) > ENCODED_FRAMES_KEPT:
-        _encoded.popitem(last=False)
+    frame = _frames.get(event, "json")
+    if frame is None:
+        data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        frame = ServerSentEvent(data=data, event=event["type"], id=str(event["seq"])).encode()
+        _frames.put(event, "json", frame)
     return frame
 
 
@@ -78,81 +107,50 @@ def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -
 
     Step events send that step's `_step.html` as event `step-<index>`; run_started sends
     `_run_status.html` as `run-status`; run_finished sends it as `run-finished` (the page closes
-    its stream on that name) with the steps that never ran, swapped out of band. Fragments are
-    drawn from the run's state now, not as of the event: a replayed event swaps in the same
-    latest state again, so a resumed stream can neither repeat a step nor leave one behind.
-    """
+    its stream on that name) with the steps that never ran, swapped out of band.
 
-    def render(event: dict[str, Any]) -> ServerSentEvent:
-        view = run_view(record.state, scenario, event["seq"])
-        context = {"request": request, "run": view}
-        if event["type"].startswith("step_"):
-            name = f"step-{event['index']}"
-            html = templates.get_template("_step.html").render({**context, "step": view.step(event["index"])})
-        else:
-            name = "run-finished" if event["type"] == "run_finished" else "run-status"
-            html = templates.get_template("_run_status.html").render({**context, "stream": True})
-            if name == "run-finished":
-                step_template = templates.get_template("_step.html")
-                html += "".join(
-                    step_template.render({**context, "step": step, "oob": True})
-                    for step in view.steps
-                    if step.status == "skipped"
-                )
-        return ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS)
+    A fragment is drawn once per event, when a stream first needs it, from the run's state at that
+    moment (the event's or later), and every viewer is sent those bytes. Each step's last event comes
+    after everything else that changes the step, so its fragment, whenever drawn, shows the step's
+    final state: a replayed or resumed stream may pass through older states on the way but ends on
+    the latest, and can neither repeat a step nor leave one behind.
+    """
+    # All a fragment takes from its request: the proxy's path prefix and the embedded mode of its links.
+    variant = ("html", request.scope.get("root_path", ""), is_embedded(request))
+
+    def render(event: dict[str, Any]) -> bytes:
+        frame = _frames.get(event, variant)
+        if frame is None:
+            frame = _draw(request, record, scenario, event)
+            _frames.put(event, variant, frame)
+        return frame
 
     return render
 
 
-def event_stream(
-    request: Request, record: RunRecord, render: FrameRenderer, *, after: int
-) -> EventSourceResponse:
-    """Replay then tail `record` from `after`, each event rendered by `render`."""
-    shutdown = anyio.Event()
-    return EventSourceResponse(
-        _frames(record, render, after, shutdown, request.app.state.stop_runs),
-        headers=STREAM_HEADERS,
-        ping=request.app.state.settings.sse_ping,
-        shutdown_event=shutdown,
-        shutdown_grace_period=SHUTDOWN_GRACE_SECONDS,
-    )
+def _draw(request: Request, record: RunRecord, scenario: Scenario | None, event: dict[str, Any]) -> bytes:
+    view = run_view(record.state, scenario, event["seq"])
+    context = {"request": request, "run": view}
+    if event["type"].startswith("step_"):
+        name = f"step-{event['index']}"
+        html = templates.get_template("_step.html").render({**context, "step": view.step(event["index"])})
+    else:
+        name = "run-finished" if event["type"] == "run_finished" else "run-status"
+        html = templates.get_template("_run_status.html").render({**context, "stream": True})
+        if name == "run-finished":
+            step_template = templates.get_template("_step.html")
+            html += "".join(
+                step_template.render({**context, "step": step, "oob": True})
+                for step in view.steps
+                if step.status == "skipped"
+            )
+    return ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS).encode()
 
 
-async def _frames(
-    record: RunRecord,
-    render: FrameRenderer,
-    after: int,
-    shutdown: anyio.Event,
-    stop_runs: Callable[[], None],
-) -> AsyncIterator[bytes]:
-    # When the server stops, live runs are cancelled so this stream can tell its reader how the
-    # run ended (run_finished) and close, instead of being cut off mid-run.
-    watcher = asyncio.create_task(_stop_runs_on(shutdown, stop_runs))
+def event_stream(request: Request, record: RunRecord, render: FrameRenderer, *, after: int) -> Response:
+    """Replay then tail `record` from `after`, each event rendered by `render`; 503 when no place is left."""
     try:
-        async with contextlib.aclosing(record.follow(after)) as events:
-            async for event in events:
-                # Let the run go first: woken with every other subscriber by an event, this stream
-                # waits its turn behind the run's own next step (its MCP request) instead of ahead of it.
-                await asyncio.sleep(0)
-                frames = [_encode(render(event))]
-                # What is already recorded goes out in one write: a burst (a step's end and the next
-                # one's start) or a subscriber that fell behind costs one send, not one per event.
-                while (
-                    event["type"] != "run_finished"
-                    and event["seq"] < len(record.events)
-                    and len(frames) < MAX_EVENTS_PER_WRITE
-                ):
-                    event = await anext(events)
-                    frames.append(_encode(render(event)))
-                yield b"".join(frames)
-    finally:
-        watcher.cancel()
-
-
-def _encode(frame: ServerSentEvent | bytes) -> bytes:
-    return frame if isinstance(frame, bytes) else frame.encode()
-
-
-async def _stop_runs_on(shutdown: anyio.Event, stop_runs: Callable[[], None]) -> None:
-    await shutdown.wait()
-    stop_runs()
+        place = request.app.state.stream_budget.open(record)
+    except StreamsFull as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": str(exc.retry_after)}) from None
+    return EventStream(record, render, after, place)
