@@ -133,11 +133,15 @@ STRICT_INVALID = {
         }
     },
 }
-HISTORY_FAILING = _error(
-    "The run history cannot be written (see /healthz); no run was started",
-    "Run not started: run history in .stepline cannot be written: database or disk is full "
-    "[SQLITE_FULL] (is the disk full or the directory read-only?)",
-)
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}}
+HISTORY_FAILING = {
+    **_error(
+        "The run history cannot be written (see /healthz); no run was started",
+        "Run not started: run history in .stepline cannot be written: database or disk is full "
+        "[SQLITE_FULL] (is the disk full or the directory read-only?)",
+    ),
+    "headers": RETRY_AFTER,
+}
 CANCELLED_RUN = {
     **_first_example(schemas.ScenarioRunResponse),
     "status": "cancelled",
@@ -306,6 +310,17 @@ PATHS: dict[str, dict[str, Any]] = {
                 },
                 "404": UNKNOWN_RUN,
                 "422": INVALID,
+                "503": {
+                    **_errors(
+                        "Too many event streams are open, on this run or in the server; try again after "
+                        "`Retry-After` seconds",
+                        per_run="Run 0b7e5c1a-3f2d-4c8e-9a61-2d4f8b9c7e10 has 2000 event streams open, the most "
+                        "one run allows (max_streams_per_run); try again in 5 seconds.",
+                        per_server="The server has 3000 event streams open, the most it allows (max_streams); "
+                        "try again in 5 seconds.",
+                    ),
+                    "headers": RETRY_AFTER,
+                },
             },
         }
     },

@@ -197,6 +197,7 @@ ERROR_TITLES = {
     405: "Not possible here",
     413: "Too much was sent",
     422: "Something in the request is wrong",
+    503: "Busy right now",
     500: "Something went wrong",
 }
 
