@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 # `make run` needs Stepline alone; `make test` adds the pinned test tools (Playwright, ruff, pytest).
 RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
+# Most tests wait on real processes (MCP servers, a browser) more than they compute: three workers
+# keep two cores busy. A module's tests stay together, so its shared servers start once.
+PYTEST_WORKERS ?= -n 3 --dist loadfile
 
 .PHONY: run test lint bench browser wheel-check clean
 
@@ -36,7 +39,7 @@ browser:
 
 test: $(TEST_STAMP) browser
 	$(BIN)/ruff check web tests
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests

@@ -37,6 +37,9 @@ RESERVED_DESCRIPTORS = 100
 WARNING_INTERVAL_SECONDS = 10
 # Slots free up continuously as idle connections time out, so a client may try again soon.
 RETRY_AFTER_SECONDS = 1
+# After a 408 the client may still be sending its head: read (and drop) it this long, so its next
+# byte does not meet a closed socket, whose reset would discard the 408 before the client reads it.
+LINGER_SECONDS = 2.0
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 # What gets past the DNS-rebinding checks is still anyone on the network.
 EXPOSED_WARNING = (
@@ -98,6 +101,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
         self._refused = False
+        self._lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections:
@@ -115,6 +119,16 @@ class GuardedH11Protocol(H11Protocol):
             return
         self._cancel_head_deadline()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._lingering:  # what a timed-out client still sends is dropped unread
+            super().data_received(data)
+
+    def eof_received(self) -> None:
+        if self._lingering:
+            self.transport.close()
+            return
+        super().eof_received()
 
     def handle_events(self) -> None:
         super().handle_events()
@@ -141,9 +155,15 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         received, _ = self.conn.trailing_data
-        if received:  # part of a head: say why; an idle keep-alive connection is just closed
-            self.transport.write(HEAD_TIMEOUT_RESPONSE)
-        self.transport.close()
+        if not received:  # an idle keep-alive connection is just closed
+            self.transport.close()
+            return
+        # Part of a head: say why, then stop sending and let the client finish before closing.
+        self._lingering = True
+        self.transport.write(HEAD_TIMEOUT_RESPONSE)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
 def guarded_protocol(max_connections: int, header_timeout: float) -> type[GuardedH11Protocol]:
