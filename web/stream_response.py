@@ -50,8 +50,9 @@ GATHER_SECONDS = 0.005
 # for events: 256 KiB a round trip); in the process, a write or so, not the 64 KiB asyncio allows.
 KERNEL_BUFFER_BYTES = 128 * 1024  # Linux doubles it for its own bookkeeping
 PROCESS_BUFFER_BYTES = 16 * 1024
-# How often a finished stream looks whether its client has taken the last frames.
-DELIVERY_CHECK_SECONDS = 0.05
+# How often a finished stream looks whether its client has taken the last frames: soon at first (a
+# reader that keeps up has them within a round trip, and waits for the stream's end), then seldom.
+DELIVERY_CHECK_FIRST_SECONDS, DELIVERY_CHECK_MAX_SECONDS = 0.001, 0.05
 
 
 class EventStream(Response):
@@ -159,8 +160,10 @@ class EventStream(Response):
     async def _delivered(self, connection: ClientConnection) -> None:
         """Return once the client has taken every byte sent (the sweeper drops it if it never does)."""
         self.place.writing_since = time.monotonic()
+        pause = DELIVERY_CHECK_FIRST_SECONDS
         while connection.unsent():
-            await asyncio.sleep(DELIVERY_CHECK_SECONDS)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, DELIVERY_CHECK_MAX_SECONDS)
         self.place.writing_since = None
 
 
