@@ -15,53 +15,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
 from inprocess import InProcessApp, in_process
+from mcp_process import SERVERS, HttpMcpServer
 from runs import get_run, run_to_end, start_run, wait_finished
 from sse import read_events
 
 from web.cli import literal_input_errors
 
-TOOLBOX = Path(__file__).resolve().parent / "servers" / "toolbox.py"
 TOKEN = "s3cret-token"
-
-
-@dataclass
-class Toolbox:
-    """`tests/servers/toolbox.py` served over HTTP on a fixed port, so it can be killed and restarted."""
-
-    transport: str
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        path = "/sse" if self.transport == "sse" else "/mcp"
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def start(self) -> Toolbox:
-        with (self.log_dir / f"toolbox-{self.port}.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(TOOLBOX), self.transport, str(self.port)], stdout=log, stderr=log
-            )
-        wait_until(self._listening, 15, f"the toolbox server on port {self.port}")
-        return self
-
-    def _listening(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, "the toolbox server exited"
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 def write_config(path: Path, servers: dict[str, Any]) -> Path:
@@ -91,9 +58,12 @@ DEMO_STDIO = {
 
 
 @pytest.fixture(scope="module")
-def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Toolbox]]:
+def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpMcpServer]]:
     logs = tmp_path_factory.mktemp("toolbox")
-    boxes = {"tb": Toolbox("streamable-http", logs), "legacy": Toolbox("sse", logs)}
+    boxes = {
+        "tb": HttpMcpServer("toolbox.py", "streamable-http", logs),
+        "legacy": HttpMcpServer("toolbox.py", "sse", logs),
+    }
     for box in boxes.values():
         box.start()
     yield boxes
@@ -102,7 +72,7 @@ def toolboxes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, To
 
 
 @pytest.fixture(scope="module")
-def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, Toolbox]) -> Iterator[InProcessApp]:
+def stepline(tmp_path_factory: pytest.TempPathFactory, toolboxes: dict[str, HttpMcpServer]) -> Iterator[InProcessApp]:
     home = tmp_path_factory.mktemp("mcp")
     config = write_config(
         home / "mcp.json",
@@ -287,7 +257,7 @@ def test_concurrent_runs_share_the_sessions(stepline: InProcessApp) -> None:
 
 
 def test_a_server_killed_mid_call_fails_the_step_then_comes_back(tmp_path: Path, make_app: Any) -> None:
-    box = Toolbox("streamable-http", tmp_path).start()
+    box = HttpMcpServer("toolbox.py", "streamable-http", tmp_path).start()
     try:
         config = write_config(tmp_path / "mcp.json", {"fragile": {"url": box.url}})
         folder = tmp_path / "scenarios"
@@ -404,7 +374,7 @@ def running(pid: int) -> bool:
 def test_stdio_servers_exit_with_stepline(tmp_path: Path, make_server: Any, sig: signal.Signals) -> None:
     config = write_config(
         tmp_path / "mcp.json",
-        {"demo": DEMO_STDIO, "toolbox": {"command": sys.executable, "args": [str(TOOLBOX), "stdio"]}},
+        {"demo": DEMO_STDIO, "toolbox": {"command": sys.executable, "args": [str(SERVERS / "toolbox.py"), "stdio"]}},
     )
     server: StepServer = make_server("--mcp-config", str(config))
     children = child_pids(server.process.pid)
@@ -450,7 +420,7 @@ def test_validate_reports_every_problem_as_file_and_reason(tmp_path: Path) -> No
         step("list", "list_outlet_articles", domain="daily.example.com", newest_first={"value": "yes"}),
     )
     write_scenario(folder, "ambiguous", step("echo", "echo", text="which one?"))
-    toolbox = {"command": sys.executable, "args": [str(TOOLBOX), "stdio"]}
+    toolbox = {"command": sys.executable, "args": [str(SERVERS / "toolbox.py"), "stdio"]}
     config = write_config(tmp_path / "mcp.json", {"demo": DEMO_STDIO, "a": toolbox, "b": toolbox})
 
     result = stepline_cli("validate", "--scenarios", str(folder), "--mcp-config", str(config))

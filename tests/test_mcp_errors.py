@@ -12,8 +12,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -22,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_until
+from mcp_process import SERVERS, HttpMcpServer
 from runs import run_to_end
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 from web.mcp_pool import CallTimeout, McpPool, ServerUnavailable, ToolCallError
 
-FAULTS = Path(__file__).resolve().parent / "servers" / "faults.py"
+FAULTS = SERVERS / "faults.py"
 TOKEN = "Bearer faults-token"
 # Generous: these tests wait for states, never for a time to pass.
 SETTLE_SECONDS = 15
@@ -36,35 +34,15 @@ SETTLE_SECONDS = 15
 pytestmark = pytest.mark.anyio
 
 
-class FaultsOverHttp:
-    """`tests/servers/faults.py` over streamable HTTP on a fixed port, so it can be killed and started again."""
+class FaultsOverHttp(HttpMcpServer):
+    """`tests/servers/faults.py` over streamable HTTP, with the token it is sent."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.port = free_port()
-        self.log_dir = log_dir
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__("faults.py", "streamable-http", log_dir)
 
     @property
     def config(self) -> HttpServer:
-        return HttpServer(url=f"http://127.0.0.1:{self.port}/mcp", headers={"Authorization": TOKEN})
-
-    def start(self) -> FaultsOverHttp:
-        with (self.log_dir / f"faults-{self.port}.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(FAULTS), "streamable-http", str(self.port)], stdout=log, stderr=log
-            )
-        wait_until(self._listening, SETTLE_SECONDS, f"the faults server on port {self.port}")
-        return self
-
-    def _listening(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, "the faults server exited"
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        return HttpServer(url=self.url, headers={"Authorization": TOKEN})
 
 
 @pytest.fixture

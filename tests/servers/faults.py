@@ -9,13 +9,13 @@ handshakes it has seen, so a test can tell a kept session from a reconnection.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
+from serving import serve
 
 # Handshakes this process has answered (one per session a client opened), and `hang` calls the
 # client cancelled (notifications/cancelled).
@@ -73,16 +73,5 @@ def build_server() -> MCPServer:
     return mcp
 
 
-def main() -> None:
-    transport = sys.argv[1]
-    server = build_server()
-    if transport == "stdio":
-        server.run()
-    elif transport == "streamable-http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
-    else:
-        raise SystemExit(f"unknown transport {transport!r}")
-
-
 if __name__ == "__main__":
-    main()
+    serve(build_server())

@@ -7,7 +7,6 @@ a slow call, progress notifications, or structured content that breaks its own o
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import anyio
@@ -15,6 +14,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel
+from serving import serve
 
 
 class Echoed(BaseModel):
@@ -88,18 +88,5 @@ def build_server() -> MCPServer:
     return mcp
 
 
-def main() -> None:
-    transport = sys.argv[1]
-    server = build_server()
-    if transport == "stdio":
-        server.run()
-    elif transport == "streamable-http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
-    elif transport == "sse":
-        server.run("sse", host="127.0.0.1", port=int(sys.argv[2]))
-    else:
-        raise SystemExit(f"unknown transport {transport!r}")
-
-
 if __name__ == "__main__":
-    main()
+    serve(build_server())

@@ -1,0 +1,48 @@
+"""The tests' own MCP servers (`tests/servers/*.py`) served over HTTP in a process of their own."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from conftest import free_port, wait_until
+
+SERVERS = Path(__file__).resolve().parent / "servers"
+STARTUP_SECONDS = 15
+
+
+@dataclass
+class HttpMcpServer:
+    """`tests/servers/<script>` over `transport` on a fixed port, so it can be killed and started again."""
+
+    script: str
+    transport: str  # streamable-http | sse
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        path = "/sse" if self.transport == "sse" else "/mcp"
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> HttpMcpServer:
+        with (self.log_dir / f"{Path(self.script).stem}-{self.port}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, str(SERVERS / self.script), self.transport, str(self.port)], stdout=log, stderr=log
+            )
+        wait_until(self._listening, STARTUP_SECONDS, f"{self.script} on port {self.port}")
+        return self
+
+    def _listening(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, f"{self.script} exited"
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
