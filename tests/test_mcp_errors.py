@@ -181,6 +181,21 @@ async def test_a_tool_that_never_answers_times_out_is_cancelled_and_keeps_the_se
         assert (after["pid"], after["handshakes"]) == (before["pid"], before["handshakes"])
 
 
+async def test_an_unreadable_reply_is_named_when_its_call_times_out() -> None:
+    # The SDK drops a line it cannot parse, so the call can only time out; its message says why.
+    nasty = StdioServer(command=sys.executable, args=[str(SERVERS / "nasty.py")])
+    async with pool_of(nasty) as pool:
+        error = await failure(pool, "garbled", timeout=0.5)
+
+        assert isinstance(error, CallTimeout)
+        message = str(error)
+        assert message.startswith("'garbled' on MCP server 'faults' did not answer within 0.5s; meanwhile it sent ")
+        assert "a message that could not be read (" in message and "Invalid JSON" in message, message
+        # Nothing else was harmed: the same session answers the next call.
+        assert (await pool.call("faults", "echo", {"value": 1}, timeout=5)).structured_content == {"value": 1}
+        assert health(pool) == ("ready", None)
+
+
 async def test_a_frozen_server_is_not_responding_and_comes_back_after_the_call(faults: ServerConfig) -> None:
     async with pool_of(faults, heartbeat=0.1) as pool:
         before = await call(pool, "whoami")

@@ -30,6 +30,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, CallToolResult, Tool
+from pydantic import ValidationError
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 
@@ -100,6 +101,10 @@ class _Connection:
         # Messages received from the server: each one, whatever it is, proves the server alive.
         self.received = 0
         self.calls = 0
+        # What the server sent that could not be read (a reply the SDK could not parse is dropped,
+        # and its call waits for its timeout): how many, and the last one's description.
+        self.unreadable = 0
+        self.last_unreadable = ""
 
     def close(self, reason: str = "the connection closed") -> None:
         if not self.closed.is_set():
@@ -177,13 +182,18 @@ class McpServer:
     @contextlib.asynccontextmanager
     async def _open(self, connection: _Connection) -> AsyncIterator[ClientSession]:
         async with self._transport() as (read, write):
-            watched = _WatchedStream(read, on_message=lambda: self._heard(connection), on_end=connection.close)
+            watched = _WatchedStream(
+                read, on_message=lambda item: self._heard(connection, item), on_end=connection.close
+            )
             async with ClientSession(watched, write) as session:
                 connection.session = session
                 yield session
 
-    def _heard(self, connection: _Connection) -> None:
+    def _heard(self, connection: _Connection, item: Any) -> None:
         connection.received += 1
+        if isinstance(item, Exception):
+            connection.unreadable += 1
+            connection.last_unreadable = _unreadable(item)
         # A server that was not responding and speaks again is ready at once, for calls waiting on it.
         if connection is self._connection and self.state != "ready":
             log.info("MCP server '%s' is answering again", self.name)
@@ -299,6 +309,7 @@ class McpServer:
         on_progress: ProgressCallback | None,
     ) -> CallToolResult:
         connection.calls += 1
+        unreadable_before = connection.unreadable
         try:
             # Our own deadline, not the SDK's read timeout: the SDK reports that with -32001, a code a
             # server may answer with too. Cancelled this way, the SDK still tells the server
@@ -307,7 +318,10 @@ class McpServer:
                 return await connection.session.call_tool(tool, arguments, progress_callback=on_progress)
         finally:
             connection.calls -= 1
-        raise CallTimeout(f"'{tool}' on MCP server '{self.name}' did not answer within {timeout:g}s")
+        message = f"'{tool}' on MCP server '{self.name}' did not answer within {timeout:g}s"
+        if connection.unreadable > unreadable_before:
+            message += f"; meanwhile it sent a message that could not be read ({connection.last_unreadable})"
+        raise CallTimeout(message)
 
     async def _failure(self, connection: _Connection, exc: MCPError) -> ToolCallError:
         """What a call that ended in a JSON-RPC error tells the user: the server's answer, or a lost connection."""
@@ -337,6 +351,13 @@ class McpServer:
         return True
 
 
+def _unreadable(exc: Exception) -> str:
+    """Why a message could not be read, in one line: pydantic's first complaint, not its headline."""
+    if isinstance(exc, ValidationError) and exc.errors():
+        return exc.errors()[0]["msg"]
+    return describe(exc)
+
+
 def _session_unknown(exc: MCPError) -> bool:
     # How the SDK reports streamable HTTP's 404 for a session id the server does not know.
     return exc.error.code == INVALID_REQUEST and exc.error.message in {"Session not found", "Session terminated"}
@@ -351,7 +372,7 @@ class _WatchedStream:
     is told apart from a server that answered with the same error code.
     """
 
-    def __init__(self, stream: Any, *, on_message: Callable[[], None], on_end: Callable[[], None]) -> None:
+    def __init__(self, stream: Any, *, on_message: Callable[[Any], None], on_end: Callable[[], None]) -> None:
         self._stream = stream
         self._on_message = on_message
         self._on_end = on_end
@@ -378,7 +399,7 @@ class _WatchedStream:
         except (StopAsyncIteration, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._on_end()
             raise
-        self._on_message()
+        self._on_message(item)
         return item
 
     async def receive(self) -> Any:
@@ -387,7 +408,7 @@ class _WatchedStream:
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._on_end()
             raise
-        self._on_message()
+        self._on_message(item)
         return item
 
 

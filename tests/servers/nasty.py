@@ -1,7 +1,7 @@
 """An MCP server for the tests whose tools answer with hostile results: `python tests/servers/nasty.py`.
 
 Each tool returns one thing a service must not store as it came: non-finite numbers, a lone
-surrogate, nesting too deep, an output or content too big, an endless error message.
+surrogate, nesting too deep, an output or content too big, an endless error message, an answer that is not JSON at all.
 
 Built with the SDK and served over stdio, but it writes non-finite numbers as a server using Python's
 `json.dumps` would: NaN and Infinity go out as bare tokens (the SDK would send null), and the client's
@@ -27,6 +27,9 @@ from mcp.shared.message import SessionMessage
 from mcp.types import jsonrpc_message_adapter
 from mcp_types import CallToolResult, ImageContent, ProgressNotification, ProgressNotificationParams, TextContent
 from pydantic import BaseModel
+
+# Marks the answer that the writer garbles.
+GARBLE = "<garble this answer>"
 
 
 def keep_non_finite(*models: type[BaseModel]) -> None:
@@ -62,6 +65,11 @@ def build_server() -> MCPServer:
     def echo(value: Any = None) -> CallToolResult:
         """Structured content {"value": value}, as given."""
         return CallToolResult(content=[TextContent(text="echoed")], structured_content={"value": value})
+
+    @mcp.tool()
+    def garbled() -> CallToolResult:
+        """An answer the writer cuts short: a line that is not JSON where the call's reply belongs."""
+        return CallToolResult(content=[TextContent(text=GARBLE)])
 
     @mcp.tool()
     def non_finite(number: str = "nan") -> CallToolResult:
@@ -134,7 +142,10 @@ async def python_json_stdio() -> AsyncIterator[
         async with outgoing_reader:
             async for message in outgoing_reader:
                 data = revive_floats(message.message.model_dump(by_alias=True, exclude_unset=True))
-                await stdout.write(json.dumps(data, default=str) + "\n")
+                line = json.dumps(data, default=str)
+                if GARBLE in line:  # the answer to `garbled`: cut short, so it is not JSON at all
+                    line = line[: line.index(GARBLE)]
+                await stdout.write(line + "\n")
                 await stdout.flush()
 
     async with anyio.create_task_group() as tasks:
