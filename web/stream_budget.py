@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from sse_starlette.sse import AppStatus
 
+from web.free_memory import release_free_memory
 from web.registry import RunRecord
 
 # What a refused client is told to wait: places free up as readers leave and runs end, any moment.
@@ -32,6 +33,8 @@ SLICE_SECONDS = 0.0005
 MIN_TURNS_PER_SLICE, MAX_TURNS_PER_SLICE = 1, 256
 # How often the sweeper looks for stalled writes and for the server stopping, at most.
 SWEEP_SECONDS = 0.5
+# After this many streams were open at once and all have closed, freed memory goes back to the system.
+CROWD_STREAMS = 100
 
 
 class StreamsFull(Exception):
@@ -219,8 +222,10 @@ class StreamBudget:
             feed.close()
 
     async def _sweep(self) -> None:
+        crowd = 0
         try:
             while self._open:
+                crowd = max(crowd, self._open)
                 await asyncio.sleep(min(SWEEP_SECONDS, self.send_timeout / 4))
                 if AppStatus.should_exit and not self._shutdown_seen:
                     self._shutdown_seen = True
@@ -233,3 +238,5 @@ class StreamBudget:
                             place.drop()
         finally:
             self._sweeper = None
+        if crowd >= CROWD_STREAMS:
+            release_free_memory()  # the last stream has closed: give back what the crowd held
