@@ -24,7 +24,8 @@ from mcp_process import SERVERS, HttpMcpServer
 from runs import run_to_end
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
-from web.mcp_pool import CallTimeout, McpPool, ServerUnavailable, ToolCallError
+from web.mcp_pool import McpPool
+from web.mcp_server import CallTimeout, ServerUnavailable, ToolCallError
 
 FAULTS = SERVERS / "faults.py"
 TOKEN = "Bearer faults-token"

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from web.http_body import declared_charset, is_json_media_type
 from web.json_limits import JsonProblem, parse
-from web.mcp_pool import ServerUnavailable
+from web.mcp_server import ServerUnavailable
 from web.registry import RunAlreadyFinished, RunRecord
 from web.run_list import BadCursor
 from web.scenarios import Scenario

@@ -14,7 +14,8 @@ import referencing.exceptions
 
 from web.hosts import HostPolicy
 from web.mcp_config import McpConfigError, load_mcp_config
-from web.mcp_pool import McpPool, ServerUnavailable, ToolLookupError
+from web.mcp_pool import McpPool, ToolLookupError
+from web.mcp_server import ServerUnavailable
 from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
 from web.settings import Settings
 from web.store import StoreError

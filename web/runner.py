@@ -12,7 +12,8 @@ from typing import Any
 from mcp_types import CallToolResult
 
 from web.json_limits import MESSAGE_MAX_CHARS, Bounded, JsonProblem, bounded, check, parse, safe_text, where
-from web.mcp_pool import McpPool, ToolCallError, ToolLookupError, describe
+from web.mcp_pool import McpPool, ToolLookupError
+from web.mcp_server import ToolCallError, describe
 from web.registry import CANCELLED, RunRecord, RunRegistry
 from web.run_state import utc_now
 from web.scenarios import MISSING, FromPath, Scenario, Step, resolve_path
