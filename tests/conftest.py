@@ -181,3 +181,22 @@ def history_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterat
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# The longest modules first: the workers are handed whole modules in this order, so the long ones
+# start at once and the short ones fill in around them, instead of a long one starting last.
+SLOWEST_MODULES_FIRST = (
+    "test_browser.py",
+    "test_mcp.py",
+    "test_mcp_errors.py",
+    "test_history.py",
+    "test_store_isolation.py",
+    "test_streams.py",
+    "test_stream_budgets.py",
+    "test_connections.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(SLOWEST_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
