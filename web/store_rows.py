@@ -15,9 +15,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from web.json_limits import dumps as strict_dumps
+
 # Stored as columns; the rest of an event is its JSON `data`.
 EVENT_KEYS = frozenset({"type", "run_id", "seq"})
-# Deeper than any input the settings let through (max_json_depth is at most 400) and inside the JSON
+# Deeper than any input the settings let through (max_json_depth is at most 200) and inside the JSON
 # encoder's recursion limit; a value nested further is cut off there (null) when repaired.
 REPAIR_MAX_DEPTH = 400
 # What encoding raises for a value the history cannot hold (UnicodeEncodeError is a ValueError).
@@ -66,7 +68,7 @@ def refusal_message(why: str) -> str:
 
 def dumps(value: Any) -> str:
     """Strict JSON that SQLite can store as UTF-8 text; raises one of UNSTORABLE otherwise."""
-    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = strict_dumps(value)
     if not text.isascii():
         text.encode("utf-8")  # a lone surrogate fails here, before the transaction, not inside it
     return text
