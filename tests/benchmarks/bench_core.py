@@ -28,6 +28,7 @@ from mcp import ClientSession, StdioServerParameters, stdio_client
 from tests.benchmarks.support import (
     TRIVIAL_SERVER,
     Stepline,
+    client_processes,
     median,
     percentile,
     stepline,
@@ -217,23 +218,10 @@ def fan_out(server: Stepline, home: Path, label: str, steps: int, ms: int, repor
     gate = home / f"gate-{label}"
     run_id = start_fanout_run(server, label, gate)
     port = int(server.url.rsplit(":", 1)[1])
-    spawn = multiprocessing.get_context("spawn")
-    pipes, processes = [], []
-    for n in range(clients):
-        ours, theirs = spawn.Pipe()
-        count = SUBSCRIBERS // clients + (1 if n < SUBSCRIBERS % clients else 0)
-        process = spawn.Process(target=subscriber_process, args=(port, run_id, count, theirs), daemon=True)
-        process.start()
-        pipes.append(ours)
-        processes.append(process)
-    for pipe in pipes:
-        if not pipe.poll(120) or pipe.recv() != "ready":
-            raise RuntimeError("subscribers did not connect")
-    opened = time.time()
-    gate.touch()
-    results = [pipe.recv() for pipe in pipes]
-    for process in processes:
-        process.join(30)
+    with client_processes(subscriber_process, (port, run_id), SUBSCRIBERS, clients, timeout=120) as pipes:
+        opened = time.time()
+        gate.touch()
+        results = [pipe.recv() for pipe in pipes]
     crowded = run_duration(server, run_id)
 
     latencies = [latency for result in results for emitted, latency in result["samples"] if emitted >= opened]

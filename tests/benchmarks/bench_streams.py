@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
-import multiprocessing
 import socket
 import statistics
 import tempfile
@@ -40,6 +39,7 @@ import httpx
 
 from tests.benchmarks.support import (
     Stepline,
+    client_processes,
     median,
     open_sockets,
     percentile,
@@ -410,30 +410,6 @@ def reader_process(port: int, path: str, count: int, conn: Connection) -> None:
     conn.send(dataclasses.asdict(asyncio.run(read_streams(port, path, count, conn))))
 
 
-@contextlib.contextmanager
-def reading_clients(port: int, path: str, readers: int, processes: int) -> Iterator[list[Connection]]:
-    """`readers` stream readers spread over `processes` processes; yields once all are reading."""
-    spawn = multiprocessing.get_context("spawn")
-    pipes, children = [], []
-    try:
-        for n in range(processes):
-            ours, theirs = spawn.Pipe()
-            count = readers // processes + (1 if n < readers % processes else 0)
-            child = spawn.Process(target=reader_process, args=(port, path, count, theirs), daemon=True)
-            child.start()
-            pipes.append(ours)
-            children.append(child)
-        for pipe in pipes:
-            if not pipe.poll(PHASE_TIMEOUT) or pipe.recv() != "ready":
-                raise RuntimeError("the readers did not connect")
-        yield pipes
-    finally:
-        for child in children:
-            child.join(5)
-            if child.is_alive():
-                child.kill()
-
-
 def collect(pipes: list[Connection]) -> list[Tally]:
     tallies = []
     for pipe in pipes:
@@ -468,7 +444,8 @@ def html_viewers(server: Stepline, home: Path) -> None:
     alone = timed_alone(server, "viewed", home)
     gate_path = home / "gate-viewed"
     run_id = start_gated(server, "viewed", gate_path)
-    with reading_clients(port, f"/runs/{run_id}/stream?last_event_id=0", HTML_VIEWERS, 2) as pipes:
+    with client_processes(reader_process, (port, f"/runs/{run_id}/stream?last_event_id=0"), HTML_VIEWERS, 2,
+                          timeout=PHASE_TIMEOUT) as pipes:
         gate_path.touch()
         tallies = collect(pipes)
     run = finished_run(server, run_id)
@@ -495,7 +472,8 @@ def json_readers(server: Stepline, home: Path, processes: int) -> None:
     run_id = start_gated(server, "progress", gate_path)
     time.sleep(1)
     rss_before = rss_bytes(pid)
-    with reading_clients(port, f"/api/runs/{run_id}/events", JSON_READERS, processes) as pipes:
+    with client_processes(reader_process, (port, f"/api/runs/{run_id}/events"), JSON_READERS, processes,
+                          timeout=PHASE_TIMEOUT) as pipes:
         time.sleep(1)
         rss_reading = rss_bytes(pid)
         with Sampler(server, health=False) as sampler:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import resource
 import socket
@@ -11,9 +12,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,30 @@ def raise_open_files(wanted: int) -> int:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return max(soft, target)
+
+
+@contextlib.contextmanager
+def client_processes(
+    target: Callable[..., None], args: tuple[Any, ...], clients: int, processes: int, *, timeout: float
+) -> Iterator[list[Connection]]:
+    """`clients` clients spread over `processes` spawned processes, each running
+    `target(*args, its_count, its_pipe)`; yields their pipes once every process has sent "ready"."""
+    spawn = multiprocessing.get_context("spawn")
+    pipes, children = [], []
+    try:
+        for n in range(processes):
+            ours, theirs = spawn.Pipe()
+            count = clients // processes + (1 if n < clients % processes else 0)
+            child = spawn.Process(target=target, args=(*args, count, theirs), daemon=True)
+            child.start()
+            pipes.append(ours)
+            children.append(child)
+        for pipe in pipes:
+            if not pipe.poll(timeout) or pipe.recv() != "ready":
+                raise RuntimeError("the clients did not connect")
+        yield pipes
+    finally:
+        for child in children:
+            child.join(5)
+            if child.is_alive():
+                child.kill()
