@@ -44,7 +44,16 @@ test: $(TEST_STAMP) browser
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests
 
-bench: $(TEST_STAMP)
+# The benchmarks' peer: the MCP reference server from npm, at the version its lock file pins.
+REFERENCE := tests/benchmarks/reference
+REFERENCE_STAMP := $(REFERENCE)/node_modules/.installed
+
+$(REFERENCE_STAMP): $(REFERENCE)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 18 or later to run the benchmarks" >&2; exit 1; }
+	npm ci --prefix $(REFERENCE) --no-audit --no-fund --loglevel=error
+	touch $(REFERENCE_STAMP)
+
+bench: $(TEST_STAMP) $(REFERENCE_STAMP)
 	$(BIN)/python -m tests.benchmarks.run_all
 
 # What a user of the wheel gets: `pip install .` into a fresh venv, then `stepline serve` from

@@ -23,6 +23,17 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRIVIAL_SERVER = Path(__file__).resolve().with_name("trivial_server.py")
+# The MCP reference server from npm (`make bench` installs the version tests/benchmarks/reference pins).
+REFERENCE_SERVER = (
+    Path(__file__).resolve().parent / "reference/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
+)
+
+
+def reference_server() -> dict[str, Any]:
+    """The reference server's mcpServers entry (stdio); its `echo(message)` answers "Echo: <message>"."""
+    if not REFERENCE_SERVER.exists():
+        raise SystemExit(f"{REFERENCE_SERVER} is missing: run `make bench`, which installs it with npm")
+    return {"command": "node", "args": [str(REFERENCE_SERVER), "stdio"]}
 
 
 def free_port() -> int:
@@ -38,20 +49,26 @@ class Stepline:
     log: Path
 
 
-def write_scenario(folder: Path, scenario_id: str, steps: list[dict[str, Any]], **extra: Any) -> None:
+def write_scenario(
+    folder: Path, scenario_id: str, steps: list[dict[str, Any]], *, version: str = "1", **extra: Any
+) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    scenario = {"schema_version": "1", "scenario_id": scenario_id, "name": scenario_id, "steps": steps, **extra}
+    scenario = {"schema_version": version, "scenario_id": scenario_id, "name": scenario_id, "steps": steps, **extra}
     (folder / f"{scenario_id}.json").write_text(json.dumps(scenario), encoding="utf-8")
 
 
 @contextlib.contextmanager
-def stepline(home: Path, scenarios: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Stepline]:
-    """`stepline serve` with the trivial benchmark server (stdio) as its only MCP server."""
+def stepline(
+    home: Path,
+    scenarios: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    servers: dict[str, dict[str, Any]] | None = None,
+) -> Iterator[Stepline]:
+    """`stepline serve` with `servers` (an mcpServers dict; by default the trivial benchmark server, stdio)."""
+    servers = servers or {"bench": {"command": sys.executable, "args": [str(TRIVIAL_SERVER)]}}
     config = home / "mcp.json"
-    config.write_text(
-        json.dumps({"mcpServers": {"bench": {"command": sys.executable, "args": [str(TRIVIAL_SERVER)]}}}),
-        encoding="utf-8",
-    )
+    config.write_text(json.dumps({"mcpServers": servers}), encoding="utf-8")
     port = free_port()
     log = home / f"stepline-{port}.log"
     command = [
@@ -70,7 +87,7 @@ def stepline(home: Path, scenarios: Path, *args: str, env: dict[str, str] | None
                 raise RuntimeError(f"stepline exited:\n{log.read_text()}")
             with contextlib.suppress(httpx.HTTPError):
                 health = httpx.get(f"{server.url}/healthz", timeout=1).json()
-                if health["servers"]["bench"]["state"] == "ready":
+                if all(health["servers"][name]["state"] == "ready" for name in servers):
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"stepline did not get ready:\n{log.read_text()}")
