@@ -166,9 +166,13 @@ def test_a_failing_step_says_why(stepline: InProcessApp, case: Failure) -> None:
     run = run_to_end(stepline.client, case.scenario_id)
 
     assert run["status"] == "failed"
-    failed = run["steps"][-1]
+    statuses = [s["status"] for s in run["steps"]]
+    at = statuses.index("failed")
+    failed = run["steps"][at]
     assert (failed["node_id"], failed["status"]) == (case.step, "failed")
-    assert all(s["status"] == "success" for s in run["steps"][:-1])
+    # The steps before it succeeded; those after it never ran, and say so.
+    assert set(statuses[:at]) <= {"success"} and set(statuses[at + 1 :]) <= {"skipped"}
+    assert all(s["message"] == f"Not run: step '{case.step}' failed" for s in run["steps"][at + 1 :])
     for fragment in case.says:
         assert fragment in failed["message"], failed["message"]
     assert "Failed validating" not in failed["message"]  # a schema error is named, not dumped
@@ -405,7 +409,8 @@ def test_validate_passes_the_shipped_scenarios() -> None:
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
-    assert "2 valid scenario(s), 0 problem(s)" in result.stderr
+    shipped = len(list((PROJECT_ROOT / "scenarios").glob("*.json")))
+    assert f"{shipped} valid scenario(s), 0 problem(s)" in result.stderr
 
 
 def test_validate_reports_every_problem_as_file_and_reason(tmp_path: Path) -> None:

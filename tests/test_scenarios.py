@@ -1,4 +1,4 @@
-"""Scenario files: the shipped folder, a table of broken files, ids that try to escape, and input paths."""
+"""Scenario files: the shipped folder, a table of broken files, and ids that try to escape."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import pytest
 from conftest import PROJECT_ROOT
 from inprocess import InProcessApp
 
-from web.runner import StepFailed, map_inputs
-from web.scenarios import MISSING, FromPath, LiteralValue, Step, load_catalog, parse_binding, resolve_path
+from web.scenarios import load_catalog
 
 SHIPPED = PROJECT_ROOT / "scenarios"
 
@@ -34,11 +33,28 @@ def test_the_shipped_scenarios_load_and_their_examples_are_valid() -> None:
     catalog = load_catalog(SHIPPED)
 
     assert catalog.problems == []
-    assert set(catalog.scenarios) == {"news_source_discovery_v1", "outlet_profile_v1"}
+    assert {"news_source_discovery_v1", "outlet_profile_v1"} <= set(catalog.scenarios)
+    assert {path.stem for path in SHIPPED.glob("*.json")} == set(catalog.scenarios)
     for scenario in catalog.scenarios.values():
         assert scenario.examples, scenario.scenario_id
         for example in scenario.examples:
             assert scenario.input_errors(example) == [], (scenario.scenario_id, example)
+
+
+def test_a_version_1_file_loads_as_it_always_has(tmp_path: Path) -> None:
+    """Keys of its own are tolerated, strings stay literal, and each step follows the one before."""
+    raw = {**good(), "owner": "newsroom"}
+    raw["steps"][1]["input"]["note"] = "{{ not an expression }}"
+    (tmp_path / "good.json").write_text(json.dumps(raw), encoding="utf-8")
+
+    catalog = load_catalog(tmp_path)
+
+    assert catalog.problems == []
+    plan = catalog.scenarios["good"].plan
+    assert [(step.name, step.depends_on) for step in plan.steps] == [("first", ()), ("second", ("first",))]
+    scope = {"input": {}, "steps": {"first": {"output": {"url": "https://a.example/x"}}}}
+    arguments = plan.step("second").input.evaluate(scope)
+    assert arguments == {"url": "https://a.example/x", "note": "{{ not an expression }}"}
 
 
 def edit(change: Any) -> Any:
@@ -62,41 +78,52 @@ BROKEN_FILES: dict[str, tuple[Any, list[str]]] = {
     "missing name": (edit(lambda raw: raw.pop("name")), ["name", "Field required"]),
     "missing steps": (edit(lambda raw: raw.pop("steps")), ["steps", "Field required"]),
     "no steps": (edit(lambda raw: raw.__setitem__("steps", [])), ["steps", "at least 1"]),
-    "unknown schema_version": (edit(lambda raw: raw.__setitem__("schema_version", "2")), ["schema_version"]),
-    "step without a tool": (edit(lambda raw: raw["steps"][0].pop("tool")), ["steps.0.tool", "Field required"]),
-    "unknown step field": (edit(lambda raw: raw["steps"][0].__setitem__("tools", "x")), ["steps.0.tools"]),
+    "unknown schema_version": (
+        edit(lambda raw: raw.__setitem__("schema_version", "3")),
+        ['schema_version: "3" is not known; it must be "1" or "2"'],
+    ),
+    "step without a tool": (edit(lambda raw: raw["steps"][0].pop("tool")), ["steps.0 (first).tool: Field required"]),
+    "unknown step field": (edit(lambda raw: raw["steps"][0].__setitem__("tools", "x")), ["steps.0 (first).tools"]),
+    "a version 2 field in a version 1 step": (
+        edit(lambda raw: raw["steps"][1].__setitem__("needs", ["first"])),
+        ['steps.1 (second).needs: only schema_version "2" files have this field'],
+    ),
     "from an unknown step": (
         set_step_input(1, "url", {"from": "steps.nope.output.url"}),
-        ["steps.1.input.url", "'steps.nope.output.url'", "not an earlier step"],
+        ["steps.1 (second).input.url: from steps.nope.output.url reads unknown step 'nope' (steps: first, second)"],
     ),
     "from a later step": (
         set_step_input(0, "url", {"from": "steps.second.output.url"}),
-        ["steps.0.input.url", "'second'", "not an earlier step"],
+        ["steps.0 (first).input.url: from steps.second.output.url refers to 'second', which is not an earlier step"],
+    ),
+    "from a later step, nested": (
+        set_step_input(0, "urls", [{"from": "steps.second.output.url"}]),
+        ["steps.0 (first).input.urls", "refers to 'second', which is not an earlier step"],
     ),
     "from the step itself": (
         set_step_input(1, "url", {"from": "steps.second.output.url"}),
-        ["steps.1.input.url", "the step itself"],
+        ["steps.1 (second).input.url: from steps.second.output.url reads the step itself"],
     ),
     "from with a bad prefix": (
         set_step_input(1, "url", {"from": "output.url"}),
-        ["steps.1.input.url", "must start with 'input.' or 'steps.'"],
+        ["steps.1 (second).input.url: path 'output.url' must start with 'input.' or 'steps.'"],
     ),
     "from without output": (
         set_step_input(1, "url", {"from": "steps.first.url"}),
-        ["steps.1.input.url", "steps.<step name>.output"],
+        ["steps.1 (second).input.url", "steps.<step name>.output"],
     ),
     "from with an empty segment": (
         set_step_input(1, "url", {"from": "input..url"}),
-        ["steps.1.input.url", "empty segment"],
+        ["steps.1 (second).input.url", "empty segment"],
     ),
     "duplicate step name": (
         edit(lambda raw: raw["steps"][1].__setitem__("name", "first")),
-        ["steps.1", "duplicate step name 'first'"],
+        ["steps.1 (first): duplicate step name 'first'"],
     ),
-    "step name with a dot": (edit(lambda raw: raw["steps"][0].__setitem__("name", "a.b")), ["steps.0.name"]),
+    "step name with a dot": (edit(lambda raw: raw["steps"][0].__setitem__("name", "a.b")), ["steps.0 (a.b).name"]),
     "required field that is not an input": (
         edit(lambda raw: raw["steps"][0].__setitem__("required_input_fields", ["nope"])),
-        ["steps.0", "required_input_fields", "nope"],
+        ["steps.0 (first)", "required_input_fields", "nope"],
     ),
     "scenario_id is not the file name": (
         edit(lambda raw: raw.__setitem__("scenario_id", "other")),
@@ -115,8 +142,14 @@ BROKEN_FILES: dict[str, tuple[Any, list[str]]] = {
         ["input_schema", "must describe an object", "'string'"],
     ),
     # Literals become tool arguments, events and history: strict JSON, as any input is.
-    "NaN in a literal input": (set_step_input(0, "limit", float("nan")), ["steps.0.input.limit", "NaN is not valid"]),
-    "Infinity in a literal input": (set_step_input(0, "limit", float("inf")), ["steps.0.input.limit", "Infinity"]),
+    "NaN in a literal input": (
+        set_step_input(0, "limit", float("nan")),
+        ["steps.0 (first).input.limit", "NaN is not valid"],
+    ),
+    "Infinity in a literal input": (
+        set_step_input(0, "limit", float("inf")),
+        ["steps.0 (first).input.limit", "Infinity"],
+    ),
     "a lone surrogate in the description": (
         edit(lambda raw: raw.__setitem__("description", "caf\ud800")),
         ["description", "lone surrogate (\\ud800)"],
@@ -188,84 +221,3 @@ def test_an_escaping_id_cannot_be_run(demo_app: InProcessApp) -> None:
 
     assert response.status_code == 404
     assert "../scenarios/outlet_profile_v1" in response.json()["detail"]
-
-
-# --- Bindings and paths -----------------------------------------------------------------------------
-
-CONTEXT = {
-    "input": {"url": "https://a.example/x", "tags": ["one", "two"], "nothing": None},
-    "steps": {"search": {"output": {"sources": [{"url": "https://b.example/1"}, {"url": "https://c.example/2"}]}}},
-}
-
-
-@pytest.mark.parametrize(
-    "path, expected",
-    [
-        ("input.url", "https://a.example/x"),
-        ("input.tags.1", "two"),
-        ("input.nothing", None),
-        ("steps.search.output.sources.0.url", "https://b.example/1"),
-        ("steps.search.output.sources.1", {"url": "https://c.example/2"}),
-        ("input.tags.2", MISSING),
-        ("input.tags.-1", MISSING),
-        ("input.tags.first", MISSING),
-        ("input.url.0", MISSING),
-        ("input.missing", MISSING),
-        ("steps.other.output", MISSING),
-    ],
-)
-def test_resolve_path(path: str, expected: Any) -> None:
-    assert resolve_path(FromPath(path), CONTEXT) == expected
-
-
-@pytest.mark.parametrize(
-    "raw, expected",
-    [
-        ({"from": "input.url"}, FromPath("input.url")),
-        ({"value": {"from": "input.url"}}, LiteralValue({"from": "input.url"})),
-        ({"value": None}, LiteralValue(None)),
-        ({"from": 5}, LiteralValue({"from": 5})),
-        ({"from": "input.url", "limit": 1}, LiteralValue({"from": "input.url", "limit": 1})),
-        (10, LiteralValue(10)),
-        ("input.url", LiteralValue("input.url")),
-        ([{"from": "input.url"}], LiteralValue([{"from": "input.url"}])),
-    ],
-)
-def test_parse_binding(raw: Any, expected: Any) -> None:
-    assert parse_binding(raw) == expected
-
-
-def test_map_inputs_leaves_out_what_a_path_does_not_find() -> None:
-    step = Step(
-        name="s",
-        tool="t",
-        input={
-            "url": {"from": "steps.search.output.sources.0.url"},
-            "third": {"from": "steps.search.output.sources.2.url"},
-            "limit": 3,
-            "options": {"value": {"deep": True}},
-        },
-    )
-
-    assert map_inputs(step, CONTEXT) == {"url": "https://b.example/1", "limit": 3, "options": {"deep": True}}
-
-
-def test_map_inputs_fails_naming_a_required_field_and_its_path() -> None:
-    step = Step(
-        name="s",
-        tool="t",
-        input={"third": {"from": "steps.search.output.sources.2.url"}},
-        required_input_fields=["third"],
-    )
-
-    with pytest.raises(StepFailed) as failed:
-        map_inputs(step, CONTEXT)
-
-    assert "'third'" in str(failed.value)
-    assert "'steps.search.output.sources.2.url'" in str(failed.value)
-
-
-def test_a_null_value_found_is_passed_on() -> None:
-    step = Step(name="s", tool="t", input={"n": {"from": "input.nothing"}}, required_input_fields=["n"])
-
-    assert map_inputs(step, CONTEXT) == {"n": None}

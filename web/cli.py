@@ -12,11 +12,12 @@ from typing import Any
 import jsonschema
 import referencing.exceptions
 
+from web.expressions import LiteralNode
 from web.hosts import HostPolicy
 from web.mcp_config import McpConfigError, load_mcp_config
 from web.mcp_pool import McpPool, ToolLookupError
 from web.mcp_server import ServerUnavailable
-from web.scenarios import Catalog, LiteralValue, Problem, Scenario, load_catalog
+from web.scenarios import Catalog, Problem, Scenario, load_catalog
 from web.settings import Settings
 from web.store import StoreError
 
@@ -113,8 +114,10 @@ async def validate_command(settings: Settings) -> int:
         problems += await tool_problems(catalog, pool)
     for problem in problems:
         print(problem)
-    count = len(catalog.scenarios)
-    print(f"{count} valid scenario(s), {len(problems)} problem(s)", file=sys.stderr)
+    # A scenario that loads but calls a tool wrongly is not valid either.
+    with_problems = {problem.file for problem in problems}
+    valid = sum(1 for scenario_id in catalog.scenarios if f"{scenario_id}.json" not in with_problems)
+    print(f"{valid} valid scenario(s), {len(problems)} problem(s)", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -137,23 +140,28 @@ async def tool_problems(catalog: Catalog, pool: McpPool) -> list[Problem]:
 async def _scenario_tool_problems(scenario: Scenario, pool: McpPool) -> list[Problem]:
     file = f"{scenario.scenario_id}.json"
     problems = []
-    for index, step in enumerate(scenario.steps):
-        where = f"steps.{index} ({step.name})"
+    for step in scenario.plan.steps:
         try:
             tool = await pool.locate(step.tool, step.server)
         except ServerUnavailable:
             continue
         except ToolLookupError as exc:
-            problems.append(Problem(file, f"{where}: {exc}"))
+            problems.append(Problem(file, f"{step.label}: {exc}"))
             continue
-        literals = {k: b.value for k, b in step.bindings.items() if isinstance(b, LiteralValue)}
+        arguments = step.input.items
+        # An argument the step never gives fails every run; one an expression may leave out is judged at run time.
+        required = tool.input_schema.get("required")
+        for key in required if isinstance(required, list) else []:
+            if isinstance(key, str) and key not in arguments:
+                problems.append(Problem(file, f"{step.label}.input: the tool requires '{key}', which is not given"))
+        literals = {key: node.value for key, node in arguments.items() if isinstance(node, LiteralNode)}
         for key, message in literal_input_errors(tool.input_schema, literals):
-            problems.append(Problem(file, f"{where}.input.{key}: {message}"))
+            problems.append(Problem(file, f"{step.label}.input.{key}: {message}"))
     return problems
 
 
 def literal_input_errors(schema: dict[str, Any], literals: dict[str, Any]) -> list[tuple[str, str]]:
-    """Check each literal on its own: fields mapped with `from` are only known at run time."""
+    """Check each literal on its own: values from paths and expressions are only known at run time."""
     properties = schema.get("properties", {})
     errors = []
     for key, value in literals.items():

@@ -1,6 +1,11 @@
-"""The scenario format (schema_version "1"): pydantic models, input bindings, and folder loading.
+"""The scenario format: pydantic models of versions "1" and "2", and folder loading.
 
-A broken file never takes the catalog down: it is left out and reported with its file and reason.
+A version 1 file is a chain (each step runs after the one before, strings are literal); version 2 is
+a workflow (expressions, a dependency graph, conditions, for_each, retries, timeouts). Both are read
+through `Scenario`, whose `plan` (web.plan) is the compiled graph the runner follows.
+
+A broken file never takes the catalog down: it is left out and every problem it has is reported,
+each with its file, step and field.
 """
 
 from __future__ import annotations
@@ -8,54 +13,33 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, check, where
+from web.plan import Plan, PlanProblems, build_plan, step_label
 
 log = logging.getLogger(__name__)
 
 SCENARIO_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Step names appear inside dotted paths, so they may not contain dots.
 STEP_NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+# Version 2 reads steps.<name> in Jinja expressions, where a '-' would subtract.
+V2_STEP_NAME_PATTERN = r"[A-Za-z_][A-Za-z0-9_]*"
+# More concurrent calls of one step than this is a mistake, not a plan.
+MAX_PARALLEL_LIMIT = 64
 # A scenario is written by people; deeper than run input may be is a mistake, not a workflow.
 SCENARIO_MAX_DEPTH = DEFAULT_MAX_DEPTH
 
 
-@dataclass(frozen=True)
-class FromPath:
-    """A step input taken from the run input or an earlier step's output."""
-
-    path: str
-
-    @property
-    def segments(self) -> list[str]:
-        return self.path.split(".")
-
-
-@dataclass(frozen=True)
-class LiteralValue:
-    value: Any
-
-
-Binding = FromPath | LiteralValue
-
-
-def parse_binding(raw: Any) -> Binding:
-    """`{"from": path}` and `{"value": x}` are the two special forms; anything else is literal."""
-    if isinstance(raw, dict) and len(raw) == 1:
-        if "from" in raw and isinstance(raw["from"], str):
-            return FromPath(raw["from"])
-        if "value" in raw:
-            return LiteralValue(raw["value"])
-    return LiteralValue(raw)
-
-
 class Step(BaseModel):
+    """The fields every step has, in both versions."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=STEP_NAME_PATTERN, description="Unique within the scenario.")
@@ -66,10 +50,6 @@ class Step(BaseModel):
     input: dict[str, Any] = Field(default_factory=dict)
     required_input_fields: list[str] = Field(default_factory=list)
 
-    @property
-    def bindings(self) -> dict[str, Binding]:
-        return {key: parse_binding(raw) for key, raw in self.input.items()}
-
     @model_validator(mode="after")
     def _required_fields_are_inputs(self) -> Step:
         unknown = [f for f in self.required_input_fields if f not in self.input]
@@ -78,15 +58,66 @@ class Step(BaseModel):
         return self
 
 
-class Scenario(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StepV1(Step):
+    """A step of a chain: it runs after the step before it, its strings are literal."""
 
-    schema_version: Literal["1"]
+
+class RetrySettings(BaseModel):
+    """A retry policy as written: only the fields given, so defaults and a step's own merge field by field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(1, ge=1, le=10)
+    backoff_seconds: float = Field(1.0, ge=0)
+    backoff_multiplier: float = Field(2.0, ge=1)
+    max_backoff_seconds: float = Field(60.0, ge=0)
+
+
+class StepSettings(BaseModel):
+    """What `defaults` sets for every step and a step may set for itself; None: not set here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_parallel: int | None = Field(None, ge=1, le=MAX_PARALLEL_LIMIT)
+    on_error: Literal["fail", "continue"] | None = None
+    retry: RetrySettings | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+    idle_timeout_seconds: float | None = Field(None, gt=0)
+
+
+class StepV2(StepSettings, Step):
+    """A step of a workflow: it runs once what its expressions and `needs` mention has ended."""
+
+    name: str = Field(description="Unique within the scenario; expressions read it as steps.<name>.")
+    needs: list[str] = Field(default_factory=list, description="Steps to wait for besides those its expressions read.")
+    # A string or a bool; anything else is named by the plan, once (a union would say it twice).
+    when: Any = Field(None, description="A condition, \"{{ expr }}\" or a bool: false skips the step.")
+    for_each: str | None = Field(None, description="\"{{ expr }}\" giving a list: the tool is called once per item.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, name: str) -> str:
+        if not re.fullmatch(V2_STEP_NAME_PATTERN, name):
+            raise ValueError(
+                f"'{name}' is not a name expressions can read as steps.{name}: "
+                "use letters, digits and _, not starting with a digit"
+            )
+        return name
+
+
+class Scenario(BaseModel):
+    """What the rest of the service reads of a scenario, whatever its version; `plan` is its compiled graph.
+
+    Built with `parse_scenario`, which picks the version's model (ScenarioV1 or ScenarioV2).
+    """
+
+    schema_version: str
     scenario_id: str = Field(pattern=SCENARIO_ID_PATTERN)
     name: str = Field(min_length=1)
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
-    steps: list[Step] = Field(min_length=1)
+    steps: Sequence[Step] = Field(min_length=1)
+    _plan: Plan = PrivateAttr()
 
     @field_validator("input_schema")
     @classmethod
@@ -101,18 +132,14 @@ class Scenario(BaseModel):
         return schema
 
     @model_validator(mode="after")
-    def _steps_are_wired(self) -> Scenario:
-        seen: list[str] = []
-        for index, step in enumerate(self.steps):
-            if step.name in seen:
-                raise ValueError(f"steps.{index}: duplicate step name '{step.name}'")
-            for key, binding in step.bindings.items():
-                if isinstance(binding, FromPath):
-                    problem = _path_problem(binding, seen, step.name)
-                    if problem:
-                        raise ValueError(f"steps.{index}.input.{key}: {problem}")
-            seen.append(step.name)
+    def _compile_the_plan(self) -> Scenario:
+        # PlanProblems is no ValueError: it leaves pydantic as it is, every problem in it.
+        self._plan = build_plan(self)
         return self
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
 
     def input_errors(self, run_input: Any) -> list[dict[str, Any]]:
         """The run input's problems against input_schema, as 422 `{loc, msg, type}` entries."""
@@ -132,6 +159,36 @@ class Scenario(BaseModel):
         return list(self.input_schema.get("examples", []))
 
 
+class ScenarioV1(Scenario):
+    # Version 1 files always tolerated keys of their own beside the format's.
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: Literal["1"]
+    steps: list[StepV1] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_version_2_fields(self) -> ScenarioV1:
+        found = sorted(set(self.model_extra or {}) & {"defaults", "output"})
+        if found:
+            have = "this field" if len(found) == 1 else "these fields"
+            raise ValueError(f'{", ".join(found)}: only schema_version "2" files have {have}; this file is version "1"')
+        return self
+
+
+class ScenarioV2(Scenario):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal["2"]
+    steps: list[StepV2] = Field(min_length=1)
+    defaults: StepSettings = Field(default_factory=StepSettings, description="What a step has unless it says.")
+    output: Any = Field(None, description="The run's result, evaluated once the steps have ended.")
+
+
+SCENARIO_MODELS: dict[str, type[Scenario]] = {"1": ScenarioV1, "2": ScenarioV2}
+# Written in a version 1 file, these are a version 2 scenario not declared as one.
+V2_ONLY_FIELDS = (set(StepV2.model_fields) - set(StepV1.model_fields)) | {"defaults", "output"}
+
+
 def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
     """Where the error is; a missing property is located at the property itself, as FastAPI does."""
     path: list[str | int] = list(error.absolute_path)
@@ -148,40 +205,6 @@ def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
         ]
         path.extend(unexpected[:1])
     return path
-
-
-def _path_problem(binding: FromPath, earlier_steps: list[str], step_name: str) -> str | None:
-    segments = binding.segments
-    if any(segment == "" for segment in segments):
-        return f"path '{binding.path}' has an empty segment"
-    if segments[0] == "input":
-        return None
-    if segments[0] != "steps":
-        return f"path '{binding.path}' must start with 'input.' or 'steps.'"
-    if len(segments) < 3 or segments[2] != "output":
-        return f"path '{binding.path}' must read 'steps.<step name>.output…'"
-    target = segments[1]
-    if target == step_name:
-        return f"path '{binding.path}' refers to the step itself"
-    if target not in earlier_steps:
-        return f"path '{binding.path}' refers to '{target}', which is not an earlier step"
-    return None
-
-
-MISSING = object()
-
-
-def resolve_path(path: FromPath, context: dict[str, Any]) -> Any:
-    """Follow a dotted path through dicts and lists; MISSING when it finds nothing."""
-    current: Any = context
-    for segment in path.segments:
-        if isinstance(current, dict) and segment in current:
-            current = current[segment]
-        elif isinstance(current, list) and segment.isdigit() and int(segment) < len(current):
-            current = current[int(segment)]
-        else:
-            return MISSING
-    return current
 
 
 @dataclass(frozen=True)
@@ -216,8 +239,9 @@ def load_catalog(folder: Path) -> Catalog:
         try:
             raw, scenario = load_scenario_file(path)
         except ScenarioFileError as exc:
-            catalog.problems.append(Problem(path.name, str(exc)))
-            log.warning("Scenario left out: %s: %s", path.name, exc)
+            for problem in exc.problems:
+                catalog.problems.append(Problem(path.name, problem))
+                log.warning("Scenario left out: %s: %s", path.name, problem)
             continue
         catalog.scenarios[scenario.scenario_id] = scenario
         catalog.raw[scenario.scenario_id] = raw
@@ -225,36 +249,87 @@ def load_catalog(folder: Path) -> Catalog:
 
 
 class ScenarioFileError(Exception):
-    pass
+    """Every problem of one file, each naming where it is (`steps.2 (chain).input.url: …`)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def load_scenario_file(path: Path) -> tuple[dict[str, Any], Scenario]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioFileError(f"cannot read: {exc}") from None
+        raise ScenarioFileError([f"cannot read: {exc}"]) from None
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ScenarioFileError(f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise ScenarioFileError([f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"]) from None
     except RecursionError:
-        raise ScenarioFileError(f"nested deeper than {SCENARIO_MAX_DEPTH} levels") from None
+        raise ScenarioFileError([f"nested deeper than {SCENARIO_MAX_DEPTH} levels"]) from None
     try:
         # Its literals become tool arguments and events: the same strict JSON as any other input.
         check(raw, max_depth=SCENARIO_MAX_DEPTH)
     except JsonProblem as problem:
         # Where a value is wrong helps; the hundred keys above one nested too deep do not.
-        at = "" if problem.kind == "json_too_deep" else f"{where(problem.loc)}: "
-        raise ScenarioFileError(f"{at}{problem.message}") from None
+        place = _where(problem.loc, raw) if isinstance(raw, dict) else where(problem.loc)
+        at = "" if problem.kind == "json_too_deep" else f"{place}: "
+        raise ScenarioFileError([f"{at}{problem.message}"]) from None
     if not isinstance(raw, dict):
-        raise ScenarioFileError("must be a JSON object")
+        raise ScenarioFileError(["must be a JSON object"])
+    problems = []
+    scenario_id = raw.get("scenario_id")
+    # An id that breaks the pattern is reported by the model, once.
+    if isinstance(scenario_id, str) and re.match(SCENARIO_ID_PATTERN, scenario_id) and scenario_id != path.stem:
+        problems.append(f"scenario_id '{scenario_id}' must equal the file name '{path.stem}'")
     try:
-        scenario = Scenario.model_validate(raw)
-    except ValidationError as exc:
-        raise ScenarioFileError(format_validation_error(exc)) from None
-    if scenario.scenario_id != path.stem:
-        raise ScenarioFileError(f"scenario_id '{scenario.scenario_id}' must equal the file name '{path.stem}'")
+        scenario = parse_scenario(raw)
+    except ScenarioFileError as exc:
+        raise ScenarioFileError(problems + exc.problems) from None
+    if problems:
+        raise ScenarioFileError(problems)
     return raw, scenario
+
+
+def parse_scenario(raw: dict[str, Any]) -> Scenario:
+    """The scenario of a JSON object, in its version's model; ScenarioFileError lists every problem."""
+    version = raw.get("schema_version")
+    model = SCENARIO_MODELS.get(version) if isinstance(version, str) else None
+    if model is None:
+        known = " or ".join(f'"{v}"' for v in SCENARIO_MODELS)
+        found = "missing" if version is None else f"{json.dumps(version)} is not known"
+        raise ScenarioFileError([f"schema_version: {found}; it must be {known}"])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ScenarioFileError(validation_problems(exc, raw)) from None
+    except PlanProblems as exc:
+        raise ScenarioFileError(exc.problems) from None
+
+
+def validation_problems(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
+    """One problem per pydantic error, a step named as `steps.2 (chain)` and a version 2 field in a
+    version 1 file said to be one."""
+    problems = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and raw.get("schema_version") == "1" and loc[-1] in V2_ONLY_FIELDS:
+            message = 'only schema_version "2" files have this field; this file is version "1"'
+        problems.append(f"{_where(loc, raw)}: {message}" if loc else message)
+    return problems
+
+
+def _where(loc: list[str | int], raw: dict[str, Any]) -> str:
+    """`steps.2.input.url` as `steps.2 (chain).input.url`, when step 2 has a name."""
+    text = ".".join(str(part) for part in loc)
+    steps = raw.get("steps")
+    if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int) and isinstance(steps, list):
+        step = steps[loc[1]] if loc[1] < len(steps) else None
+        name = step.get("name") if isinstance(step, dict) else None
+        if isinstance(name, str):
+            return ".".join([step_label(loc[1], name), *(str(part) for part in loc[2:])])
+    return text
 
 
 def format_validation_error(exc: ValidationError) -> str:
