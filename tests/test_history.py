@@ -27,6 +27,8 @@ from sse import read_events
 
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
+# news_source_discovery_v1's steps, in order.
+NEWS_STEPS = ["fetch_article", "search_news_sources", "pick_earliest", "trace_citations"]
 OUTLET = "outlet_profile_v1"
 # How a run ends when the server stops gracefully during it, and when it died and came back.
 SHUT_DOWN_MESSAGE = "Interrupted: the server shut down while this run was in progress"
@@ -129,13 +131,20 @@ def test_a_run_killed_mid_step_reads_failed_interrupted_after_restart(
 
     run = get_run(app.client, run_id)
     assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
+    # The step in flight failed (interrupted); the steps after it never ran, and say so.
     assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
-        ("fetch_article", "failed", RESTARTED_STEP_MESSAGE)
+        ("fetch_article", "failed", RESTARTED_STEP_MESSAGE),
+        *((name, "skipped", f"Not run: {RESTARTED_MESSAGE}") for name in NEWS_STEPS[1:]),
     ]
     events = read_events(app.client, run_id)  # replays, then the stream ends
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events[:2]] == ["run_started", "step_started"]
-    assert [(e["type"], e["status"]) for e in events[-2:]] == [("step_finished", "failed"), ("run_finished", "failed")]
+    endings = [(e["type"], e.get("step_name"), e["status"]) for e in events if "status" in e]
+    assert endings == [
+        ("step_finished", "fetch_article", "failed"),
+        *(("step_finished", name, "skipped") for name in NEWS_STEPS[1:]),
+        ("run_finished", None, "failed"),
+    ]
     assert get_run(app.client, done["run_id"]) == done  # finished runs are never altered
     assert {r["run_id"]: r["status"] for r in list_all(app)} == {run_id: "failed", done["run_id"]: "failed"}
 
@@ -155,11 +164,15 @@ def test_a_run_stopped_gracefully_records_the_shutdown(
     run = get_run(app.client, run_id)
     assert (run["status"], run["message"]) == ("failed", SHUT_DOWN_MESSAGE)
     assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
-        ("fetch_article", "cancelled", SHUT_DOWN_STEP_MESSAGE)
+        ("fetch_article", "cancelled", SHUT_DOWN_STEP_MESSAGE),
+        *((name, "skipped", f"Not run: {SHUT_DOWN_MESSAGE}") for name in NEWS_STEPS[1:]),
     ]
     events = read_events(app.client, run_id)
-    assert [(e["type"], e["status"]) for e in events[-2:]] == [
-        ("step_finished", "cancelled"), ("run_finished", "failed")
+    endings = [(e["type"], e.get("step_name"), e["status"]) for e in events if "status" in e]
+    assert endings == [
+        ("step_finished", "fetch_article", "cancelled"),
+        *(("step_finished", name, "skipped") for name in NEWS_STEPS[1:]),
+        ("run_finished", None, "failed"),
     ]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 

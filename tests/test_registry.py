@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from web.events import run_finished, run_started, step_finished, step_progress, step_started
 from web.registry import RunRecord, RunRegistry
 from web.run_state import utc_now
+from web.store import RunStore
 
 EMITTED = 1000
 
@@ -20,21 +23,20 @@ def new_record(run_id: str = "run-1") -> RunRecord:
 
 
 def start(record: RunRecord) -> None:
-    record.emit("run_started", scenario_id="scenario", started_at=utc_now())
-    record.emit("step_started", step_name="work", index=0, started_at=utc_now())
+    record.emit(run_started(scenario_id="scenario", started_at=utc_now(), plan=None))
+    record.emit(step_started(step_name="work", index=0, started_at=utc_now(), input=None))
 
 
 def progress(record: RunRecord, done: int) -> None:
-    record.emit("step_progress", step_name="work", index=0, progress=done, total=EMITTED, message=f"{done}")
+    record.emit(step_progress(step_name="work", index=0, progress=done, total=EMITTED, message=f"{done}"))
 
 
-def finish(record: RunRecord, status: str = "success") -> None:
+def finish(record: RunRecord, status: Any = "success") -> None:
     now = utc_now()
     record.emit(
-        "step_finished", step_name="work", index=0, status=status, started_at=now, finished_at=now, message="",
-        output=None,
+        step_finished(step_name="work", index=0, status=status, started_at=now, finished_at=now, message="")
     )
-    record.emit("run_finished", status=status, finished_at=now, message="")
+    record.emit(run_finished(status=status, finished_at=now, message=""))
 
 
 def ids(registry: RunRegistry) -> set[str]:
@@ -291,3 +293,78 @@ async def test_stopping_live_runs_records_how_each_ended() -> None:
     assert done.state.status == "success"
     assert done.events[-1]["status"] == "success"
     assert list(registry.active()) == []
+
+
+# --- Runs that end without their runner -------------------------------------------------------------
+
+PLAN = [{"name": name, "tool": "echo", "depends_on": []} for name in ("done", "busy", "later")]
+
+
+def begin_three_steps(record: RunRecord) -> None:
+    """A run of three planned steps: the first has ended, the second is in flight, the third not started."""
+    now = utc_now()
+    record.emit(run_started(scenario_id="scenario", started_at=now, plan=PLAN))
+    record.emit(step_started(step_name="done", index=0, started_at=now, input={}))
+    record.emit(
+        step_finished(step_name="done", index=0, status="success", started_at=now, finished_at=now, message="")
+    )
+    record.emit(step_started(step_name="busy", index=1, started_at=now, input={}))
+
+
+def endings(record: RunRecord) -> list[tuple[str, str, str]]:
+    return [
+        (event.get("step_name", "run"), event["status"], event["message"])
+        for event in record.events
+        if event["type"] in ("step_finished", "run_finished")
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_run_stopped_outside_its_runner_still_ends_each_step() -> None:
+    registry = RunRegistry(max_size=10)
+    record = registry.create("scenario", {})
+
+    async def unguarded(record: RunRecord) -> None:
+        begin_three_steps(record)
+        await anyio.sleep_forever()  # ends nothing of its own when cancelled
+
+    registry.start(record, unguarded)
+    await anyio.sleep(0)
+    with anyio.fail_after(5):
+        await registry.cancel(record.run_id)
+
+    assert endings(record) == [
+        ("done", "success", ""),
+        ("busy", "cancelled", "Cancelled by request"),
+        ("later", "skipped", "Not run: Cancelled by request"),
+        ("run", "cancelled", "Cancelled by request"),
+    ]
+    later = record.events[-2]
+    assert (later["index"], later["started_at"]) == (2, None)
+
+
+@pytest.mark.anyio
+async def test_a_restart_ends_the_runs_left_unfinished_step_by_step(tmp_path: Path) -> None:
+    def store() -> RunStore:
+        return RunStore(tmp_path, retention_days=1, retention_runs=100)
+
+    before = RunRegistry(max_size=10, store=store())
+    async with before.history():
+        record = before.create("scenario", {})
+        begin_three_steps(record)
+        await before.sync()
+    # What a process killed mid-run leaves: no ending on disk. The next one ends the run when it starts.
+    first_stored = len(record.events)
+    after = RunRegistry(max_size=10, store=store())
+    async with after.history():
+        recovered = after.get(record.run_id)
+        assert recovered is not None
+
+    restart = "Interrupted by a server restart: the server stopped while this run was in progress"
+    assert endings(recovered) == [
+        ("done", "success", ""),
+        ("busy", "failed", "Interrupted by a server restart: the server stopped during this step"),
+        ("later", "skipped", f"Not run: {restart}"),
+        ("run", "failed", restart),
+    ]
+    assert [event["seq"] for event in recovered.events] == list(range(1, first_stored + 4))

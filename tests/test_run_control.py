@@ -152,14 +152,17 @@ def test_cancel_stops_the_tool_call_on_the_mcp_server(make_app: Callable[..., In
     assert events[-1]["type"] == "run_finished"
     assert (events[-1]["status"], events[-1]["message"]) == ("cancelled", "Cancelled by request")
     finished = [e for e in events if e["type"] == "step_finished"]
-    assert [(e["step_name"], e["status"]) for e in finished] == [("wait", "cancelled")]
+    assert [(e["step_name"], e["status"], e["message"]) for e in finished] == [
+        ("wait", "cancelled", "Cancelled by request"),
+        ("echo", "skipped", "Not run: Cancelled by request"),
+    ]
     assert not any(e["type"] == "step_started" and e["step_name"] == "echo" for e in events)
     # The MCP client sent notifications/cancelled, and the server stopped the tool because of it.
     wait_until(lambda: (slow.marks / "cancelled").exists(), 10, "the MCP server to receive the cancellation")
     assert not (slow.marks / "finished").exists()
     run = get_run(app.client, run_id)
     assert run["status"] == "cancelled"
-    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("wait", "cancelled")]
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("wait", "cancelled"), ("echo", "skipped")]
 
 
 def test_cancel_answers_409_once_finished_and_404_when_unknown(demo_app: InProcessApp) -> None:

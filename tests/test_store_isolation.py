@@ -20,6 +20,7 @@ from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end, start_run, wait_finished
 from sse import frames, parse_text
 
+from web.events import step_progress
 from web.registry import RunRecord
 from web.run_state import utc_now
 from web.store import RunRow, RunStore
@@ -248,7 +249,7 @@ async def emit_bad_progress(record: RunRecord) -> None:
     running = [step for step in record.state.steps.values() if step.status == "running"]
     assert running, f"the run should still be in its first step: {record.state}"
     step = running[0]
-    record.emit("step_progress", step_name=step.node_id, index=step.index, progress=1, total=2, message="caf\ud800")
+    record.emit(step_progress(step_name=step.node_id, index=step.index, progress=1, total=2, message="caf\ud800"))
 
 
 def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from web.events import Event, RunStatus, StepStatus, run_finished, step_finished
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
@@ -35,31 +36,40 @@ CANCEL_WAIT_SECONDS = 2.0
 
 @dataclass(frozen=True)
 class Ending:
-    """How a run stopped from outside ends: its status, its message and its running step's message."""
+    """How a run stopped from outside ends: its status and message, and how its running steps end.
 
-    status: str
+    Steps that had not started end skipped, saying the run's message (`not_run`).
+    """
+
+    status: RunStatus
     message: str
     step_message: str
+    step_status: StepStatus = StepStatus.CANCELLED
+
+    @property
+    def not_run(self) -> str:
+        return f"Not run: {self.message}"
 
 
-CANCELLED_BY_REQUEST = Ending("cancelled", "Cancelled by request", "Cancelled by request")
+CANCELLED_BY_REQUEST = Ending(RunStatus.CANCELLED, "Cancelled by request", "Cancelled by request")
 SHUT_DOWN = Ending(
-    "failed",
+    RunStatus.FAILED,
     "Interrupted: the server shut down while this run was in progress",
     "Interrupted: the server shut down during this step",
 )
 RESTARTED = Ending(
-    "failed",
+    RunStatus.FAILED,
     "Interrupted by a server restart: the server stopped while this run was in progress",
     "Interrupted by a server restart: the server stopped during this step",
+    StepStatus.FAILED,
 )
 # A task cancelled by anything else (its own code, a test).
-CANCELLED = Ending("cancelled", "Run cancelled", "Cancelled while running")
+CANCELLED = Ending(RunStatus.CANCELLED, "Run cancelled", "Cancelled while running")
 
 
 def history_refused(why: str) -> Ending:
     """How a run ends when the history cannot record its data; the store words its run_finished alike."""
-    return Ending("failed", refusal_message(why), STOPPED_STEP_MESSAGE)
+    return Ending(RunStatus.FAILED, refusal_message(why), STOPPED_STEP_MESSAGE)
 
 
 class RunRecord:
@@ -104,11 +114,12 @@ class RunRecord:
     def is_finished(self) -> bool:
         return self.state.is_finished
 
-    def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Append one event, fold it into the state and wake every subscriber."""
+    def emit(self, fields: Event) -> Event:
+        """Append one event (made by a web.events constructor), fold it into the state and wake every subscriber."""
         if self.is_finished:
             raise RuntimeError(f"run {self.run_id} has finished; no event may follow run_finished")
-        event = {"type": kind, "run_id": self.run_id, "seq": len(self.events) + 1, **fields}
+        # `type` first, then the run's own keys, then the event's fields.
+        event = {"type": fields["type"], "run_id": self.run_id, "seq": len(self.events) + 1, **fields}
         self.events.append(event)
         self.state.apply(event)
         if self._sink is not None:
@@ -150,12 +161,45 @@ class RunRecord:
             await appended.wait()
 
 
+def close(record: RunRecord, ending: Ending) -> None:
+    """End a run that its runner no longer drives, the way `ending` says, from what its events show.
+
+    Each step still running ends first, then the planned steps that never started (skipped), then the run.
+    """
+    now = utc_now()
+    steps = record.state.steps
+    for step in sorted(steps.values(), key=lambda s: s.index):
+        if step.status == StepStatus.RUNNING:
+            record.emit(
+                step_finished(
+                    step_name=step.node_id,
+                    index=step.index,
+                    status=ending.step_status,
+                    started_at=step.started_at,
+                    finished_at=now,
+                    message=ending.step_message,
+                )
+            )
+    for index, planned in enumerate(record.state.plan or ()):
+        if planned["name"] not in steps:
+            record.emit(
+                step_finished(
+                    step_name=planned["name"],
+                    index=index,
+                    status=StepStatus.SKIPPED,
+                    started_at=None,
+                    finished_at=now,
+                    message=ending.not_run,
+                )
+            )
+    record.emit(run_finished(status=ending.status, finished_at=now, message=ending.message))
+
+
 def _close_unfinished(record: RunRecord) -> None:
-    # A task cancelled before its first step never enters the runner, so nothing else would
-    # write the run_finished its subscribers are waiting for.
+    # A task cancelled before it started never enters the runner (and a task that ended without
+    # ending its run left it open): nothing else would write the endings its subscribers wait for.
     if not record.is_finished:
-        ending = record.stop_reason or CANCELLED
-        record.emit("run_finished", status=ending.status, finished_at=utc_now(), message=ending.message)
+        close(record, record.stop_reason or CANCELLED)
 
 
 class RunAlreadyFinished(Exception):
@@ -311,23 +355,9 @@ class RunRegistry:
         if self.store is None:
             return []
         ended = []
-        for row, events in self.store.unfinished():
-            record = RunRecord.restore(row, events, sink=self.store.add_event)
-            now = utc_now()
-            for step in sorted(record.state.steps.values(), key=lambda s: s.index):
-                if step.status == "running":
-                    record.emit(
-                        "step_finished",
-                        step_name=step.node_id,
-                        index=step.index,
-                        status="failed",
-                        started_at=step.started_at,
-                        finished_at=now,
-                        message=RESTARTED.step_message,
-                        output=None,
-                    )
-            record.emit("run_finished", status=RESTARTED.status, finished_at=now, message=RESTARTED.message)
-            ended.append(record.run_id)
+        for row, stored in self.store.unfinished():
+            close(RunRecord.restore(row, stored, sink=self.store.add_event), RESTARTED)
+            ended.append(row.run_id)
         await self.store.sync()
         if ended:
             log.warning("%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)",

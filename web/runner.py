@@ -1,72 +1,34 @@
-"""Executes one scenario run step by step, recording everything as events on its RunRecord.
+"""Executes one scenario run — its plan, a dependency graph — recording everything as events on its RunRecord.
 
-A step that fails is data — a failed step_finished event — never an exception that escapes.
+A step starts as soon as each step it depends on has ended success or skipped, or failed with
+`on_error: "continue"`; steps whose dependencies have ended run at once, each in its own task. A step
+that fails otherwise fails the run: the steps in flight are cancelled (the MCP client tells their
+servers), those not started end skipped. A step that fails is data — a failed step_finished event —
+never an exception that escapes.
+
+Every way a run ends — its last step, a failure, a cancel, a shutdown, a history that refuses its data —
+ends each step once, then the run once, and leaves no task behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import logging
 from typing import Any
 
-from mcp_types import CallToolResult
-
-from web.json_limits import MESSAGE_MAX_CHARS, Bounded, JsonProblem, bounded, check, parse, safe_text, where
-from web.mcp_pool import McpPool, ToolLookupError
-from web.mcp_server import ToolCallError, describe
+from web.events import RunStatus, StepStatus, run_finished, run_started, step_finished
+from web.expressions import OMIT, EvaluationError
+from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
+from web.mcp_pool import McpPool
+from web.mcp_server import describe
+from web.plan import Plan, PlannedStep
 from web.registry import CANCELLED, RunRecord, RunRegistry
 from web.run_state import utc_now
-from web.scenarios import MISSING, FromPath, Scenario, Step, resolve_path
+from web.scenarios import Scenario
+from web.step_runner import RunContext, StepRun, settle
+from web.tool_result import ResultReader
 
-
-class StepFailed(Exception):
-    pass
-
-
-def map_inputs(step: Step, context: dict[str, Any]) -> dict[str, Any]:
-    """The step's tool arguments. A path that finds nothing leaves its field out, unless required."""
-    arguments: dict[str, Any] = {}
-    for key, binding in step.bindings.items():
-        if isinstance(binding, FromPath):
-            value = resolve_path(binding, context)
-            if value is MISSING:
-                if key in step.required_input_fields:
-                    raise StepFailed(f"required input '{key}' is missing: '{binding.path}' found nothing")
-                continue
-            arguments[key] = value
-        else:
-            arguments[key] = binding.value
-    return arguments
-
-
-def extract_output(result: CallToolResult, *, max_depth: int) -> Any:
-    """Structured content if present, else the text content parsed as JSON, else the text.
-
-    Raises JsonProblem for what the history cannot keep: a non-finite number, a lone surrogate, nesting
-    deeper than `max_depth`, in the structured content or in text that is JSON.
-    """
-    if result.structured_content is not None:
-        check(result.structured_content, max_depth=max_depth)
-        return result.structured_content
-    text = result_text(result)
-    if text is None:
-        return None
-    check(text, max_depth=max_depth)
-    try:
-        return parse(text, max_depth=max_depth)
-    except JsonProblem as problem:
-        if problem.kind == "json_invalid":
-            return text
-        raise
-
-
-def result_text(result: CallToolResult) -> str | None:
-    texts = [block.text for block in result.content if block.type == "text"]
-    return "\n".join(texts) if texts else None
-
-
-def finite(number: float | None) -> float | None:
-    return number if number is None or math.isfinite(number) else None
+log = logging.getLogger(__name__)
 
 
 class Runner:
@@ -78,12 +40,13 @@ class Runner:
         call_timeout: float,
         max_json_depth: int,
         max_output_bytes: int,
+        max_for_each_items: int,
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.call_timeout = call_timeout
-        self.max_json_depth = max_json_depth
-        self.max_output_bytes = max_output_bytes
+        self.max_for_each_items = max_for_each_items
+        self.reader = ResultReader(max_depth=max_json_depth, max_output_bytes=max_output_bytes)
 
     async def launch(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
         """Record a queued run and start it in the background, once it is on disk: what a 202 promises.
@@ -96,134 +59,166 @@ class Runner:
             await self.registry.sync()
         except BaseException as exc:
             if not record.is_finished:
-                status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-                record.emit("run_finished", status=status, finished_at=utc_now(), message=f"Not started: {exc}")
+                status = RunStatus.CANCELLED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
+                record.emit(run_finished(status=status, finished_at=utc_now(), message=f"Not started: {exc}"))
             raise
         if not record.is_finished:  # a cancel may have come in while the row was being written
             self.registry.start(record, lambda r: self.run(r, scenario))
         return record
 
     async def run(self, record: RunRecord, scenario: Scenario) -> None:
-        record.emit("run_started", scenario_id=scenario.scenario_id, started_at=utc_now())
-        context: dict[str, Any] = {"input": record.state.input, "steps": {}}
-        current: tuple[int, Step, str] | None = None
-        try:
-            for index, step in enumerate(scenario.steps):
-                started_at = utc_now()
-                current = (index, step, started_at)
-                status, message, output, content = await self._run_step(record, index, step, started_at, context)
-                # A tool's or server's words are kept whatever they hold: valid Unicode, a bounded length.
-                message = safe_text(message, MESSAGE_MAX_CHARS)
-                current = None
-                record.emit(
-                    "step_finished",
-                    step_name=step.name,
-                    index=index,
-                    status=status,
-                    started_at=started_at,
-                    finished_at=utc_now(),
-                    message=message,
-                    output=output,
-                    content=content,
-                )
-                if status != "success":
-                    record.emit(
-                        "run_finished",
-                        status="failed",
-                        finished_at=utc_now(),
-                        message=f"Step '{step.name}' failed: {message}",
-                    )
-                    return
-                context["steps"][step.name] = {"output": output}
-        except asyncio.CancelledError:
-            # Who cancelled says how the run ends: a user (cancelled) or a shutdown (failed, interrupted).
-            ending = record.stop_reason or CANCELLED
-            if current is not None:
-                index, step, started_at = current
-                record.emit(
-                    "step_finished",
-                    step_name=step.name,
-                    index=index,
-                    status="cancelled",
-                    started_at=started_at,
-                    finished_at=utc_now(),
-                    message=ending.step_message,
-                    output=None,
-                )
-            record.emit("run_finished", status=ending.status, finished_at=utc_now(), message=ending.message)
-            raise
-        record.emit("run_finished", status="success", finished_at=utc_now(), message="")
-
-    async def _run_step(
-        self, record: RunRecord, index: int, step: Step, started_at: str, context: dict[str, Any]
-    ) -> tuple[str, str, Any, Any]:
-        """(status, message, output, raw content) of one step; emits step_started and progress."""
-        try:
-            arguments = map_inputs(step, context)
-        except StepFailed as exc:
-            record.emit("step_started", step_name=step.name, index=index, started_at=started_at, input=None)
-            return "failed", str(exc), None, None
-        record.emit("step_started", step_name=step.name, index=index, started_at=started_at, input=arguments)
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            # A notification may trail the result; it must not follow the step's end.
-            if record.state.steps[step.name].status == "running" and not record.is_finished:
-                record.emit(
-                    "step_progress",
-                    step_name=step.name,
-                    index=index,
-                    progress=finite(progress),
-                    total=finite(total),
-                    message=safe_text(message, MESSAGE_MAX_CHARS) if message is not None else None,
-                )
-
-        try:
-            tool = await self.pool.locate(step.tool, step.server)
-            result = await self.pool.call(
-                tool.server, step.tool, arguments, timeout=self.call_timeout, on_progress=on_progress
-            )
-        except (ToolCallError, ToolLookupError) as exc:
-            return "failed", str(exc), None, None
-        except Exception as exc:  # a server may answer anything; the run must still end cleanly
-            return "failed", f"'{step.tool}' failed: {describe(exc)}", None, None
-        return self._outcome(step.tool, result)
-
-    def _outcome(self, tool: str, result: CallToolResult) -> tuple[str, str, Any, Any]:
-        """(status, message, output, content) of a result, as the history may keep them.
-
-        Only strict JSON is kept, each of output and content at most `max_output_bytes` as JSON; a
-        larger one is kept truncated (see `bounded`) and the step says so.
-        """
-        try:
-            content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
-            check(content, max_depth=self.max_json_depth)
-        except JsonProblem as problem:
-            return "failed", self._refusal(tool, "content", problem), None, None
-        except Exception as exc:  # a block the SDK parsed but cannot write back out
-            return "failed", f"'{tool}' returned content that cannot be kept: {describe(exc)}", None, None
-        kept_content = bounded(content, max_bytes=self.max_output_bytes)
-        if result.is_error:
-            return "failed", result_text(result) or f"'{tool}' reported an error", None, kept_content.value
-        try:
-            output = extract_output(result, max_depth=self.max_json_depth)
-        except JsonProblem as problem:
-            return "failed", self._refusal(tool, "output", problem), None, kept_content.value
-        kept_output = bounded(output, max_bytes=self.max_output_bytes)
-        notes = [
-            self._truncation(what, kept)
-            for what, kept in (("Output", kept_output), ("Raw content", kept_content))
-            if kept.truncated
-        ]
-        return "success", "; ".join(notes), kept_output.value, kept_content.value
-
-    def _refusal(self, tool: str, what: str, problem: JsonProblem) -> str:
-        if problem.kind == "json_too_deep":
-            return f"'{tool}' returned {what} nested deeper than {self.max_json_depth} levels"
-        at = f", at {where(problem.loc)}" if problem.loc else ""
-        return f"'{tool}' returned {what} that cannot be stored ({problem.message}{at})"
-
-    def _truncation(self, what: str, kept: Bounded) -> str:
-        return (
-            f"{what} truncated: {kept.size:,} bytes as JSON, more than the {self.max_output_bytes:,} kept "
-            '(it is stored as {"truncated": true, "bytes": ..., "preview": ...})'
+        context = RunContext(
+            record,
+            self.pool,
+            self.reader,
+            call_timeout=self.call_timeout,
+            max_for_each_items=self.max_for_each_items,
         )
+        await _Execution(context, scenario.plan).run(scenario.scenario_id)
+
+
+class _Execution:
+    """One run of a plan: which steps wait, run and have ended, and how the run ends."""
+
+    def __init__(self, context: RunContext, plan: Plan) -> None:
+        self.context = context
+        self.record = context.record
+        self.plan = plan
+        # Steps not started yet, in the file's order, and how many of its dependencies each still waits for.
+        self.waiting: dict[str, PlannedStep] = {step.name: step for step in plan.steps}
+        self.unmet = {step.name: len(step.depends_on) for step in plan.steps}
+        self.dependents: dict[str, list[str]] = {step.name: [] for step in plan.steps}
+        for step in plan.steps:
+            for dependency in step.depends_on:
+                self.dependents[dependency].append(step.name)
+        self.ready = [step for step in plan.steps if not step.depends_on]
+        self.running: dict[asyncio.Task[StepStatus], StepRun] = {}
+        # A step run in this task rather than its own: the only one running, so nothing waits on it.
+        self.inline: StepRun | None = None
+        self.tolerated: list[PlannedStep] = []
+        self.failure: StepRun | None = None
+
+    async def run(self, scenario_id: str) -> None:
+        record = self.record
+        record.emit(
+            run_started(
+                scenario_id=scenario_id, started_at=utc_now(), plan=[step.summary() for step in self.plan.steps]
+            )
+        )
+        try:
+            await self._schedule()
+        except asyncio.CancelledError:
+            # Who cancelled says how the run ends: a user (cancelled), a shutdown (failed, interrupted)…
+            ending = record.stop_reason or CANCELLED
+            await self._stop(ending.step_status, ending.step_message, ending.not_run)
+            record.emit(run_finished(status=ending.status, finished_at=utc_now(), message=ending.message))
+            raise
+        except Exception as exc:  # a defect of ours must still end the run, and only this run
+            log.exception("Run %s stopped by an unexpected error", record.run_id)
+            message = f"Stopped by an internal error: {describe(exc)}"
+            interrupted = await self._stop(StepStatus.FAILED, message, f"Not run: {message}")
+            record.emit(run_finished(status=RunStatus.FAILED, finished_at=utc_now(), message=message))
+            if interrupted:
+                raise asyncio.CancelledError from None
+            return
+        if self.failure is not None:
+            failed = self.failure
+            name = failed.step.name
+            interrupted = await self._stop(
+                StepStatus.CANCELLED, f"Cancelled: step '{name}' failed", f"Not run: step '{name}' failed"
+            )
+            message = f"Step '{name}' failed: {failed.message}"
+            record.emit(run_finished(status=RunStatus.FAILED, finished_at=utc_now(), message=message))
+            if interrupted:  # cancelled while its steps were being stopped: the run has ended all the same
+                raise asyncio.CancelledError
+            return
+        self._finish()
+
+    async def _schedule(self) -> None:
+        """Start each step once it may run, until every step has ended or one has failed the run."""
+        while True:
+            if len(self.ready) == 1 and not self.running:
+                # Alone: nothing else can start before it ends, so it needs no task of its own.
+                self.inline = StepRun(self.context, self.ready.pop())
+                del self.waiting[self.inline.step.name]
+                status = await self.inline.run()
+                step_run, self.inline = self.inline, None
+                self._ended(step_run, status)
+            else:
+                for step in self.ready:
+                    del self.waiting[step.name]
+                    step_run = StepRun(self.context, step)
+                    self.running[asyncio.create_task(step_run.run(), name=f"step {step.name}")] = step_run
+                self.ready = []
+                if not self.running:
+                    return
+                done, _ = await asyncio.wait(self.running, return_when=asyncio.FIRST_COMPLETED)
+                # In file order, so that which failure fails the run does not depend on timing within one wake.
+                for task in sorted(done, key=lambda t: self.running[t].step.index):
+                    status = task.result()  # a defect's exception leaves the step in `running`, for `_stop` to end
+                    self._ended(self.running.pop(task), status)
+            if self.failure is not None:
+                return
+            if not self.ready and not self.running:
+                return
+
+    def _ended(self, step_run: StepRun, status: StepStatus) -> None:
+        step = step_run.step
+        if status == StepStatus.FAILED:
+            if step.on_error != "continue":
+                self.failure = self.failure or step_run
+                return
+            self.tolerated.append(step)
+        for name in self.dependents[step.name]:
+            self.unmet[name] -= 1
+            if self.unmet[name] == 0:
+                self.ready.append(self.waiting[name])
+        self.ready.sort(key=lambda s: s.index)
+
+    async def _stop(self, status: StepStatus, message: str, not_run: str) -> bool:
+        """End every step: those in flight cancelled and ended `status`, then those not started skipped (`not_run`).
+
+        True if this task was cancelled again meanwhile (the caller re-raises once the run has ended).
+        """
+        interrupted = await settle(self.running)
+        stopped = sorted(self.running.values(), key=lambda r: r.step.index)
+        if self.inline is not None:
+            stopped.insert(0, self.inline)
+        for step_run in stopped:
+            step_run.stop(status, message, not_run)
+        self.running.clear()
+        self.inline = None
+        now = utc_now()
+        for step in self.waiting.values():
+            self.record.emit(
+                step_finished(
+                    step_name=step.name,
+                    index=step.index,
+                    status=StepStatus.SKIPPED,
+                    started_at=None,
+                    finished_at=now,
+                    message=not_run,
+                )
+            )
+        self.waiting.clear()
+        self.ready = []
+        return interrupted
+
+    def _finish(self) -> None:
+        output, message = None, ""
+        if self.tolerated:
+            names = ", ".join(step.name for step in sorted(self.tolerated, key=lambda step: step.index))
+            message = f"Finished with {len(self.tolerated)} tolerated failure(s): {names}"
+        if self.plan.output is not None:
+            try:
+                value = self.plan.output.evaluate(self.context.scope)
+            except EvaluationError as exc:
+                message = safe_text(f"The run's output could not be evaluated: {exc}", MESSAGE_MAX_CHARS)
+                self.record.emit(run_finished(status=RunStatus.FAILED, finished_at=utc_now(), message=message))
+                return
+            kept = bounded(None if value is OMIT else value, max_bytes=self.context.reader.max_output_bytes)
+            output = kept.value
+            if kept.truncated:
+                message = "; ".join(filter(None, [message, self.context.reader.truncation("Output", kept)]))
+        self.record.emit(run_finished(status=RunStatus.SUCCESS, finished_at=utc_now(), message=message, output=output))
+

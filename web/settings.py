@@ -37,6 +37,8 @@ class Settings(BaseSettings):
       form's JSON box deeper is refused 422; a tool result deeper fails its step. At most 200.
     - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
       outputs are stored truncated and marked so.
+    - ``STEPLINE_MAX_FOR_EACH_ITEMS``: the most items a ``for_each`` step may call its tool for (1000);
+      a list longer fails the step, saying so.
     - ``STEPLINE_MAX_STREAMS_PER_RUN`` / ``STEPLINE_MAX_STREAMS``: open event streams allowed on one
       run (2000) and in the whole process (3000, below the connection cap); past either: 503 with ``Retry-After``.
     - ``STEPLINE_STREAM_SEND_TIMEOUT``: seconds a stream waits for a client to take a frame before it
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
     # At most 200: the MCP SDK reads no message nested deeper than about 200 levels; pydantic serialises 255.
     max_json_depth: int = Field(64, ge=2, le=200)
     max_output_bytes: int = Field(1024 * 1024, ge=1024)
+    max_for_each_items: int = Field(1000, ge=1)
     max_streams_per_run: int = Field(2000, ge=1)
     max_streams: int = Field(3000, ge=1)
     stream_send_timeout: float = Field(10.0, gt=0)

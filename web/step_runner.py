@@ -1,0 +1,400 @@
+"""One step of a run: its condition, its for_each, its arguments, its attempts with their timeouts, and the call.
+
+A step records itself: its step_started, step_progress, step_retrying and step_item_finished events, and
+its step_finished when it ends by itself (success, failed, skipped). A step stopped from outside — its
+task cancelled — records nothing more and re-raises; whoever stopped it ends it (`StepRun.stop`), so that
+a run's endings are written in one place and in one order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Collection, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from web.events import StepStatus, step_finished, step_item_finished, step_progress, step_retrying, step_started
+from web.expressions import OMIT, EvaluationError, Node, PathNode
+from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
+from web.mcp_pool import McpPool, ToolInfo, ToolLookupError
+from web.mcp_server import ServerUnavailable, ToolCallError, describe
+from web.plan import PlannedStep
+from web.registry import RunRecord
+from web.run_state import utc_now
+from web.tool_result import ResultReader, ToolOutcome
+
+ENV_MAX_FOR_EACH_ITEMS = "STEPLINE_MAX_FOR_EACH_ITEMS"
+
+
+class RunContext:
+    """What the steps of one run share: its record, the servers, the tools located so far, the results so far."""
+
+    def __init__(
+        self,
+        record: RunRecord,
+        pool: McpPool,
+        reader: ResultReader,
+        *,
+        call_timeout: float,
+        max_for_each_items: int,
+    ) -> None:
+        self.record = record
+        self.pool = pool
+        self.reader = reader
+        self.call_timeout = call_timeout
+        self.max_for_each_items = max_for_each_items
+        # `steps` in expressions: each step that has ended, by name.
+        self.results: dict[str, dict[str, Any]] = {}
+        self.scope: dict[str, Any] = {"input": record.state.input, "steps": self.results, "run": {"id": record.run_id}}
+        # A run calls the same tools again and again: find each once.
+        self._tools: dict[tuple[str, str | None], ToolInfo] = {}
+
+    async def locate(self, tool: str, server: str | None) -> ToolInfo:
+        key = (tool, server)
+        info = self._tools.get(key)
+        if info is None:
+            info = self._tools[key] = await self.pool.locate(tool, server)
+        return info
+
+
+class _Failed(Exception):
+    """A step (or item) that fails before its call: a binding, a condition, a list that cannot be iterated."""
+
+
+class StepRun:
+    """One planned step of one run, from its condition to its step_finished."""
+
+    def __init__(self, context: RunContext, step: PlannedStep) -> None:
+        self.context = context
+        self.step = step
+        self.started_at: str | None = None
+        self.status: StepStatus | None = None  # set once step_finished is recorded
+        self.message = ""
+
+    async def run(self) -> StepStatus:
+        """Run the step to its end and record it; CancelledError (nothing recorded) when stopped from outside."""
+        step = self.step
+        scope = self.context.scope
+        try:
+            if step.when is not None and not self._condition_holds(step.when, scope):
+                return self._finish(StepStatus.SKIPPED, f"Condition is false: {step.when.describe()}")
+            if step.for_each is not None:
+                return await self._run_for_each(step.for_each, scope)
+            arguments, omitted = evaluate_input(step, scope)
+        except _Failed as failure:
+            self._start(None)
+            return self._finish(StepStatus.FAILED, str(failure))
+        outcome, _ = await self._attempts(arguments, omitted, None)
+        status = StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED
+        return self._finish(status, outcome.message, outcome.output, outcome.content, outcome.text, outcome.value)
+
+    def stop(self, status: StepStatus, message: str, not_run: str) -> None:
+        """End a step stopped from outside: `status` if it had started, else skipped with `not_run`. Once only."""
+        if self.status is not None:
+            return
+        if self.started_at is None:
+            self._finish(StepStatus.SKIPPED, not_run)
+        else:
+            self._finish(status, message)
+
+    # --- recording ---------------------------------------------------------------------------------
+
+    def _start(self, arguments: dict[str, Any] | None, attempt: int = 1, item_count: int | None = None) -> None:
+        now = utc_now()
+        self.started_at = self.started_at or now
+        self.context.record.emit(
+            step_started(
+                step_name=self.step.name,
+                index=self.step.index,
+                started_at=now,
+                input=arguments,
+                attempt=attempt,
+                item_count=item_count,
+            )
+        )
+
+    def _finish(
+        self,
+        status: StepStatus,
+        message: str,
+        output: Any = None,
+        content: Any = None,
+        text: str | None = None,
+        value: Any = None,
+    ) -> StepStatus:
+        # A tool's or server's words are kept whatever they hold: valid Unicode, a bounded length.
+        self.status, self.message = status, safe_text(message, MESSAGE_MAX_CHARS)
+        self.context.results[self.step.name] = {
+            "output": value if status == StepStatus.SUCCESS else None,
+            "status": status.value,
+            "text": text,
+        }
+        self.context.record.emit(
+            step_finished(
+                step_name=self.step.name,
+                index=self.step.index,
+                status=status,
+                started_at=self.started_at,
+                finished_at=utc_now(),
+                message=self.message,
+                output=output,
+                content=content,
+            )
+        )
+        return status
+
+    # --- condition and for_each ----------------------------------------------------------------------
+
+    @staticmethod
+    def _condition_holds(when: Node, scope: Mapping[str, Any]) -> bool:
+        try:
+            value = when.evaluate(scope)
+        except EvaluationError as exc:
+            raise _Failed(str(exc)) from None
+        return value is not OMIT and bool(value)
+
+    def _items(self, for_each: Node, scope: Mapping[str, Any]) -> list[Any]:
+        try:
+            items = for_each.evaluate(scope)
+        except EvaluationError as exc:
+            raise _Failed(str(exc)) from None
+        where = f"{self.step.label}.for_each: {for_each.describe()}"
+        if items is OMIT:
+            raise _Failed(f"{where} is undefined")
+        if not isinstance(items, list):
+            raise _Failed(f"{where} gives {_kind(items)}, not a list")
+        limit = self.context.max_for_each_items
+        if len(items) > limit:
+            allowed = f"more than the {limit:,} allowed ({ENV_MAX_FOR_EACH_ITEMS})"
+            raise _Failed(f"for_each gives {len(items):,} items, {allowed}")
+        return items
+
+    async def _run_for_each(self, for_each: Node, scope: Mapping[str, Any]) -> StepStatus:
+        items = self._items(for_each, scope)
+        count = len(items)
+        self._start(None, item_count=count)
+        values: list[Any] = [None] * count
+        outputs: list[Any] = [None] * count
+        failures: dict[int, str] = {}
+
+        async def run_item(index: int) -> None:
+            item_scope = {**scope, "item": items[index], "item_index": index}
+            arguments: dict[str, Any] | None = None
+            attempt = 1
+            try:
+                arguments, omitted = evaluate_input(self.step, item_scope)
+            except _Failed as failure:
+                outcome = ToolOutcome(False, str(failure))
+            else:
+                outcome, attempt = await self._attempts(arguments, omitted, index)
+            message = safe_text(outcome.message, MESSAGE_MAX_CHARS)
+            if outcome.ok:
+                values[index], outputs[index] = outcome.value, outcome.output
+            else:
+                failures[index] = message
+            self.context.record.emit(
+                step_item_finished(
+                    step_name=self.step.name,
+                    index=self.step.index,
+                    item_index=index,
+                    status=StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED,
+                    message=message,
+                    output=outcome.output,
+                    input=arguments,
+                    attempt=attempt,
+                )
+            )
+
+        await _each(self.step.name, range(count), run_item, self.step.max_parallel)
+        kept = bounded(outputs, max_bytes=self.context.reader.max_output_bytes)
+        notes = [self.context.reader.truncation("Output", kept)] if kept.truncated else []
+        if failures:
+            first = min(failures)
+            notes.insert(0, f"{len(failures)} of {count} items failed; item {first}: {failures[first]}")
+            return self._finish(StepStatus.FAILED, "; ".join(notes), kept.value, value=values)
+        return self._finish(StepStatus.SUCCESS, "; ".join(notes), kept.value, value=values)
+
+    # --- attempts ------------------------------------------------------------------------------------
+
+    async def _attempts(
+        self, arguments: dict[str, Any], omitted: dict[str, Node], item_index: int | None
+    ) -> tuple[ToolOutcome, int]:
+        """Call the tool until it succeeds, fails for good, or `retry.max_attempts` are spent: (outcome, attempt)."""
+        retry = self.step.retry
+        attempt = 1
+        while True:
+            if item_index is None:
+                self._start(arguments, attempt)
+            outcome = await self._attempt(arguments, omitted, item_index is None)
+            if outcome.ok or not outcome.retryable or attempt >= retry.max_attempts:
+                return outcome, attempt
+            delay = retry.delay(attempt)
+            attempt += 1
+            self.context.record.emit(
+                step_retrying(
+                    step_name=self.step.name,
+                    index=self.step.index,
+                    attempt=attempt,
+                    max_attempts=retry.max_attempts,
+                    message=safe_text(outcome.message, MESSAGE_MAX_CHARS),
+                    delay_seconds=delay,
+                    retry_at=(datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="milliseconds"),
+                    item_index=item_index,
+                )
+            )
+            await asyncio.sleep(delay)  # a cancel ends the step here, at once
+
+    async def _attempt(self, arguments: dict[str, Any], omitted: dict[str, Node], report: bool) -> ToolOutcome:
+        """One call, within the step's cap and idle timeout; `report` its progress as step_progress events."""
+        step = self.step
+        try:
+            tool = await self.context.locate(step.tool, step.server)
+        except ServerUnavailable as exc:
+            return ToolOutcome(False, str(exc), retryable=True)
+        except ToolLookupError as exc:
+            return ToolOutcome(False, str(exc))
+        missing = _missing_required(tool, step, omitted)
+        if missing:
+            return ToolOutcome(False, missing)
+
+        record = self.context.record
+        live = True  # progress may trail the result, or come after a timeout: it must not follow the attempt
+        idle: asyncio.Timeout | None = None
+        loop = asyncio.get_running_loop()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if not live:
+                return
+            if idle is not None and not idle.expired():
+                idle.reschedule(loop.time() + idle_seconds)
+            if report:
+                record.emit(
+                    step_progress(
+                        step_name=step.name,
+                        index=step.index,
+                        progress=_finite(progress),
+                        total=_finite(total),
+                        message=safe_text(message, MESSAGE_MAX_CHARS) if message is not None else None,
+                    )
+                )
+
+        timeout = step.timeout_seconds or self.context.call_timeout
+        idle_seconds = step.idle_timeout_seconds
+        try:
+            if idle_seconds is None:
+                result = await self.context.pool.call(
+                    tool.server, step.tool, arguments, timeout=timeout, on_progress=on_progress
+                )
+            else:
+                try:
+                    async with asyncio.timeout(idle_seconds) as idle:
+                        result = await self.context.pool.call(
+                            tool.server, step.tool, arguments, timeout=timeout, on_progress=on_progress
+                        )
+                except TimeoutError:
+                    if not idle.expired():
+                        raise
+                    silence = f"'{step.tool}' sent no progress for {idle_seconds:g}s (idle_timeout_seconds)"
+                    return ToolOutcome(False, silence, retryable=True)
+        except ToolCallError as exc:  # the server is down or lost, the call timed out, or the server answered an error
+            return ToolOutcome(False, str(exc), retryable=True)
+        except Exception as exc:  # a server may answer anything; the run must still end cleanly
+            return ToolOutcome(False, f"'{step.tool}' failed: {describe(exc)}")
+        finally:
+            live = False
+        return self.context.reader.outcome(step.tool, result)
+
+
+def evaluate_input(step: PlannedStep, scope: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Node]]:
+    """The step's tool arguments, and the node of each argument left out because it was undefined."""
+    arguments: dict[str, Any] = {}
+    omitted: dict[str, Node] = {}
+    try:
+        for key, node in step.input.items.items():
+            value = node.evaluate(scope)
+            if value is OMIT:
+                omitted[key] = node
+            else:
+                arguments[key] = value
+    except EvaluationError as exc:
+        raise _Failed(str(exc)) from None
+    return arguments, omitted
+
+
+def _missing_required(tool: ToolInfo, step: PlannedStep, omitted: dict[str, Node]) -> str | None:
+    """Why the call cannot be made: a required argument was left out (the tool's schema, or required_input_fields)."""
+    if not omitted:
+        return None
+    required = set(step.required)
+    schema_required = tool.input_schema.get("required")
+    if isinstance(schema_required, list):
+        required.update(name for name in schema_required if isinstance(name, str))
+    for key, node in omitted.items():
+        if key in required:
+            if isinstance(node, PathNode):  # worded as version 1 always did
+                return f"required input '{key}' is missing: '{node.path}' found nothing"
+            return f"required argument '{key}' is missing: {node.describe()} is undefined"
+    return None
+
+
+async def _each(name: str, indexes: range, work: Any, parallel: int) -> None:
+    """`await work(i)` for each index, at most `parallel` at once; workers pull the next index as they free up."""
+    pending: Iterator[int] = iter(indexes)
+
+    async def worker() -> None:
+        for index in pending:
+            await work(index)
+
+    count = min(parallel, len(indexes))
+    if count <= 1:
+        await worker()
+        return
+    workers = [asyncio.create_task(worker(), name=f"step {name} items") for _ in range(count)]
+    try:
+        # Unlike gather, wait cancels nothing by itself: `settle` cancels each worker once.
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+    except asyncio.CancelledError:
+        await settle(workers)
+        raise
+    failed = [task for task in done if not task.cancelled() and task.exception() is not None]
+    if failed:  # a defect of ours: stop the other items, and let the step's owner end it
+        await settle(workers)
+        raise failed[0].exception()  # type: ignore[misc]
+
+
+async def settle(tasks: Collection[asyncio.Task[Any]]) -> bool:
+    """Cancel `tasks` and wait until each has ended; True if this task was itself cancelled meanwhile.
+
+    The caller records the endings and then re-raises that cancellation: nothing is left running behind it.
+    """
+    for task in tasks:
+        # Once only: a second cancel would cut short the notifications/cancelled the MCP client is sending.
+        if not task.cancelling():
+            task.cancel()
+    pending = {task for task in tasks if not task.done()}
+    interrupted = False
+    while pending:
+        try:
+            _, pending = await asyncio.wait(pending)
+        except asyncio.CancelledError:
+            interrupted = True
+    return interrupted
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _finite(number: float | None) -> float | None:
+    return number if number is None or math.isfinite(number) else None

@@ -1,0 +1,114 @@
+"""What a tool's result becomes in a step: its status, message, output and raw content, as the history keeps them.
+
+A step's output is the result's structured content if present, else its text content parsed as JSON if
+it parses, else the text. Only strict JSON is kept, each of output and content at most `max_output_bytes`
+as JSON; a larger one is kept truncated (see `web.json_limits.bounded`) and the step says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mcp_types import CallToolResult
+
+from web.json_limits import Bounded, JsonProblem, bounded, check, parse, where
+from web.mcp_server import describe
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """One call's result as a step records it; `retryable` when another attempt might fare better.
+
+    `output` and `content` are as the history keeps them (maybe truncated); `value` is the output whole,
+    and `text` the result's text content, for the expressions of the steps after it.
+    """
+
+    ok: bool
+    message: str
+    output: Any = None
+    content: Any = None
+    text: str | None = None
+    value: Any = None
+    retryable: bool = False
+
+
+# What a JSON document may begin with, after white space: other text is kept as text without asking the
+# parser, which would only raise for it (most tools answer in prose).
+JSON_STARTS = frozenset('{["-0123456789tfn')
+
+
+def parse_text(text: str, *, max_depth: int) -> Any:
+    """Text that is a JSON document as its value, other text as itself (the very object).
+
+    Raises JsonProblem for JSON the history cannot keep: a non-finite number, a lone surrogate, nesting
+    deeper than `max_depth`.
+    """
+    if text.lstrip(" \t\n\r")[:1] not in JSON_STARTS:
+        return text
+    try:
+        return parse(text, max_depth=max_depth)
+    except JsonProblem as problem:
+        if problem.kind == "json_invalid":
+            return text
+        raise
+
+
+def result_text(result: CallToolResult) -> str | None:
+    texts = [block.text for block in result.content if block.type == "text"]
+    return "\n".join(texts) if texts else None
+
+
+class ResultReader:
+    """Turns results into outcomes within the history's limits."""
+
+    def __init__(self, *, max_depth: int, max_output_bytes: int) -> None:
+        self.max_depth = max_depth
+        self.max_output_bytes = max_output_bytes
+
+    def outcome(self, tool: str, result: CallToolResult) -> ToolOutcome:
+        try:
+            content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+            check(content, max_depth=self.max_depth)
+        except JsonProblem as problem:
+            return ToolOutcome(False, self._refusal(tool, "content", problem))
+        except Exception as exc:  # a block the SDK parsed but cannot write back out
+            return ToolOutcome(False, f"'{tool}' returned content that cannot be kept: {describe(exc)}")
+        kept_content = bounded(content, max_bytes=self.max_output_bytes)
+        text = result_text(result)
+        if result.is_error:
+            # The tool said it failed: another attempt may succeed (a retry policy decides).
+            message = text or f"'{tool}' reported an error"
+            return ToolOutcome(False, message, content=kept_content.value, text=text, retryable=True)
+        # Structured content if present, else the text content parsed as JSON, else the text.
+        try:
+            if result.structured_content is not None:
+                output = result.structured_content
+                check(output, max_depth=self.max_depth)
+            else:
+                output = None if text is None else parse_text(text, max_depth=self.max_depth)
+        except JsonProblem as problem:
+            return ToolOutcome(False, self._refusal(tool, "output", problem), content=kept_content.value, text=text)
+        if output is text and not kept_content.truncated:
+            # The text was checked with the content, and as JSON it is smaller than the content is.
+            kept_output = Bounded(text, kept_content.size, False)
+        else:
+            kept_output = bounded(output, max_bytes=self.max_output_bytes)
+        notes = [
+            self.truncation(what, kept)
+            for what, kept in (("Output", kept_output), ("Raw content", kept_content))
+            if kept.truncated
+        ]
+        return ToolOutcome(True, "; ".join(notes), kept_output.value, kept_content.value, text, output)
+
+    def _refusal(self, tool: str, what: str, problem: JsonProblem) -> str:
+        if problem.kind == "json_too_deep":
+            return f"'{tool}' returned {what} nested deeper than {self.max_depth} levels"
+        at = f", at {where(problem.loc)}" if problem.loc else ""
+        return f"'{tool}' returned {what} that cannot be stored ({problem.message}{at})"
+
+    def truncation(self, what: str, kept: Bounded) -> str:
+        return (
+            f"{what} truncated: {kept.size:,} bytes as JSON, more than the {self.max_output_bytes:,} kept "
+            '(it is stored as {"truncated": true, "bytes": ..., "preview": ...})'
+        )
