@@ -10,11 +10,41 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-TERMINAL_STATUSES = frozenset({"success", "failed", "cancelled"})
+from web.events import TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
+
+# Plain strings, as the history's rows hold them.
+TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL_RUN_STATUSES)
+STEP_EVENTS = frozenset(
+    {EventType.STEP_STARTED, EventType.STEP_PROGRESS, EventType.STEP_RETRYING, EventType.STEP_ITEM_FINISHED,
+     EventType.STEP_FINISHED}
+)
 
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ItemState:
+    """One item of a for_each step, once it has ended."""
+
+    item_index: int
+    status: str
+    message: str = ""
+    output: Any = None
+    input: dict[str, Any] | None = None
+    attempt: int = 1
+
+
+@dataclass
+class Retry:
+    """A retry waiting for its backoff: attempt `attempt` of `max_attempts` starts at `at`."""
+
+    attempt: int
+    max_attempts: int
+    message: str  # why the previous attempt failed
+    at: str
+    delay: float
 
 
 @dataclass
@@ -23,7 +53,7 @@ class StepState:
 
     node_id: str
     index: int
-    status: str = "running"
+    status: str = StepStatus.RUNNING.value
     started_at: str | None = None
     finished_at: str | None = None
     message: str = ""
@@ -33,6 +63,82 @@ class StepState:
     progress: float | None = None
     total: float | None = None
     progress_message: str | None = None
+    # The attempt under way, or the one a retry is waiting to start.
+    attempt: int = 1
+    max_attempts: int | None = None
+    retry_message: str | None = None
+    retry_at: str | None = None
+    retry_delay: float | None = None
+    # for_each: how many items, and those that have ended, by item index.
+    item_count: int | None = None
+    items: dict[int, ItemState] = field(default_factory=dict)
+    items_done: int = 0
+    items_failed: int = 0
+    # Items waiting to be tried again, by item index (dropped when the item ends).
+    item_retries: dict[int, Retry] = field(default_factory=dict)
+    seq: int = 0  # the last event that changed this step
+
+    @property
+    def is_for_each(self) -> bool:
+        return self.item_count is not None
+
+    @property
+    def retry(self) -> Retry | None:
+        if self.retry_at is None:
+            return None
+        return Retry(self.attempt, self.max_attempts or self.attempt, self.retry_message or "", self.retry_at,
+                     self.retry_delay or 0.0)
+
+    def started(self, event: dict[str, Any]) -> None:
+        """A (new) attempt: the step runs again; its first start time stays."""
+        self.status = StepStatus.RUNNING.value
+        self.started_at = self.started_at or event["started_at"]
+        self.finished_at = None
+        self.message = ""
+        self.input = event.get("input")
+        self.output = self.content = None
+        self.attempt = event.get("attempt") or 1
+        self.retry_message = self.retry_at = self.retry_delay = None
+        self.progress = self.total = self.progress_message = None
+        if "item_count" in event:
+            self.item_count = event["item_count"]
+            self.items, self.items_done, self.items_failed, self.item_retries = {}, 0, 0, {}
+            self.progress, self.total = 0, event["item_count"]
+
+    def retrying(self, event: dict[str, Any]) -> None:
+        self.max_attempts = event.get("max_attempts") or self.max_attempts
+        retry = Retry(event["attempt"], event.get("max_attempts") or event["attempt"], event.get("message") or "",
+                      event["retry_at"], event.get("delay_seconds") or 0.0)
+        if event.get("item_index") is not None:
+            self.item_retries[event["item_index"]] = retry
+            return
+        self.attempt = retry.attempt
+        self.retry_message, self.retry_at, self.retry_delay = retry.message, retry.at, retry.delay
+
+    def item_finished(self, event: dict[str, Any]) -> None:
+        index = event["item_index"]
+        item = ItemState(index, event["status"], event.get("message") or "", event.get("output"),
+                         event.get("input"), event.get("attempt") or 1)
+        previous = self.items.get(index)
+        if previous is not None:  # the same item told twice: counted once
+            self.items_done -= 1
+            self.items_failed -= int(previous.status == StepStatus.FAILED)
+        self.items[index] = item
+        self.items_done += 1
+        self.items_failed += int(item.status == StepStatus.FAILED)
+        self.item_retries.pop(index, None)
+        self.progress, self.total = self.items_done, self.item_count
+
+    def finished(self, event: dict[str, Any]) -> None:
+        self.status = event["status"]
+        self.started_at = event.get("started_at") or self.started_at
+        self.finished_at = event["finished_at"]
+        self.message = event.get("message") or ""
+        self.output = event.get("output")
+        self.content = event.get("content")
+        # A step cancelled during a backoff waits for nothing any more.
+        self.retry_message = self.retry_at = self.retry_delay = None
+        self.item_retries = {}
 
 
 @dataclass
@@ -43,43 +149,44 @@ class RunState:
     scenario_id: str
     input: dict[str, Any]
     created_at: str
-    status: str = "queued"
+    status: str = RunStatus.QUEUED.value
     message: str = ""
     started_at: str | None = None
     finished_at: str | None = None
     steps: dict[str, StepState] = field(default_factory=dict)
+    # The steps this run follows (web.plan.PlannedStep.summary each), as run_started recorded them;
+    # None for runs recorded before plans were.
+    plan: list[dict[str, Any]] | None = None
+    output: Any = None
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event["type"]
-        if kind == "run_started":
-            self.status = "running"
+        if kind == EventType.RUN_STARTED:
+            self.status = RunStatus.RUNNING.value
             self.started_at = event["started_at"]
-        elif kind == "run_finished":
+            self.plan = event.get("plan")
+        elif kind == EventType.RUN_FINISHED:
             self.status = event["status"]
             self.finished_at = event["finished_at"]
-            self.message = event.get("message", "")
-        elif kind == "step_started":
-            self.steps[event["step_name"]] = StepState(
-                node_id=event["step_name"],
-                index=event["index"],
-                started_at=event["started_at"],
-                input=event.get("input"),
-            )
-        elif kind == "step_progress":
-            step = self.steps[event["step_name"]]
-            step.progress = event["progress"]
-            step.total = event.get("total")
-            step.progress_message = event.get("message")
-        elif kind == "step_finished":
-            step = self.steps.setdefault(
-                event["step_name"], StepState(node_id=event["step_name"], index=event["index"])
-            )
-            step.status = event["status"]
-            step.started_at = event.get("started_at", step.started_at)
-            step.finished_at = event["finished_at"]
-            step.message = event.get("message", "")
-            step.output = event.get("output")
-            step.content = event.get("content")
+            self.message = event.get("message") or ""
+            self.output = event.get("output")
+        elif kind in STEP_EVENTS:
+            step = self.steps.get(event["step_name"])
+            if step is None:
+                step = self.steps[event["step_name"]] = StepState(node_id=event["step_name"], index=event["index"])
+            step.seq = event.get("seq", step.seq)
+            if kind == EventType.STEP_STARTED:
+                step.started(event)
+            elif kind == EventType.STEP_PROGRESS:
+                step.progress = event["progress"]
+                step.total = event.get("total")
+                step.progress_message = event.get("message")
+            elif kind == EventType.STEP_RETRYING:
+                step.retrying(event)
+            elif kind == EventType.STEP_ITEM_FINISHED:
+                step.item_finished(event)
+            elif kind == EventType.STEP_FINISHED:
+                step.finished(event)
 
     def refold(self, events: list[dict[str, Any]]) -> None:
         """Fold `events` again from the start, into this same object (views may hold it)."""

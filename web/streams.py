@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from web.events import EventType, StepStatus
 from web.registry import RunRecord
 from web.scenarios import Scenario
 from web.stream_budget import StreamsFull
@@ -107,13 +108,18 @@ def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -
 
     Step events send that step's `_step.html` as event `step-<index>`; run_started sends
     `_run_status.html` as `run-status`; run_finished sends it as `run-finished` (the page closes
-    its stream on that name) with the steps that never ran, swapped out of band.
+    its stream on that name), with, for runs recorded before skipped steps had events of their own,
+    the steps that never ran, swapped out of band.
 
     A fragment is drawn once per event, when a stream first needs it, from the run's state at that
     moment (the event's or later), and every viewer is sent those bytes. Each step's last event comes
     after everything else that changes the step, so its fragment, whenever drawn, shows the step's
     final state: a replayed or resumed stream may pass through older states on the way but ends on
     the latest, and can neither repeat a step nor leave one behind.
+
+    A step event drawn once the step has a later event is sent as its id alone: the later event's
+    fragment, drawn no earlier, shows everything this one would. A replay, or a stream that falls
+    behind a for_each step's items, draws each step once instead of once per event.
     """
     # All a fragment takes from its request: the proxy's path prefix and the embedded mode of its links.
     variant = ("html", request.scope.get("root_path", ""), is_embedded(request))
@@ -129,20 +135,25 @@ def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -
 
 
 def _draw(request: Request, record: RunRecord, scenario: Scenario | None, event: dict[str, Any]) -> bytes:
+    if event["type"].startswith("step_"):
+        step = record.state.steps.get(event["step_name"])
+        if step is not None and step.seq > event["seq"]:
+            return ServerSentEvent(id=str(event["seq"])).encode()
     view = run_view(record.state, scenario, event["seq"])
     context = {"request": request, "run": view}
     if event["type"].startswith("step_"):
         name = f"step-{event['index']}"
         html = templates.get_template("_step.html").render({**context, "step": view.step(event["index"])})
     else:
-        name = "run-finished" if event["type"] == "run_finished" else "run-status"
+        name = "run-finished" if event["type"] == EventType.RUN_FINISHED else "run-status"
         html = templates.get_template("_run_status.html").render({**context, "stream": True})
         if name == "run-finished":
+            # Steps that never ran have a skipped event of their own, except in runs recorded before that.
             step_template = templates.get_template("_step.html")
             html += "".join(
                 step_template.render({**context, "step": step, "oob": True})
                 for step in view.steps
-                if step.status == "skipped"
+                if step.status == StepStatus.SKIPPED and step.state is None
             )
     return ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS).encode()
 

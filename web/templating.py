@@ -11,6 +11,7 @@ from jinja2.runtime import Context
 from starlette.requests import Request
 from starlette.templating import Jinja2Templates
 
+from web.events import RunStatus, StepStatus
 from web.json_display import json_is_short, json_tree, pretty_json, raw_json
 from web.resources import TEMPLATES
 from web.security import TOKEN_FIELD, form_token
@@ -76,6 +77,24 @@ def clock(stamp: str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S") + (" UTC" if moment.utcoffset() is not None else "")
 
 
+def time_of_day(stamp: str | None) -> str:
+    """An event time within the day, to the second: enough beside a date already shown."""
+    if not stamp:
+        return ""
+    moment = datetime.fromisoformat(stamp)
+    return moment.strftime("%H:%M:%S") + (" UTC" if moment.utcoffset() is not None else "")
+
+
+def seconds(value: float) -> str:
+    """A setting in seconds as written: `30 s`, `0.5 s`."""
+    return f"{value:g} s"
+
+
+def counted(number: int, noun: str) -> str:
+    """`1 item`, `3 items`, `1,000 items`."""
+    return f"{number:,} {noun if number == 1 else noun + 's'}"
+
+
 templates.env.globals["url_for"] = _url_for
 templates.env.globals["link"] = _link
 # Plain strs and data, never markup: autoescaping applies to every piece of a value a page shows.
@@ -85,6 +104,12 @@ templates.env.filters["json_tree"] = json_tree
 templates.env.tests["short_json"] = json_is_short
 templates.env.filters["duration"] = duration
 templates.env.filters["clock"] = clock
+templates.env.filters["time_of_day"] = time_of_day
+templates.env.filters["counted"] = counted
+templates.env.filters["seconds"] = seconds
+# The one vocabulary of statuses, for the labels and the choices pages make on them.
+templates.env.globals["RunStatus"] = RunStatus
+templates.env.globals["StepStatus"] = StepStatus
 
 
 @pass_context
