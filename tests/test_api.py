@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from html.parser import HTMLParser
@@ -20,6 +21,9 @@ from starlette.routing import Route
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
 OUTLET = "outlet_profile_v1"
+ORIGIN_CHECK = "story_origin_check_v2"
+STORY_ORIGINS = "outlet_story_origins_v2"
+FIRST_REPORT = "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-room"
 
 
 def is_iso_utc(value: str) -> bool:
@@ -67,11 +71,15 @@ def test_run_snapshot_while_running_then_finished(slow_demo_app: InProcessApp) -
 
     wait_until(a_step_is_running, 10, "a step to be running")
     running = snapshots[-1]
+    # The steps that have started are listed; the plan names every step, started or not.
     current = running["steps"][-1]
     assert current["status"] == "running"
     assert current["started_at"] is not None and is_iso_utc(current["started_at"])
     assert current["finished_at"] is None
     assert running["finished_at"] is None
+    assert running["output"] is None
+    assert [s["name"] for s in running["plan"]][: len(running["steps"])] == [s["node_id"] for s in running["steps"]]
+    assert len(running["plan"]) == 4
 
     done = wait_finished(slow_demo_app.client, run_id)
 
@@ -101,9 +109,84 @@ def test_failed_run_snapshot_names_the_failing_step(demo_app: InProcessApp) -> N
     assert run["status"] == "failed"
     assert run["message"].startswith("Step 'lookup_outlet' failed:")
     assert "Unknown outlet: nowhere.example.com" in run["message"]
-    # Later steps never ran, so they are not in the snapshot.
-    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("lookup_outlet", "failed")]
+    assert run["output"] is None
+    # Later steps never ran: skipped, saying why, never started.
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [
+        ("lookup_outlet", "failed"),
+        ("list_articles", "skipped"),
+        ("coverage_stats", "skipped"),
+    ]
     assert "Unknown outlet: nowhere.example.com" in run["steps"][0]["message"]
+    for skipped in run["steps"][1:]:
+        assert skipped["message"] == "Not run: step 'lookup_outlet' failed"
+        assert skipped["started_at"] is None
+
+
+def test_workflow_snapshot_has_the_output_the_plan_and_each_steps_dependencies(demo_app: InProcessApp) -> None:
+    on_disk = json.loads((PROJECT_ROOT / "scenarios" / f"{ORIGIN_CHECK}.json").read_text(encoding="utf-8"))
+
+    run = run_to_end(demo_app.client, ORIGIN_CHECK, NEWS_INPUT)
+
+    # The archive never captured this article: a failure the scenario tolerates.
+    assert run["status"] == "success"
+    assert run["message"] == "Finished with 1 tolerated failure(s): archive"
+    assert run["output"]["first_report"] == FIRST_REPORT
+    assert run["output"]["is_first_report"] is False
+    assert run["output"]["archived_copy"] is None
+    assert [planned["name"] for planned in run["plan"]] == [step["name"] for step in on_disk["steps"]]
+    assert [s["node_id"] for s in run["steps"]] == [step["name"] for step in on_disk["steps"]]
+    for step, planned in zip(run["steps"], run["plan"], strict=True):
+        assert step["depends_on"] == planned["depends_on"]
+        assert (step["attempt"], step["max_attempts"]) == (1, 1)
+        assert step["item_count"] is None
+    steps = {s["node_id"]: s for s in run["steps"]}
+    assert steps["trace"]["depends_on"] == ["article", "earliest"]
+    assert steps["archive"]["status"] == "failed"
+    assert "never captured" in steps["archive"]["message"]
+    assert steps["trace"]["status"] == "success"
+
+
+def test_for_each_snapshot_counts_its_items(demo_app: InProcessApp) -> None:
+    run = run_to_end(demo_app.client, STORY_ORIGINS, {"domain": "daily.example.com"})
+
+    assert run["status"] == "success", run["message"]
+    steps = {s["node_id"]: s for s in run["steps"]}
+    articles = steps["articles"]["output"]["articles"]
+    related = steps["related"]
+    assert len(articles) > 1
+    assert (related["item_count"], related["items_done"], related["items_failed"]) == (len(articles), len(articles), 0)
+    assert (related["progress"], related["total"]) == (len(articles), len(articles))
+    assert related["input"] is None
+    assert len(related["output"]) == len(articles)
+    assert run["output"]["articles"] == [article["url"] for article in articles]
+
+
+def test_a_run_recorded_before_plans_shows_the_steps_it_recorded(make_app: Callable[..., InProcessApp]) -> None:
+    app = make_app(history=False)
+    # The events a run wrote before runs recorded their plan, attempts and output.
+    recorded = [
+        {"type": "run_started", "scenario_id": OUTLET, "started_at": "2026-01-05T10:00:00.000+00:00"},
+        {"type": "step_started", "step_name": "lookup_outlet", "index": 0,
+         "started_at": "2026-01-05T10:00:00.002+00:00", "input": {"domain": "nowhere.example.com"}},
+        {"type": "step_finished", "step_name": "lookup_outlet", "index": 0, "status": "failed",
+         "started_at": "2026-01-05T10:00:00.002+00:00", "finished_at": "2026-01-05T10:00:00.120+00:00",
+         "message": "Unknown outlet: nowhere.example.com", "output": None, "content": None},
+        {"type": "run_finished", "status": "failed", "finished_at": "2026-01-05T10:00:00.121+00:00",
+         "message": "Step 'lookup_outlet' failed: Unknown outlet: nowhere.example.com"},
+    ]
+
+    async def record_old_run() -> str:
+        record = app.state["runs"].create(OUTLET, {"domain": "nowhere.example.com"})
+        for event in recorded:
+            record.emit(event)
+        return record.run_id
+
+    run = get_run(app.client, app.call(record_old_run()))
+
+    assert (run["status"], run["plan"], run["output"]) == ("failed", None, None)
+    (step,) = run["steps"]
+    assert (step["node_id"], step["status"], step["attempt"]) == ("lookup_outlet", "failed", 1)
+    assert (step["depends_on"], step["max_attempts"]) == (None, None)
 
 
 # --- Scenarios, tools, health -------------------------------------------------------------------
@@ -114,7 +197,7 @@ def test_list_scenarios(demo_app: InProcessApp) -> None:
 
     assert response.status_code == 200
     scenarios = {s["id"]: s for s in response.json()}
-    assert set(scenarios) == {NEWS, OUTLET}
+    assert set(scenarios) == {NEWS, OUTLET, ORIGIN_CHECK, STORY_ORIGINS}
     for scenario in scenarios.values():
         assert set(scenario) >= {"id", "name", "description", "input_schema"}
         assert scenario["name"] and scenario["description"]

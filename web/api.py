@@ -13,9 +13,9 @@ from starlette.routing import Route
 from web.http_body import declared_charset, is_json_media_type
 from web.json_limits import JsonProblem, parse
 from web.mcp_server import ServerUnavailable
-from web.registry import RunAlreadyFinished, RunRecord
+from web.registry import RunRecord
 from web.run_list import BadCursor
-from web.scenarios import Scenario
+from web.runs import RunAlreadyFinished, RunRefused, ScenarioGone, UnknownRun, UnknownScenario
 from web.schemas import (
     Health,
     RunList,
@@ -76,38 +76,25 @@ def model_response(model: BaseModel, status_code: int = 200) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
 
 
+# How each refusal of the run service is answered (InputInvalid: 422, with its `{loc, msg, type}` list).
+REFUSAL_STATUS: dict[type[RunRefused], int] = {
+    UnknownScenario: 404,
+    UnknownRun: 404,
+    ScenarioGone: 404,
+    RunAlreadyFinished: 409,
+}
+
+
 def require_run(request: Request) -> RunRecord:
-    run_id = request.path_params["run_id"]
-    record = request.state.runs.get(run_id)
-    if record is None:
-        raise HTTPException(404, f"Unknown run_id: {run_id}")
-    return record
+    return request.state.run_service.run(request.path_params["run_id"])
 
 
 async def post_run(request: Request) -> Response:
-    body = await read_json(request, ScenarioRunRequest)
-    scenario = request.state.catalog.get(body.scenario_id)
-    if scenario is None:
-        raise HTTPException(404, f"Unknown scenario_id: {body.scenario_id}")
-    errors = scenario.input_errors(body.input)
-    if errors:
-        raise RequestInvalid(errors)
-    return await launch(request, scenario, body.input)
-
-
-async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
     """Start a run and answer 202 once it is on disk (a StoreError is answered 503 by the app)."""
-    state = (await request.state.runner.launch(scenario, run_input)).state
-    return model_response(
-        RunSubmitResponse(
-            run_id=state.run_id,
-            scenario_id=state.scenario_id,
-            status=state.status,  # queued, or already failed when its input could not be recorded
-            input=state.input,
-            started_at=state.created_at,
-        ),
-        202,
-    )
+    body = await read_json(request, ScenarioRunRequest)
+    record = await request.state.run_service.start(body.scenario_id, body.input)
+    # queued, or already failed when its input could not be recorded
+    return model_response(RunSubmitResponse.of(record.state), 202)
 
 
 async def list_runs(request: Request) -> Response:
@@ -122,27 +109,14 @@ async def list_runs(request: Request) -> Response:
 
 
 async def cancel_run(request: Request) -> Response:
-    run_id = request.path_params["run_id"]
-    try:
-        record = await request.state.runs.cancel(run_id)
-    except RunAlreadyFinished as exc:
-        raise HTTPException(409, str(exc)) from None
-    if record is None:
-        raise HTTPException(404, f"Unknown run_id: {run_id}")
+    record = await request.state.run_service.cancel(request.path_params["run_id"])
     return model_response(ScenarioRunResponse.of(record.state), 202)
 
 
 async def rerun(request: Request) -> Response:
     """A new run of the same scenario with the same input, checked against the scenario as it is now."""
-    record = require_run(request)
-    scenario_id = record.state.scenario_id
-    scenario = request.state.catalog.get(scenario_id)
-    if scenario is None:
-        raise HTTPException(404, f"Scenario '{scenario_id}' of run {record.run_id} no longer exists")
-    errors = scenario.input_errors(record.state.input)
-    if errors:
-        raise RequestInvalid(errors)
-    return await launch(request, scenario, record.state.input)
+    record = await request.state.run_service.rerun(request.path_params["run_id"])
+    return model_response(RunSubmitResponse.of(record.state), 202)
 
 
 async def get_run(request: Request) -> Response:

@@ -24,6 +24,7 @@ from web.mcp_pool import McpPool
 from web.registry import RunRegistry
 from web.resources import STATIC
 from web.runner import Runner
+from web.runs import InputInvalid, RunRefused, RunService
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
@@ -62,8 +63,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 call_timeout=settings.call_timeout,
                 max_json_depth=settings.max_json_depth,
                 max_output_bytes=settings.max_output_bytes,
+                max_for_each_items=settings.max_for_each_items,
             )
-            yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner}
+            service = RunService(catalog, registry, runner)
+            yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner, "run_service": service}
             await registry.cancel_all()
 
     app = Starlette(
@@ -76,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={
             HTTPException: http_error,
             RequestInvalid: request_invalid,
+            RunRefused: run_refused,
             StoreError: history_unwritable,
             Exception: server_error,
         },
@@ -125,6 +129,13 @@ async def body_too_large(scope: Scope, receive: Receive, send: Send, exc: BodyTo
 async def request_invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestInvalid)
     return JSONResponse({"detail": exc.errors}, status_code=422)
+
+
+async def run_refused(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RunRefused)
+    if isinstance(exc, InputInvalid):
+        return await request_invalid(request, RequestInvalid(exc.errors))
+    return await http_error(request, HTTPException(api.REFUSAL_STATUS[type(exc)], str(exc)))
 
 
 async def history_unwritable(request: Request, exc: Exception) -> Response:

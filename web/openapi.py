@@ -5,34 +5,36 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from web import schemas
+from web import event_schemas, schemas
+from web.event_schemas import RunFinishedEvent, RunStartedEvent, StepFinishedEvent, StepProgressEvent, StepStartedEvent
+from web.events import EventType, RunStatus
+from web.json_limits import dumps
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from web.schemas import examples_of, first_example
 from web.templating import templates
 
-SSE_EXAMPLE = (
-    "id: 1\nevent: run_started\n"
-    'data: {"type":"run_started","run_id":"76d6903c-f520-4a40-b0fc-8fed3f7955d2","seq":1,'
-    '"scenario_id":"news_source_discovery_v1","started_at":"2026-04-24T09:27:59.873+00:00"}\n\n'
-    "id: 2\nevent: step_started\n"
-    'data: {"type":"step_started","run_id":"76d6903c-f520-4a40-b0fc-8fed3f7955d2","seq":2,'
-    '"step_name":"fetch_article","index":0,"started_at":"2026-04-24T09:27:59.875+00:00"}\n\n'
-    "id: 3\nevent: step_progress\n"
-    'data: {"type":"step_progress","run_id":"76d6903c-f520-4a40-b0fc-8fed3f7955d2","seq":3,'
-    '"step_name":"fetch_article","index":0,"progress":1,"total":4,"message":"Looking up the URL"}\n\n'
-    "id: 4\nevent: step_finished\n"
-    'data: {"type":"step_finished","run_id":"76d6903c-f520-4a40-b0fc-8fed3f7955d2","seq":4,'
-    '"step_name":"fetch_article","index":0,"status":"success","started_at":"2026-04-24T09:27:59.875+00:00",'
-    '"finished_at":"2026-04-24T09:28:01.402+00:00","message":"","output":{"title":"Harbor bridge to close"}}\n\n'
-    ": ping\n\n"
-    "id: 12\nevent: run_finished\n"
-    'data: {"type":"run_finished","run_id":"76d6903c-f520-4a40-b0fc-8fed3f7955d2","seq":12,'
-    '"status":"success","finished_at":"2026-04-24T09:28:05.750+00:00","message":""}\n\n'
+
+def _frame(event: dict[str, Any]) -> str:
+    return f"id: {event['seq']}\nevent: {event['type']}\ndata: {dumps(event)}\n\n"
+
+
+# Some events of a story_origin_check_v2 run, as a client reads them: a keep-alive comment comes while a step is slow.
+SSE_EXAMPLE = "".join(
+    [
+        *(_frame(first_example(model)) for model in (RunStartedEvent, StepStartedEvent, StepProgressEvent)),
+        ": ping\n\n",
+        *(_frame(event) for event in examples_of(StepFinishedEvent)[:2]),
+        _frame(first_example(RunFinishedEvent)),
+    ]
 )
+
+EVENT_TYPES = ", ".join(f"`{kind.value}`" for kind in EventType)
 
 MODELS: list[type[BaseModel]] = [
     schemas.ScenarioRunRequest,
@@ -45,20 +47,33 @@ MODELS: list[type[BaseModel]] = [
     schemas.ValidationErrorResponse,
     schemas.RunSummary,
     schemas.RunList,
+    event_schemas.EventFrame,
+    *event_schemas.EVENT_MODELS.values(),
 ]
+
+
+class OpenApiSchema(GenerateJsonSchema):
+    """pydantic's JSON Schema, with an example for every enum (statuses, event types) as for every model.
+
+    Fields and examples keep the order they are written in: an event reads `type`, `run_id`, `seq` first.
+    """
+
+    def sort(self, value: JsonSchemaValue, parent_key: str | None = None) -> JsonSchemaValue:
+        return value
+
+    def enum_schema(self, schema: core_schema.EnumSchema) -> JsonSchemaValue:
+        json_schema = super().enum_schema(schema)
+        json_schema.setdefault("examples", json_schema["enum"][:1])
+        return json_schema
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _first_example(model: type[BaseModel]) -> Any:
-    return model.model_config["json_schema_extra"]["examples"][0]  # type: ignore[index]
-
-
 def _json(description: str, model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
     schema = {"type": "array", "items": _ref(model)} if many else _ref(model)
-    example = [_first_example(model)] if many else _first_example(model)
+    example = [first_example(model)] if many else first_example(model)
     return {"description": description, "content": {"application/json": {"schema": schema, "example": example}}}
 
 
@@ -106,7 +121,7 @@ STRICT_INVALID = {
         "application/json": {
             "schema": _ref(schemas.ValidationErrorResponse),
             "examples": {
-                "input does not match": {"value": _first_example(schemas.ValidationErrorResponse)},
+                "input does not match": {"value": first_example(schemas.ValidationErrorResponse)},
                 "nested too deeply": {
                     "value": {
                         "detail": [
@@ -143,21 +158,28 @@ HISTORY_FAILING = {
     "headers": RETRY_AFTER,
 }
 CANCELLED_RUN = {
-    **_first_example(schemas.ScenarioRunResponse),
+    **first_example(schemas.ScenarioRunResponse),
     "status": "cancelled",
     "message": "Cancelled by request",
     "finished_at": "2026-04-24T09:28:00.912+00:00",
     "steps": [
+        schemas.NEWS_STEPS[0],
         {
-            **_first_example(schemas.StepStateModel),
+            **schemas.NEWS_STEPS[1],
             "status": "cancelled",
             "finished_at": "2026-04-24T09:28:00.911+00:00",
             "message": "Cancelled by request",
-            "output": None,
-            "progress": 2,
-        }
+        },
+        *(
+            {**step, "status": "skipped", "finished_at": "2026-04-24T09:28:00.911+00:00",
+             "message": "Not run: Cancelled by request"}
+            for step in schemas.NEWS_STEPS[2:]
+        ),
     ],
 }
+RUN_EXAMPLES = dict(
+    zip(["running", "a workflow that has ended"], schemas.examples_of(schemas.ScenarioRunResponse), strict=True)
+)
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/runs": {
@@ -171,7 +193,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "content": {
                     "application/json": {
                         "schema": _ref(schemas.ScenarioRunRequest),
-                        "example": _first_example(schemas.ScenarioRunRequest),
+                        "example": first_example(schemas.ScenarioRunRequest),
                     }
                 },
             },
@@ -203,7 +225,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 _query_param(
                     "status",
                     "Only runs with this status.",
-                    {"type": "string", "enum": ["queued", "running", "success", "failed", "cancelled"]},
+                    {"type": "string", "enum": [status.value for status in RunStatus]},
                     "failed",
                 ),
                 _query_param(
@@ -229,7 +251,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                         "loc": ["query", "status"],
                                         "msg": "Input should be 'queued', 'running', 'success', 'failed' or "
                                         "'cancelled'",
-                                        "type": "literal_error",
+                                        "type": "enum",
                                     }
                                 ]
                             },
@@ -242,9 +264,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/runs/{run_id}/cancel": {
         "post": {
             "summary": "Cancel a run",
-            "description": "Stops a queued or running run. The tool call in flight is cancelled on its MCP server "
-            "(the client sends `notifications/cancelled`), that step ends `cancelled`, later steps do not run, and "
-            "the run ends `cancelled` with a `run_finished` event. Answers with the run's state once it has "
+            "description": "Stops a queued or running run, during a retry's backoff too. Each tool call in flight "
+            "is cancelled on its MCP server (the client sends `notifications/cancelled`) and its step ends "
+            "`cancelled`; steps not started end `skipped` (\"Not run: Cancelled by request\"), and the run ends "
+            "`cancelled` with a `run_finished` event. Answers with the run's state once it has "
             "recorded its ending (waiting at most 2 s; a server slow to let go may leave it `running` a moment "
             "longer: follow its events).",
             "parameters": [RUN_ID_PARAM],
@@ -282,9 +305,24 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/runs/{run_id}": {
         "get": {
             "summary": "Get a run's state",
-            "description": "The run as its events so far describe it: partial while it runs, complete after.",
+            "description": "The run as its events so far describe it: partial while it runs, complete after. "
+            "`steps` lists every step of the plan the run recorded when it started (`plan`), `pending` until it "
+            "starts; `output` is the scenario's `output`, evaluated once the run has succeeded. A for_each step "
+            "counts its items (`item_count`, `items_done`, `items_failed`); each item's result is in its "
+            "`step_item_finished` event, so the snapshot stays small however many items there are.",
             "parameters": [RUN_ID_PARAM],
-            "responses": {"200": _json("The run", schemas.ScenarioRunResponse), "404": UNKNOWN_RUN},
+            "responses": {
+                "200": {
+                    "description": "The run",
+                    "content": {
+                        "application/json": {
+                            "schema": _ref(schemas.ScenarioRunResponse),
+                            "examples": {name: {"summary": name, "value": run} for name, run in RUN_EXAMPLES.items()},
+                        }
+                    },
+                },
+                "404": UNKNOWN_RUN,
+            },
         }
     },
     "/api/runs/{run_id}/events": {
@@ -292,9 +330,11 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Follow a run's events (Server-Sent Events)",
             "description": "Replays the run's recorded events, then each new one as it happens, and ends after "
             "`run_finished`. Each frame has `id:` (the event's `seq`), `event:` (its type) and `data:` (the event "
-            "as JSON). Types: `run_started`, `step_started`, `step_progress`, `step_finished`, `run_finished`. "
-            "To resume after a dropped connection, send `Last-Event-ID: <seq>` or `?last_event_id=<seq>`: "
-            "nothing is lost or repeated. Comments (`: ping`) keep the connection alive while a step is slow.",
+            f"as JSON, see `RunEvent`). Types: {EVENT_TYPES}. A skipped step has only its `step_finished`; a "
+            "for_each step has one `step_started` (with `item_count`) and a `step_item_finished` per item; each "
+            "retry is announced by `step_retrying`. To resume after a dropped connection, send "
+            "`Last-Event-ID: <seq>` or `?last_event_id=<seq>`: nothing is lost or repeated. Comments (`: ping`) "
+            "keep the connection alive while a step is slow.",
             "parameters": [
                 RUN_ID_PARAM,
                 {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
@@ -306,7 +346,19 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": {
                     "description": "The run's events",
-                    "content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}},
+                    "content": {
+                        "text/event-stream": {
+                            # OpenAPI 3.1 has no schema for a stream's items (3.2's itemSchema): the stream is
+                            # described as the sequence of its frames.
+                            "schema": {"type": "array", "items": _ref(event_schemas.EventFrame)},
+                            "examples": {
+                                "excerpt": {
+                                    "summary": "Some of the 41 events of a story_origin_check_v2 run",
+                                    "value": SSE_EXAMPLE,
+                                }
+                            },
+                        }
+                    },
                 },
                 "404": UNKNOWN_RUN,
                 "422": INVALID,
@@ -348,7 +400,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "scenario_id": schemas.SCENARIO_ID,
                                 "name": "News Source Discovery V1",
                                 "description": "Find the earliest source of a news story.",
-                                "input_schema": _first_example(schemas.ScenarioSummary)["input_schema"],
+                                "input_schema": first_example(schemas.ScenarioSummary)["input_schema"],
                                 "steps": [
                                     {"name": "search_news_sources", "type": "tool", "tool": "search_news_sources",
                                      "input": {"url": {"from": "input.url"}}, "required_input_fields": ["url"]},
@@ -390,7 +442,9 @@ PATHS: dict[str, dict[str, Any]] = {
 
 def openapi_document(root_path: str) -> dict[str, Any]:
     _, definitions = models_json_schema(
-        [(model, "validation") for model in MODELS], ref_template="#/components/schemas/{model}"
+        [(model, "validation") for model in MODELS],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=OpenApiSchema,
     )
     return {
         "openapi": "3.1.0",

@@ -17,8 +17,9 @@ from starlette.routing import Route
 from web.api import require_run
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
-from web.registry import RunAlreadyFinished, RunRecord
+from web.registry import RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
+from web.runs import InputInvalid, RunAlreadyFinished
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
@@ -44,9 +45,8 @@ def require_scenario(request: Request, scenario_id: str) -> Scenario:
     return scenario
 
 
-async def launch(request: Request, scenario: Scenario, run_input: dict[str, Any]) -> Response:
-    """Start a run and show it; it is on disk before the redirect, as a 202 would promise."""
-    record = await request.state.runner.launch(scenario, run_input)
+def show_run(request: Request, record: RunRecord) -> Response:
+    """The run's page; a run started is on disk before this redirect, as a 202 would promise."""
     return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
 
 
@@ -90,15 +90,20 @@ def scenario_response(
 
 async def scenario_run(request: Request) -> Response:
     scenario = require_scenario(request, request.path_params["scenario_id"])
+    service = request.state.run_service
     submitted = await submitted_form(request)
     run_input, form = read_form(scenario.input_schema, submitted, max_depth=request.app.state.settings.max_json_depth)
     if not form_token_valid(request, submitted):
         form.errors.insert(0, EXPIRED_FORM)
         return scenario_response(request, scenario, form, status_code=403)
-    add_errors(form, scenario.input_errors(run_input))
-    if form.has_errors:
-        return scenario_response(request, scenario, form, status_code=422)
-    return await launch(request, scenario, run_input)
+    try:
+        if not form.has_errors:
+            return show_run(request, await service.start(scenario.scenario_id, run_input))
+        # Some controls could not be read: nothing runs, but the other fields' problems show in the same round.
+        service.check_input(scenario, run_input)
+    except InputInvalid as exc:
+        add_errors(form, exc.errors)
+    return scenario_response(request, scenario, form, status_code=422)
 
 
 async def runs_page(request: Request) -> Response:
@@ -137,18 +142,16 @@ async def run_page(request: Request) -> Response:
 
 async def run_again(request: Request) -> Response:
     record = require_run(request)
-    scenario = require_scenario(request, record.state.scenario_id)
-    submitted = await submitted_form(request)
-    if not form_token_valid(request, submitted):
+    if not form_token_valid(request, await submitted_form(request)):
         raise HTTPException(403, EXPIRED_PAGE)
-    errors = scenario.input_errors(record.state.input)
-    if errors:
+    try:
+        return show_run(request, await request.state.run_service.rerun(record.run_id))
+    except InputInvalid as exc:
         # The scenario changed since: offer this run's input in the form, with what no longer fits.
-        form = build_form(scenario.input_schema, record.state.input)
-        add_errors(form, errors)
+        form = build_form(exc.scenario.input_schema, record.state.input)
+        add_errors(form, exc.errors)
         notice = "This run's input no longer fits the scenario. Correct it below to run again."
-        return scenario_response(request, scenario, form, source=record, notice=notice, status_code=422)
-    return await launch(request, scenario, record.state.input)
+        return scenario_response(request, exc.scenario, form, source=record, notice=notice, status_code=422)
 
 
 async def run_cancel(request: Request) -> Response:
@@ -157,8 +160,8 @@ async def run_cancel(request: Request) -> Response:
         raise HTTPException(403, EXPIRED_PAGE)
     # A run that ended meanwhile needs nothing more: its page tells how it ended.
     with contextlib.suppress(RunAlreadyFinished):
-        await request.state.runs.cancel(record.run_id)
-    return RedirectResponse(page_path(request, "run", run_id=record.run_id), status_code=303)
+        await request.state.run_service.cancel(record.run_id)
+    return show_run(request, record)
 
 
 async def run_stream(request: Request) -> Response:

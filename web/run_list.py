@@ -7,10 +7,12 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from web.events import RunStatus
 from web.run_state import RunState
 from web.store import RunRow
 
-RUN_STATUSES = ("queued", "running", "success", "failed", "cancelled")
+# The filter's choices, in the order a run goes through them.
+RUN_STATUSES = tuple(status.value for status in RunStatus)
 # The longest cursor accepted: ours are about 100 characters.
 CURSOR_MAX_CHARS = 256
 # A page of the run list: enough for a screen, small enough to read from disk at once.

@@ -7,19 +7,31 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from web.events import RunStatus, StepStatus
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage
-from web.run_state import RunState
+from web.run_state import RunState, StepState
 from web.store import RunRow
 
 RUN_ID = "76d6903c-f520-4a40-b0fc-8fed3f7955d2"
 SCENARIO_ID = "news_source_discovery_v1"
 ARTICLE_URL = "https://daily.example.com/2026/03/harbor-bridge-closure"
-RunStatus = Literal["queued", "running", "success", "failed", "cancelled"]
-StepStatus = Literal["running", "success", "failed", "skipped", "cancelled"]
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"examples": list(examples)})
+
+
+def examples_of(model: type[BaseModel]) -> list[Any]:
+    return model.model_config["json_schema_extra"]["examples"]  # type: ignore[index,return-value]
+
+
+def first_example(model: type[BaseModel]) -> Any:
+    return examples_of(model)[0]
+
+
+def attributes(source: object, model: type[BaseModel]) -> dict[str, Any]:
+    """The attributes of `source` that `model` has fields for: a state read into a response model."""
+    return {name: getattr(source, name) for name in model.model_fields if hasattr(source, name)}
 
 
 class ScenarioRunRequest(BaseModel):
@@ -42,9 +54,41 @@ class RunSubmitResponse(BaseModel):
 
     run_id: str
     scenario_id: str
-    status: RunStatus
+    status: RunStatus = Field(description="`queued`, or `failed` when the run could not be recorded.")
     input: dict[str, Any]
     started_at: str = Field(description="When the run was accepted (ISO 8601, UTC).")
+
+    @classmethod
+    def of(cls, state: RunState) -> RunSubmitResponse:
+        return cls.model_validate({**attributes(state, cls), "started_at": state.created_at})
+
+
+class PlanStep(BaseModel):
+    """One step of the plan a run follows, as its `run_started` event recorded it."""
+
+    model_config = _examples(
+        {
+            "name": "trace",
+            "tool": "trace_citation_chain",
+            "server": None,
+            "depends_on": ["article", "earliest"],
+            "for_each": False,
+            "when": "{{ steps.earliest.output.earliest[0].url != steps.article.output.url }}",
+            "on_error": "fail",
+            "max_attempts": 1,
+            "description": "How the article leads back to the first report, when it is not the first report itself.",
+        }
+    )
+
+    name: str
+    tool: str
+    server: str | None = Field(description="The MCP server named in the scenario; null: the one offering the tool.")
+    depends_on: list[str] = Field(description="The steps it waits for: those its expressions read, and `needs`.")
+    for_each: bool = Field(description="Whether the tool is called once per item of a list.")
+    when: str | None = Field(description="Its condition, as written; null: it always runs.")
+    on_error: Literal["fail", "continue"] = Field(description="`continue`: its failure does not fail the run.")
+    max_attempts: int = Field(ge=1, description="Attempts allowed by its `retry` (1: no retry).")
+    description: str = ""
 
 
 class StepStateModel(BaseModel):
@@ -60,19 +104,103 @@ class StepStateModel(BaseModel):
             "output": {"sources": [{"url": ARTICLE_URL, "outlet": "Daily Example"}]},
             "progress": 4,
             "total": 4,
-        }
+            "depends_on": ["fetch_article"],
+            "attempt": 1,
+            "max_attempts": 1,
+            "item_count": None,
+            "items_done": None,
+            "items_failed": None,
+        },
+        {
+            "node_id": "related",
+            "index": 2,
+            "status": "running",
+            "started_at": "2026-04-24T09:28:00.102+00:00",
+            "finished_at": None,
+            "message": "",
+            "input": None,
+            "output": None,
+            "progress": 3,
+            "total": 5,
+            "depends_on": ["articles"],
+            "attempt": 1,
+            "max_attempts": 3,
+            "item_count": 5,
+            "items_done": 3,
+            "items_failed": 1,
+        },
     )
 
     node_id: str = Field(description="The step's name.")
-    index: int
-    status: StepStatus
+    index: int = Field(description="Its position in the scenario's steps.")
+    status: StepStatus = Field(
+        description="`skipped` when its condition was false or the run ended before it."
+    )
     started_at: str | None
     finished_at: str | None
-    message: str
-    input: dict[str, Any] | None = None
-    output: Any = None
-    progress: float | None = None
-    total: float | None = None
+    message: str = Field(description="Why it failed, was skipped or was cancelled; empty when it succeeded.")
+    input: dict[str, Any] | None = Field(None, description="Its latest attempt's arguments; null for a for_each step.")
+    output: Any = Field(None, description="for_each: the item outputs in item order (null for a failed item).")
+    progress: float | None = Field(None, description="From the tool's progress notifications; for_each: items ended.")
+    total: float | None = Field(None, description="As the tool reported it; for_each: the number of items.")
+    depends_on: list[str] | None = Field(None, description="From the run's plan; null for a run recorded without one.")
+    attempt: int = Field(1, description="The attempt under way, or the one a retry waits to start (1 is the first).")
+    max_attempts: int | None = Field(None, description="Attempts its `retry` allows; null when the run has no plan.")
+    item_count: int | None = Field(None, description="for_each: how many items; null for a plain step.")
+    items_done: int | None = Field(None, description="for_each: items ended, failed ones included (see the events).")
+    items_failed: int | None = Field(None, description="for_each: items that failed.")
+
+    @classmethod
+    def of(cls, step: StepState, planned: dict[str, Any] | None) -> StepStateModel:
+        """A step as its events tell it, with what the run's plan says of it."""
+        fields = attributes(step, cls)
+        if step.item_count is None:  # a plain step has no items to count
+            fields["items_done"] = fields["items_failed"] = None
+        if planned is not None:
+            fields["depends_on"] = planned["depends_on"]
+            fields["max_attempts"] = step.max_attempts or planned["max_attempts"]
+        return cls.model_validate(fields)
+
+
+def _planned(name: str, tool: str, depends_on: list[str], server: str | None = None) -> dict[str, Any]:
+    return {"name": name, "tool": tool, "server": server, "depends_on": depends_on, "for_each": False,
+            "when": None, "on_error": "fail", "max_attempts": 1, "description": ""}
+
+
+def _step_example(name: str, index: int, depends_on: list[str]) -> dict[str, Any]:
+    return {"node_id": name, "index": index, "status": "running", "started_at": None, "finished_at": None,
+            "message": "", "input": None, "output": None, "progress": None, "total": None, "depends_on": depends_on,
+            "attempt": 1, "max_attempts": 1, "item_count": None, "items_done": None, "items_failed": None}
+
+
+# news_source_discovery_v1 as its runs record it (a version 1 chain: each step waits for the one before),
+# and a run of it in its second step.
+NEWS_PLAN = [
+    _planned("fetch_article", "fetch_article", []),
+    _planned("search_news_sources", "search_news_sources", ["fetch_article"]),
+    _planned("pick_earliest", "find_earliest_source", ["search_news_sources"], server="demo"),
+    _planned("trace_citations", "trace_citation_chain", ["pick_earliest"]),
+]
+NEWS_STEPS = [
+    {
+        **_step_example("fetch_article", 0, []),
+        "status": "success",
+        "started_at": "2026-04-24T09:27:59.875+00:00",
+        "finished_at": "2026-04-24T09:28:00.611+00:00",
+        "input": {"url": ARTICLE_URL},
+        "output": {"url": ARTICLE_URL, "title": "Harbor bridge to close for repairs", "outlet": "Harbor Daily"},
+        "progress": 4,
+        "total": 4,
+    },
+    {
+        **_step_example("search_news_sources", 1, ["fetch_article"]),
+        "status": "running",
+        "started_at": "2026-04-24T09:28:00.613+00:00",
+        "input": {"url": ARTICLE_URL},
+        "progress": 2,
+        "total": 4,
+    },
+]
 
 
 class ScenarioRunResponse(BaseModel):
@@ -85,8 +213,80 @@ class ScenarioRunResponse(BaseModel):
             "input": {"url": ARTICLE_URL},
             "started_at": "2026-04-24T09:27:59.873+00:00",
             "finished_at": None,
-            "steps": [StepStateModel.model_config["json_schema_extra"]["examples"][0]],  # type: ignore[index]
-        }
+            "steps": NEWS_STEPS,
+            "output": None,
+            "plan": NEWS_PLAN,
+        },
+        {
+            "run_id": "3f9a1c2e-7b4d-4e0a-9c61-5d2e8f7a9b30",
+            "scenario_id": "story_origin_check_v2",
+            "status": "success",
+            "message": "Finished with 1 tolerated failure(s): archive",
+            "input": {"url": ARTICLE_URL},
+            "started_at": "2026-04-24T09:30:02.114+00:00",
+            "finished_at": "2026-04-24T09:30:03.870+00:00",
+            "steps": [
+                {
+                    "node_id": "archive",
+                    "index": 2,
+                    "status": "failed",
+                    "started_at": "2026-04-24T09:30:02.410+00:00",
+                    "finished_at": "2026-04-24T09:30:02.702+00:00",
+                    "message": f"Error executing tool check_archive: No archived copy of {ARTICLE_URL}: the archive "
+                    "never captured it",
+                    "input": {"url": ARTICLE_URL},
+                    "output": None,
+                    "progress": None,
+                    "total": None,
+                    "depends_on": ["article"],
+                    "attempt": 1,
+                    "max_attempts": 1,
+                    "item_count": None,
+                    "items_done": None,
+                    "items_failed": None,
+                },
+                {
+                    "node_id": "trace",
+                    "index": 4,
+                    "status": "skipped",
+                    "started_at": None,
+                    "finished_at": "2026-04-24T09:30:03.511+00:00",
+                    "message": "Condition is false: {{ steps.earliest.output.earliest[0].url != "
+                    "steps.article.output.url }}",
+                    "input": None,
+                    "output": None,
+                    "progress": None,
+                    "total": None,
+                    "depends_on": ["article", "earliest"],
+                    "attempt": 1,
+                    "max_attempts": 1,
+                    "item_count": None,
+                    "items_done": None,
+                    "items_failed": None,
+                },
+            ],
+            "output": {
+                "title": "Harbor bridge to close for repairs",
+                "first_report": ARTICLE_URL,
+                "is_first_report": True,
+                "citation_hops": 0,
+                "archived_copy": None,
+            },
+            "plan": [
+                {
+                    "name": "archive",
+                    "tool": "check_archive",
+                    "server": None,
+                    "depends_on": ["article"],
+                    "for_each": False,
+                    "when": None,
+                    "on_error": "continue",
+                    "max_attempts": 1,
+                    "description": "A copy in the web archive, if it kept one; the run goes on without it.",
+                },
+                first_example(PlanStep),
+            ],
+        },
     )
 
     run_id: str
@@ -96,33 +296,26 @@ class ScenarioRunResponse(BaseModel):
     input: dict[str, Any]
     started_at: str | None
     finished_at: str | None
-    steps: list[StepStateModel] = Field(description="The steps that have started, in order.")
+    steps: list[StepStateModel] = Field(
+        description="The steps that have started or ended (skipped ones included), in plan order; `plan` lists them "
+        "all. A for_each step's items are in its `step_item_finished` events."
+    )
+    output: Any = Field(
+        None, description="The scenario's `output`, evaluated when the run succeeded; null otherwise or without one."
+    )
+    plan: list[PlanStep] | None = Field(
+        None, description="The steps this run follows, as recorded when it started, whatever the file says since."
+    )
 
     @classmethod
     def of(cls, state: RunState) -> ScenarioRunResponse:
-        return cls(
-            run_id=state.run_id,
-            scenario_id=state.scenario_id,
-            status=state.status,  # type: ignore[arg-type]
-            message=state.message,
-            input=state.input,
-            started_at=state.started_at or state.created_at,
-            finished_at=state.finished_at,
-            steps=[
-                StepStateModel(
-                    node_id=step.node_id,
-                    index=step.index,
-                    status=step.status,  # type: ignore[arg-type]
-                    started_at=step.started_at,
-                    finished_at=step.finished_at,
-                    message=step.message,
-                    input=step.input,
-                    output=step.output,
-                    progress=step.progress,
-                    total=step.total,
-                )
-                for step in sorted(state.steps.values(), key=lambda s: s.index)
-            ],
+        planned = {step["name"]: step for step in state.plan or []}
+        steps = [
+            StepStateModel.of(step, planned.get(step.node_id))
+            for step in sorted(state.steps.values(), key=lambda step: step.index)
+        ]
+        return cls.model_validate(
+            {**attributes(state, cls), "started_at": state.started_at or state.created_at, "steps": steps}
         )
 
 

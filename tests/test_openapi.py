@@ -1,0 +1,207 @@
+"""The OpenAPI document describes what the API really sends: every event type has a schema and an
+example, the examples validate, and the events and snapshot of real runs validate against the schemas.
+
+Real runs: the shipped v2 scenarios on the bundled demo server, and one scenario on the tests' workflow
+MCP server (tests/servers/workflow.py) that makes every event type happen, a retry included.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from inprocess import InProcessApp, in_process
+from runs import get_run, start_run, wait_finished
+from sse import Frame, Parser, frames, parse_lines
+
+from web.events import EventType, RunStatus, StepStatus
+
+WORKFLOW_SERVER = Path(__file__).resolve().parent / "servers" / "workflow.py"
+# One run that emits every event type: a retried step, progress, for_each items, a false condition, a
+# tolerated failure and an output.
+EVERY_EVENT = {
+    "schema_version": "2",
+    "scenario_id": "every_event",
+    "name": "Every event",
+    "steps": [
+        {"name": "retried", "tool": "flaky", "input": {"key": "{{ run.id }}", "failures": 1},
+         "retry": {"max_attempts": 2, "backoff_seconds": 0}},
+        {"name": "ticking", "tool": "progress_for", "input": {"seconds": 0.3, "every": 0.05}},
+        {"name": "letters", "tool": "echo", "for_each": "{{ ['a', 'b', 'c'] }}", "input": {"value": "{{ item }}"}},
+        {"name": "never", "tool": "echo", "when": "{{ steps.retried.output.attempt > 5 }}", "input": {}},
+        {"name": "tolerated", "tool": "fail", "input": {"message": "refused, as planned"}, "on_error": "continue"},
+    ],
+    "output": {"attempts": "{{ steps.retried.output.attempt }}", "letters": "{{ steps.letters.output | length }}"},
+}
+
+
+@pytest.fixture(scope="module")
+def openapi(demo_app: InProcessApp) -> dict[str, Any]:
+    response = demo_app.get("/openapi.json")
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def workflow_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
+    home = tmp_path_factory.mktemp("openapi")
+    folder = home / "scenarios"
+    folder.mkdir()
+    (folder / "every_event.json").write_text(json.dumps(EVERY_EVENT), encoding="utf-8")
+    config = home / "mcp.json"
+    server = {"command": sys.executable, "args": [str(WORKFLOW_SERVER), "stdio"]}
+    config.write_text(json.dumps({"mcpServers": {"workflow": server}}), encoding="utf-8")
+    with in_process(home, mcp_config=config, scenarios=folder) as app:
+        app.wait_ready()
+        yield app
+
+
+def validator(openapi: dict[str, Any], component: str) -> jsonschema.Draft202012Validator:
+    """A validator for one component, its references resolved inside the document."""
+    schema = {"$ref": f"#/components/schemas/{component}", "components": openapi["components"]}
+    return jsonschema.Draft202012Validator(schema)
+
+
+def problems(openapi: dict[str, Any], component: str, instance: Any) -> list[str]:
+    found = validator(openapi, component).iter_errors(instance)
+    return [f"{'/'.join(map(str, error.absolute_path))}: {error.message}" for error in found]
+
+
+def stream(app: InProcessApp, run_id: str) -> list[Frame]:
+    with app.client.stream("GET", f"/api/runs/{run_id}/events") as response:
+        assert response.status_code == 200
+        return list(frames(parse_lines(response.iter_lines())))
+
+
+def as_frame(frame: Frame) -> dict[str, Any]:
+    """A frame as the EventFrame schema describes it: its `id:`, `event:` and `data:` lines."""
+    return {"id": int(frame.id or 0), "event": frame.event, "data": frame.json()}
+
+
+# --- The document ----------------------------------------------------------------------------------
+
+
+def test_every_event_type_has_a_schema_with_examples(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    mapping = schemas["RunEvent"]["discriminator"]["mapping"]
+
+    assert schemas["RunEvent"]["discriminator"]["propertyName"] == "type"
+    assert set(mapping) == {kind.value for kind in EventType}
+    assert len(schemas["RunEvent"]["oneOf"]) == len(EventType)
+    for kind, ref in mapping.items():
+        name = ref.removeprefix("#/components/schemas/")
+        schema = schemas[name]
+        assert schema["properties"]["type"]["const"] == kind
+        assert schema["examples"], name
+        for example in schema["examples"]:
+            assert example["type"] == kind
+            assert problems(openapi, name, example) == []
+            assert problems(openapi, "RunEvent", example) == []
+
+
+def test_an_event_that_breaks_its_schema_is_refused(openapi: dict[str, Any]) -> None:
+    # The schemas are strict enough to catch drift between what the runner sends and what is documented.
+    started = openapi["components"]["schemas"]["StepStartedEvent"]["examples"][0]
+
+    assert problems(openapi, "RunEvent", {**started, "surprise": 1})
+    assert problems(openapi, "RunEvent", {key: value for key, value in started.items() if key != "step_name"})
+    assert problems(openapi, "RunEvent", {**started, "type": "step_paused"})
+
+
+def test_the_events_route_describes_its_frames_and_its_example_is_a_valid_stream(openapi: dict[str, Any]) -> None:
+    media = openapi["paths"]["/api/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    parser = Parser()
+    (example,) = media["examples"].values()
+    parsed = [item for line in example["value"].split("\n") if isinstance(item := parser.feed(line), Frame)]
+
+    assert media["schema"]["items"] == {"$ref": "#/components/schemas/EventFrame"}
+    assert [frame.event for frame in parsed][0] == "run_started"
+    assert [frame.event for frame in parsed][-1] == "run_finished"
+    for frame in parsed:
+        assert problems(openapi, "EventFrame", as_frame(frame)) == []
+        assert frame.json()["seq"] == int(frame.id or 0)
+        assert frame.json()["type"] == frame.event
+
+
+def test_statuses_are_the_one_vocabulary(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    status_filter = next(
+        parameter
+        for parameter in openapi["paths"]["/api/runs"]["get"]["parameters"]
+        if parameter["name"] == "status"
+    )
+
+    assert schemas["RunStatus"]["enum"] == [status.value for status in RunStatus]
+    assert schemas["StepStatus"]["enum"] == [status.value for status in StepStatus]
+    assert status_filter["schema"]["enum"] == [status.value for status in RunStatus]
+    assert {"pending", "skipped"} <= set(schemas["StepStatus"]["enum"])
+
+
+def test_the_snapshot_documents_output_plan_dependencies_attempts_and_items(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    step = schemas["StepStateModel"]["properties"]
+
+    assert {"output", "plan"} <= set(schemas["ScenarioRunResponse"]["properties"])
+    assert {"depends_on", "attempt", "max_attempts", "item_count", "items_done", "items_failed"} <= set(step)
+    # Examples show them filled in, not only null.
+    examples = schemas["ScenarioRunResponse"]["examples"]
+    assert any(example["output"] and example["plan"] for example in examples)
+    assert any(s["item_count"] for s in schemas["StepStateModel"]["examples"])
+
+
+# --- Real runs -------------------------------------------------------------------------------------
+
+
+def test_a_run_with_every_event_type_validates_against_the_schemas(
+    workflow_app: InProcessApp, openapi: dict[str, Any]
+) -> None:
+    run_id = start_run(workflow_app.client, "every_event")["run_id"]
+    sent = stream(workflow_app, run_id)
+    snapshot = get_run(workflow_app.client, run_id)
+
+    assert {frame.event for frame in sent} == {kind.value for kind in EventType}
+    for frame in sent:
+        assert problems(openapi, "EventFrame", as_frame(frame)) == [], frame
+    assert problems(openapi, "ScenarioRunResponse", snapshot) == []
+    assert snapshot["status"] == "success", snapshot["message"]
+    assert snapshot["message"] == "Finished with 1 tolerated failure(s): tolerated"
+    assert snapshot["output"] == {"attempts": 2, "letters": 3}
+    steps = {step["node_id"]: step for step in snapshot["steps"]}
+    assert [step["node_id"] for step in snapshot["steps"]] == [step["name"] for step in EVERY_EVENT["steps"]]
+    assert (steps["retried"]["attempt"], steps["retried"]["max_attempts"]) == (2, 2)
+    letters = steps["letters"]
+    assert (letters["item_count"], letters["items_done"], letters["items_failed"], letters["input"]) == (3, 3, 0, None)
+    assert [item["value"] for item in letters["output"]] == ["a", "b", "c"]
+    assert steps["ticking"]["item_count"] is None and steps["ticking"]["items_done"] is None
+    assert steps["never"]["status"] == "skipped"
+    assert steps["never"]["message"] == "Condition is false: {{ steps.retried.output.attempt > 5 }}"
+    assert steps["never"]["depends_on"] == ["retried"]
+    assert steps["tolerated"]["status"] == "failed"
+    assert steps["tolerated"]["message"].endswith("refused, as planned")
+
+
+@pytest.mark.parametrize(
+    ("scenario_id", "run_input"),
+    [
+        ("story_origin_check_v2", {"url": "https://signal.example/culture/lighthouse-library-explainer"}),
+        ("outlet_story_origins_v2", {"domain": "daily.example.com"}),
+        ("outlet_profile_v1", {"domain": "nowhere.example.com"}),
+    ],
+)
+def test_shipped_scenarios_runs_validate_against_the_schemas(
+    demo_app: InProcessApp, openapi: dict[str, Any], scenario_id: str, run_input: dict[str, Any]
+) -> None:
+    run_id = start_run(demo_app.client, scenario_id, run_input)["run_id"]
+    sent = stream(demo_app, run_id)
+    snapshot = wait_finished(demo_app.client, run_id)
+
+    assert sent[0].event == "run_started" and sent[-1].event == "run_finished"
+    for frame in sent:
+        assert problems(openapi, "EventFrame", as_frame(frame)) == [], frame
+    assert problems(openapi, "ScenarioRunResponse", snapshot) == []
+    assert snapshot["plan"] == sent[0].json()["plan"]

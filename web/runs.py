@@ -1,0 +1,104 @@
+"""The run service: start, rerun and cancel runs, for the API and the pages alike.
+
+The one place a run input is checked against its scenario's `input_schema` and a run is launched.
+It speaks in domain errors (each a RunRefused); the HTTP layer decides how each is answered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from web import registry
+from web.registry import RunRecord, RunRegistry
+from web.runner import Runner
+from web.scenarios import Catalog, Scenario
+
+
+class RunRefused(Exception):
+    """What was asked of a run cannot be done; the message says why, the same for every caller."""
+
+
+class UnknownScenario(RunRefused):
+    def __init__(self, scenario_id: str) -> None:
+        super().__init__(f"Unknown scenario_id: {scenario_id}")
+        self.scenario_id = scenario_id
+
+
+class UnknownRun(RunRefused):
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"Unknown run_id: {run_id}")
+        self.run_id = run_id
+
+
+class ScenarioGone(RunRefused):
+    """A run's scenario is no longer in the catalog, so it cannot be run again."""
+
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"Scenario '{record.state.scenario_id}' of run {record.run_id} no longer exists")
+        self.record = record
+
+
+class InputInvalid(RunRefused):
+    """The input does not match the scenario's input_schema: `errors` are `{loc, msg, type}` entries."""
+
+    def __init__(self, scenario: Scenario, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(error["msg"] for error in errors))
+        self.scenario = scenario
+        self.errors = errors
+
+
+class RunAlreadyFinished(RunRefused):
+    def __init__(self, record: RunRecord) -> None:
+        super().__init__(f"Run {record.run_id} has already finished ({record.state.status})")
+        self.record = record
+
+
+class RunService:
+    """Runs of the catalog's scenarios, launched by the runner and kept by the registry."""
+
+    def __init__(self, catalog: Catalog, runs: RunRegistry, runner: Runner) -> None:
+        self.catalog = catalog
+        self.runs = runs
+        self.runner = runner
+
+    def scenario(self, scenario_id: str) -> Scenario:
+        scenario = self.catalog.get(scenario_id)
+        if scenario is None:
+            raise UnknownScenario(scenario_id)
+        return scenario
+
+    def run(self, run_id: str) -> RunRecord:
+        record = self.runs.get(run_id)
+        if record is None:
+            raise UnknownRun(run_id)
+        return record
+
+    def check_input(self, scenario: Scenario, run_input: Any) -> None:
+        """Raise InputInvalid, with every problem, unless `run_input` matches the scenario's input_schema."""
+        errors = scenario.input_errors(run_input)
+        if errors:
+            raise InputInvalid(scenario, errors)
+
+    async def start(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
+        """A new run, recorded (StoreError when the history cannot be written) and started."""
+        scenario = self.scenario(scenario_id)
+        self.check_input(scenario, run_input)
+        return await self.runner.launch(scenario, run_input)
+
+    async def rerun(self, run_id: str) -> RunRecord:
+        """A new run of a run's scenario with its input, checked against the scenario as it is now."""
+        source = self.run(run_id)
+        scenario = self.catalog.get(source.state.scenario_id)
+        if scenario is None:
+            raise ScenarioGone(source)
+        self.check_input(scenario, source.state.input)
+        return await self.runner.launch(scenario, source.state.input)
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a queued or running run; it has usually recorded its ending when this returns."""
+        record = self.run(run_id)
+        try:
+            await self.runs.cancel(run_id)
+        except registry.RunAlreadyFinished:
+            raise RunAlreadyFinished(record) from None
+        return record
