@@ -28,6 +28,8 @@ DEMO_TOOLS = {
     "lookup_outlet",
     "list_outlet_articles",
     "outlet_stats",
+    "check_archive",
+    "write_brief",
 }
 STARTUP_SECONDS = 20
 

@@ -150,8 +150,13 @@ def test_outlet_scenario_profiles_examples_and_fails_cleanly_for_unknown_domain(
 
     assert run["status"] == "failed"
     assert outputs_of(run) == {}
-    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("lookup_outlet", "failed")]  # none after it
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [
+        ("lookup_outlet", "failed"),
+        ("list_articles", "skipped"),
+        ("coverage_stats", "skipped"),
+    ]
     assert "Unknown outlet: nowhere.example.com" in run["steps"][0]["message"]
+    assert {s["message"] for s in run["steps"][1:]} == {"Not run: step 'lookup_outlet' failed"}
 
 
 def test_harbor_daily_stats(demo_app: InProcessApp) -> None:
@@ -170,6 +175,35 @@ async def test_unknown_article_is_a_tool_error_naming_the_url(demo: ClientSessio
     result = await demo.call_tool("fetch_article", {"url": url})
     assert result.is_error
     assert f"Unknown article: {url}" in result.content[0].text
+
+
+@pytest.mark.anyio
+async def test_archive_has_copies_of_some_articles_only(demo: ClientSession) -> None:
+    corpus = load_corpus()
+    assert 0 < len(corpus.archive) < len(corpus.articles)
+    kept = next(iter(corpus.archive))
+    missing = next(url for url in corpus.articles if url not in corpus.archive)
+
+    found = await demo.call_tool("check_archive", {"url": f" {kept}/"})
+    refused = await demo.call_tool("check_archive", {"url": missing})
+
+    assert not found.is_error
+    copy = found.structured_content
+    assert (copy["url"], copy["title"]) == (kept, corpus.articles[kept].title)
+    assert datetime.fromisoformat(copy["captured_at"]) > corpus.articles[kept].published
+    assert urlsplit(copy["snapshot_url"]).hostname == "archive.example"
+    assert refused.is_error
+    assert f"No archived copy of {missing}" in refused.content[0].text
+
+
+@pytest.mark.anyio
+async def test_brief_is_the_title_then_one_bullet_per_point(demo: ClientSession) -> None:
+    points = ["Three articles", "  ", "Cited\n3 times"]
+
+    result = await demo.call_tool("write_brief", {"title": "Harbor  Daily", "points": points})
+
+    assert not result.is_error
+    assert result.structured_content == {"text": "Harbor Daily\n- Three articles\n- Cited 3 times", "points": 2}
 
 
 @pytest.mark.anyio

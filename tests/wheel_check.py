@@ -21,7 +21,12 @@ from urllib.parse import urljoin
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_SCENARIOS = ["news_source_discovery_v1", "outlet_profile_v1"]
+SHIPPED_SCENARIOS = [
+    "news_source_discovery_v1",
+    "outlet_profile_v1",
+    "outlet_story_origins_v2",
+    "story_origin_check_v2",
+]
 ASSET = re.compile(r'(?:src|href)="([^"]*/static/[^"]+)"')
 
 

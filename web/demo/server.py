@@ -1,8 +1,9 @@
 """The bundled offline demo MCP server: a small newsroom of fictional articles.
 
 Everything comes from ``corpus.json`` next to this file: a few fictional outlets on reserved
-example domains, three stories, and articles that cite earlier articles on the same story, so
-"where did this story start?" can be answered by following citations. No network access.
+example domains, three stories, articles that cite earlier articles on the same story, so
+"where did this story start?" can be answered by following citations, and the captures of a web
+archive that kept some of them. No network access.
 
 Tools:
 
@@ -13,6 +14,10 @@ Tools:
 - ``lookup_outlet(domain)``: an outlet's profile; fails with "Unknown outlet: …" for other domains.
 - ``list_outlet_articles(domain, newest_first)``: the articles an outlet published.
 - ``outlet_stats(articles, outlet)``: counts, date range, stories and citations for a list of articles.
+- ``check_archive(url)``: the web archive's copy of an article; fails with "No archived copy of …" for the
+  articles the archive never captured (about half of them), so a workflow can show a tolerated failure.
+- ``write_brief(title, points)``: a short plain-text brief, one bullet per point: where a workflow's
+  branches come together into one text.
 
 Each call takes a visible moment and reports MCP progress a few times along the way, so a run
 can be watched step by step. ``STEPLINE_DEMO_DELAY`` sets the seconds one call takes
@@ -62,6 +67,15 @@ class Story(BaseModel):
     title: str
 
 
+class Capture(BaseModel):
+    url: str
+    captured_at: str
+
+    @property
+    def captured(self) -> datetime:
+        return parse_timestamp(self.captured_at)
+
+
 class CorpusArticle(BaseModel):
     url: str
     outlet: str
@@ -95,6 +109,7 @@ class Corpus:
     stories: dict[str, Story]
     articles: dict[str, CorpusArticle]
     cited_by: dict[str, list[str]]
+    archive: dict[str, Capture]
 
     def article(self, url: str) -> CorpusArticle:
         found = self.articles.get(normalize_url(url))
@@ -140,7 +155,14 @@ def load_corpus(path: Path = CORPUS_PATH) -> Corpus:
             if cited not in articles:
                 raise ValueError(f"{article.url}: cites {cited}, which is not in the corpus")
             cited_by[cited].append(article.url)
-    return Corpus(outlets=outlets, stories=stories, articles=articles, cited_by=cited_by)
+    archive = {c.url: c for c in map(Capture.model_validate, raw["archive"])}
+    for capture in archive.values():
+        captured = articles.get(capture.url)
+        if captured is None:
+            raise ValueError(f"archive: {capture.url} is not in the corpus")
+        if capture.captured <= captured.published:
+            raise ValueError(f"archive: {capture.url} is captured before it was published")
+    return Corpus(outlets=outlets, stories=stories, articles=articles, cited_by=cited_by, archive=archive)
 
 
 # --- Tool inputs and outputs --------------------------------------------------------------------
@@ -254,6 +276,18 @@ class OutletStats(BaseModel):
     times_cited: int = Field(description="Citations of these articles by other outlets' articles.")
     original_reports: int = Field(description="Articles that cite no one: first-hand reporting.")
     summary: str
+
+
+class ArchivedCopy(BaseModel):
+    url: str
+    title: str
+    captured_at: str = Field(description="When the archive captured the page, ISO 8601 with UTC offset.")
+    snapshot_url: str = Field(description="Where the archived copy is kept.")
+
+
+class Brief(BaseModel):
+    text: str = Field(description="The title, then one line per point, each starting with '- '.")
+    points: int = Field(description="Points in the brief (blank ones are dropped).")
 
 
 # --- Pacing -------------------------------------------------------------------------------------
@@ -370,6 +404,24 @@ def citation_path(
                     next_frontier.append(cited)
         frontier = next_frontier
     return None
+
+
+def archived_copy(corpus: Corpus, url: str) -> ArchivedCopy:
+    capture = corpus.archive.get(normalize_url(url))
+    if capture is None:
+        raise ToolError(f"No archived copy of {url.strip()}: the archive never captured it")
+    stamp = capture.captured.astimezone(UTC)
+    return ArchivedCopy(
+        url=capture.url,
+        title=corpus.articles[capture.url].title,
+        captured_at=capture.captured_at,
+        snapshot_url=f"https://archive.example/snapshots/{stamp:%Y%m%d%H%M%S}/{capture.url}",
+    )
+
+
+def brief_text(title: str, points: list[str]) -> Brief:
+    kept = [" ".join(point.split()) for point in points if point.strip()]
+    return Brief(text="\n".join([" ".join(title.split()), *(f"- {point}" for point in kept)]), points=len(kept))
 
 
 def stats_for(corpus: Corpus, articles: list[StatsArticleIn], outlet: str) -> OutletStats:
@@ -595,5 +647,33 @@ def build_server(delay: float | None = None, log_level: LogLevel = "WARNING") ->
         await pacer.step(f"Checking who cites them: {stats.times_cited}…")
         await pacer.finish("Stats ready")
         return stats
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def check_archive(url: Url, ctx: Context) -> ArchivedCopy:
+        """The web archive's copy of an article; fails with "No archived copy of …" when it never captured it."""
+        pacer = Pacer(ctx, pace)
+        await pacer.step(f"Asking the archive for {url.strip()}…")
+        await pacer.step(f"Searching {count(len(corpus.archive), 'capture')}…")
+        copy = archived_copy(corpus, url)
+        await pacer.step(f"Found a capture from {copy.captured_at[:10]}…")
+        await pacer.step("Checking the snapshot…")
+        await pacer.finish("Archived copy found")
+        return copy
+
+    @mcp.tool(annotations=READ_ONLY)
+    async def write_brief(
+        title: Annotated[str, Field(description="The brief's first line.", min_length=1)],
+        points: Annotated[list[str], Field(description="One bullet each, in order; blank ones are dropped.")],
+        ctx: Context,
+    ) -> Brief:
+        """Write a short plain-text brief: the title, then one bullet per point."""
+        pacer = Pacer(ctx, pace)
+        await pacer.step("Setting the title…")
+        brief = brief_text(title, points)
+        await pacer.step(f"Writing {count(brief.points, 'point')}…")
+        await pacer.step("Checking the wording…")
+        await pacer.step("Laying out the brief…")
+        await pacer.finish(f"Brief of {count(brief.points, 'point')} ready")
+        return brief
 
     return mcp
