@@ -486,7 +486,9 @@ async def test_for_each_over_a_non_list_or_too_many_items_fails_the_step_saying_
 
     assert ends(events)["text"] == ("failed", "steps.0 (text).for_each: {{ input.word }} gives text, not a list")
     assert ends(events)["many"] == (
-        "failed", "for_each gives 4 items, more than the 3 allowed (STEPLINE_MAX_FOR_EACH_ITEMS)"
+        "failed",
+        "steps.1 (many).for_each: {{ input.numbers }} gives 4 items, "
+        "more than the 3 allowed (STEPLINE_MAX_FOR_EACH_ITEMS)",
     )
     (retry,) = of(events, "step_retrying")
     assert (retry["item_index"], retry["attempt"]) == (0, 2)

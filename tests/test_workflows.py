@@ -463,7 +463,9 @@ def test_for_each_keeps_item_order_respects_max_parallel_and_reports_items(app: 
     assert "for_each" in not_a_list["message"] and "list" in not_a_list["message"], not_a_list["message"]
     too_many = the_run.ended("too_many")
     assert too_many["status"] == "failed"
-    assert "for_each gives 6 items, more than the 5 allowed (STEPLINE_MAX_FOR_EACH_ITEMS)" in too_many["message"]
+    assert too_many["message"].startswith("steps.")  # names the step and the field
+    assert ".for_each: {{" in too_many["message"]
+    assert too_many["message"].endswith("gives 6 items, more than the 5 allowed (STEPLINE_MAX_FOR_EACH_ITEMS)")
     assert the_run.of("step_item_finished", "too_many") == []
 
     assert the_run.plan["fan"]["for_each"] is True and the_run.plan["count"]["for_each"] is False

@@ -167,7 +167,7 @@ class StepRun:
         limit = self.context.max_for_each_items
         if len(items) > limit:
             allowed = f"more than the {limit:,} allowed ({ENV_MAX_FOR_EACH_ITEMS})"
-            raise _Failed(f"for_each gives {len(items):,} items, {allowed}")
+            raise _Failed(f"{where} gives {len(items):,} items, {allowed}")
         return items
 
     async def _run_for_each(self, for_each: Node, scope: Mapping[str, Any]) -> StepStatus:
