@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end, start_run, wait_finished
 from sse import Frame, frames, parse_text
-from ui_support import HOSTILE_TEXT, MIRROR_SERVER, PROJECT_ROOT
+from ui_support import HOSTILE_TEXT, demo_and_mirror_config
 
 from web import events
 from web.events import EventType, RunStatus, StepStatus
@@ -270,24 +269,12 @@ def write_scenarios(folder: Path, *scenarios: dict[str, Any]) -> Path:
     return folder
 
 
-def mcp_config(folder: Path) -> Path:
-    """The demo server and the tests' mirror server."""
-    config = folder / "mcp.json"
-    servers = {
-        "demo": {"command": sys.executable, "args": ["-m", "web.demo"], "cwd": str(PROJECT_ROOT),
-                 "env": {"STEPLINE_DEMO_DELAY": "${STEPLINE_DEMO_DELAY}"}},
-        "mirror": {"command": sys.executable, "args": [str(MIRROR_SERVER)]},
-    }
-    config.write_text(json.dumps({"mcpServers": servers}))
-    return config
-
-
 @pytest.fixture(scope="module")
 def flow_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     """The tests' workflows on the demo and mirror servers, tools instant."""
     folder = tmp_path_factory.mktemp("flows")
     scenarios = write_scenarios(folder / "scenarios", DIGEST, HOSTILE_FLOW, MANY)
-    with in_process(folder, scenarios=scenarios, mcp_config=mcp_config(folder)) as app:
+    with in_process(folder, scenarios=scenarios, mcp_config=demo_and_mirror_config(folder)) as app:
         yield app
 
 
@@ -423,7 +410,7 @@ def test_hostile_text_of_a_workflow_is_shown_as_text(flow_app: InProcessApp) -> 
 
 def test_a_live_page_shows_steps_running_at_once_then_waiting_to_retry(tmp_path: Path) -> None:
     scenarios = write_scenarios(tmp_path / "scenarios", LIVE)
-    with in_process(tmp_path, demo_delay=3, scenarios=scenarios, mcp_config=mcp_config(tmp_path)) as app:
+    with in_process(tmp_path, demo_delay=3, scenarios=scenarios, mcp_config=demo_and_mirror_config(tmp_path)) as app:
         run_id = start_run(app.client, "live_v2")["run_id"]
         begun: set[str] = set()
 
@@ -459,7 +446,7 @@ def test_a_live_page_shows_steps_running_at_once_then_waiting_to_retry(tmp_path:
 
 def test_a_runs_page_shows_the_plan_it_ran_after_its_file_is_changed_or_removed(tmp_path: Path) -> None:
     folder = write_scenarios(tmp_path / "scenarios", DIGEST)
-    settings = {"scenarios": folder, "mcp_config": mcp_config(tmp_path), "data_dir": tmp_path / "data"}
+    settings = {"scenarios": folder, "mcp_config": demo_and_mirror_config(tmp_path), "data_dir": tmp_path / "data"}
     with in_process(tmp_path, **settings) as app:
         run_id = run_to_end(app.client, "digest_v2", {"domain": DOMAIN})["run_id"]
     renamed = {**DIGEST, "steps": [{"name": "only", "tool": "lookup_outlet", "input": {"domain": "x"}}], "output": None}

@@ -103,6 +103,11 @@ def ui_fixtures(folder: Path) -> tuple[Path, Path]:
         shutil.copy(path, scenarios / path.name)
     for scenario in (HOSTILE_SCENARIO, FORMS_SCENARIO):
         (scenarios / f"{scenario['scenario_id']}.json").write_text(json.dumps(scenario, indent=2))
+    return scenarios, demo_and_mirror_config(folder)
+
+
+def demo_and_mirror_config(folder: Path) -> Path:
+    """An mcpServers file in `folder`: the demo server (paced by STEPLINE_DEMO_DELAY) and the tests' mirror server."""
     config = folder / "mcp.json"
     servers = {
         "demo": {"command": sys.executable, "args": ["-m", "web.demo"], "cwd": str(PROJECT_ROOT),
@@ -110,7 +115,7 @@ def ui_fixtures(folder: Path) -> tuple[Path, Path]:
         "mirror": {"command": sys.executable, "args": [str(MIRROR_SERVER)]},
     }
     config.write_text(json.dumps({"mcpServers": servers}))
-    return scenarios, config
+    return config
 
 
 def ui_server_args(folder: Path) -> tuple[str, ...]:
