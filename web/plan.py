@@ -9,14 +9,11 @@ collects every problem of a file (template syntax, unknown or later steps, a ste
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol
 
 from web.expressions import Node, ObjectNode, TemplateSyntaxProblem, compile_expression, compile_value
-
-if TYPE_CHECKING:
-    from web.scenarios import Scenario, ScenarioV2, Step, StepSettings, StepV2
 
 # How many items of a for_each step are called at once, unless it says.
 DEFAULT_MAX_PARALLEL = 4
@@ -116,6 +113,25 @@ def _depth(name: str, steps: dict[str, PlannedStep], depth: dict[str, int]) -> i
     return depth[name]
 
 
+class StepSource(Protocol):
+    """What compiling reads of a step as written (web.scenarios' models). A version 2 step also has
+    `needs`, `when`, `for_each` and the settings of `defaults`; they are read only from version 2 files."""
+
+    name: str
+    tool: str
+    server: str | None
+    description: str
+    input: dict[str, Any]
+    required_input_fields: list[str]
+
+
+class ScenarioSource(Protocol):
+    """What compiling reads of a scenario as written; a version 2 one also has `defaults` and `output`."""
+
+    schema_version: str
+    steps: Sequence[StepSource]
+
+
 class PlanProblems(Exception):
     """Every problem of a scenario's graph and expressions, each naming the step and the field."""
 
@@ -124,7 +140,7 @@ class PlanProblems(Exception):
         self.problems = problems
 
 
-def build_plan(scenario: Scenario) -> Plan:
+def build_plan(scenario: ScenarioSource) -> Plan:
     compiler = _Compiler(scenario)
     plan = compiler.compile()
     if compiler.problems:
@@ -134,7 +150,7 @@ def build_plan(scenario: Scenario) -> Plan:
 
 
 class _Compiler:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: ScenarioSource) -> None:
         self.scenario = scenario
         self.templates = scenario.schema_version != "1"
         self.index: dict[str, int] = {}
@@ -155,13 +171,13 @@ class _Compiler:
 
     # --- one step ---------------------------------------------------------------------------------
 
-    def _step(self, index: int, step: Step) -> PlannedStep | None:
+    def _step(self, index: int, step: StepSource) -> PlannedStep | None:
         label = step_label(index, step.name)
         inputs = self._compile(lambda: compile_value(step.input, field=f"{label}.input", templates=self.templates))
         when = for_each = None
         needs: list[str] = []
         if self.templates:
-            workflow_step = cast("StepV2", step)
+            workflow_step: Any = step
             needs = workflow_step.needs
             if workflow_step.when is not None:
                 when = self._compile(lambda: compile_expression(workflow_step.when, field=f"{label}.when"))
@@ -261,7 +277,7 @@ class _Compiler:
             # The condition decides whether the step runs at all, before any item exists.
             self.problems.append(f"{label}.when: reads item, but the condition is evaluated once for the whole step")
 
-    def _settings(self, step: Step) -> dict[str, Any]:
+    def _settings(self, step: StepSource) -> dict[str, Any]:
         """The step's own settings over the scenario's `defaults` over the built-in ones; retry field by field."""
         merged: dict[str, Any] = {
             "max_parallel": DEFAULT_MAX_PARALLEL,
@@ -270,9 +286,10 @@ class _Compiler:
             "idle_timeout_seconds": None,
         }
         retry: dict[str, Any] = {}
-        layers: list[StepSettings] = []
+        layers: list[Any] = []
         if self.templates:  # a version 1 step has none of these settings
-            layers = [cast("ScenarioV2", self.scenario).defaults, cast("StepV2", step)]
+            workflow: Any = self.scenario
+            layers = [workflow.defaults, step]
         for layer in layers:
             merged.update({key: getattr(layer, key) for key in merged if getattr(layer, key) is not None})
             if layer.retry is not None:
@@ -282,7 +299,8 @@ class _Compiler:
     # --- the scenario ------------------------------------------------------------------------------
 
     def _output(self) -> Node | None:
-        raw = cast("ScenarioV2", self.scenario).output if self.templates else None
+        workflow: Any = self.scenario  # only version 2 has an output
+        raw = workflow.output if self.templates else None
         if raw is None:
             return None
         output = self._compile(lambda: compile_value(raw, field="output", templates=True))
