@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -23,6 +24,8 @@ from urllib.parse import urlsplit
 from playwright.sync_api import Browser, ConsoleMessage, Frame, Page, Request, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
+# The README's pictures.
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NGINX = Path(shutil.which("nginx") or "/usr/sbin/nginx")
 CHROMIUM_ARGS = [
@@ -360,3 +363,19 @@ def start_nginx(
                 nginx.stop()
                 raise AssertionError("nginx did not listen within 10s") from None
             time.sleep(0.05)
+
+
+def assert_picture(blank: Page, page: Page, png: bytes) -> None:
+    """A full-page screenshot of `page`: a PNG as wide and as tall as the page, and not blank."""
+    picture = read_picture(blank, png)
+    size = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
+    assert [picture.width, picture.height] == size, (picture, size)
+    assert picture.colours >= 8, picture  # text, panels, badges: a blank or one-colour page has 1
+
+
+def screenshot_folder(tmp_path: Path) -> Path:
+    """docs/screenshots/ (the README's pictures) with STEPLINE_WRITE_SCREENSHOTS=1, else `tmp_path`,
+    so that running the tests leaves the tree as it was."""
+    folder = SCREENSHOTS if os.environ.get("STEPLINE_WRITE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

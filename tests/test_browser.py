@@ -6,7 +6,6 @@ origin but the app's own.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,12 @@ from browser_support import (
     NGINX,
     Nginx,
     TcpProxy,
+    assert_picture,
     chromium,
     origin_of,
     read_picture,
     resume_point,
+    screenshot_folder,
     start_nginx,
     text_contrast,
     watched_page,
@@ -39,7 +40,6 @@ PREFIX = "/portal/stepline"
 # Seconds each demo tool call takes: long enough to see every step running, short enough to be quick.
 DEMO_DELAY = "0.4"
 STEPS = [f"step-{i}" for i in range(4)]
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 # Chromium reports a page answered with an error status (the form's 422) as a console error.
 STATUS_422 = r"status of 422"
 # What a cut connection rightly logs: the broken response, and htmx reporting the stream's error.
@@ -346,8 +346,7 @@ def test_screenshots_for_the_readme(browser: Browser, live: StepServer, tmp_path
     Written to docs/screenshots/ (for the README) with STEPLINE_WRITE_SCREENSHOTS=1, else to a
     temporary folder, so that running the tests leaves the tree as it was.
     """
-    folder = SCREENSHOTS if os.environ.get("STEPLINE_WRITE_SCREENSHOTS") == "1" else tmp_path
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = screenshot_folder(tmp_path)
     page, watch = watched_page(browser, viewport={"width": 1200, "height": 900}, color_scheme="light")
     page.goto(f"{live.url}/scenarios/{NEWS}")
     # What the first picture shows: the flow of four steps and the form, filled in with the example.
@@ -372,10 +371,3 @@ def test_screenshots_for_the_readme(browser: Browser, live: StepServer, tmp_path
     assert_picture(blank, page, page.screenshot(path=folder / "run.png", full_page=True))
     watch.assert_clean({live.url})
 
-
-def assert_picture(blank: Page, page: Page, png: bytes) -> None:
-    """A full-page screenshot of `page`: a PNG as wide and as tall as the page, and not blank."""
-    picture = read_picture(blank, png)
-    size = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
-    assert [picture.width, picture.height] == size, (picture, size)
-    assert picture.colours >= 8, picture  # text, panels, badges: a blank or one-colour page has 1

@@ -4,17 +4,21 @@ steps running at once, items arriving, a skipped step and the run's output, all 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, chromium, watched_page
-from conftest import StepServer, start_server
+from browser_support import CHROMIUM, assert_picture, chromium, screenshot_folder, watched_page
+from conftest import PROJECT_ROOT, StepServer, start_server
 from playwright.sync_api import Browser, expect
 from runs import start_run
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium (make browser)")
 
 DOMAIN = "daily.example.com"
+# The shipped workflow the README pictures.
+SHIPPED_FLOW = "outlet_story_origins_v2"
 # Seconds each demo call takes: the two branches overlap for a visible while.
 DEMO_DELAY = "0.6"
 FLOW = {
@@ -58,6 +62,7 @@ def flow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer
     scenarios = folder / "scenarios"
     scenarios.mkdir()
     (scenarios / "browser_flow_v2.json").write_text(json.dumps(FLOW))
+    shutil.copy(PROJECT_ROOT / "scenarios" / f"{SHIPPED_FLOW}.json", scenarios)
     server = start_server(folder, "--scenarios", str(scenarios), env={"STEPLINE_DEMO_DELAY": DEMO_DELAY})
     yield server
     server.stop()
@@ -102,4 +107,20 @@ def test_without_javascript_a_reload_shows_the_same_truth_on_a_phone(browser: Br
         page.goto(flow_server.url + path)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, (path, overflow)  # stages side by side fold into one column
+    watch.assert_clean({flow_server.url})
+
+
+def test_workflow_screenshots_for_the_readme(browser: Browser, flow_server: StepServer, tmp_path: Path) -> None:
+    """A shipped workflow's scenario page (its stages) and a finished run (its output at the top)."""
+    folder = screenshot_folder(tmp_path)
+    page, watch = watched_page(browser, viewport={"width": 1200, "height": 900}, color_scheme="light")
+    page.goto(f"{flow_server.url}/scenarios/{SHIPPED_FLOW}")
+    expect(page.get_by_text("2 steps at once")).to_be_visible()
+    blank = browser.new_page()
+    assert_picture(blank, page, page.screenshot(path=folder / "workflow-scenario.png", full_page=True))
+
+    page.get_by_role("button", name="Run scenario").click()
+    expect(page.locator("#run-status")).to_have_attribute("data-status", "success", timeout=30_000)
+    expect(page.locator("#run-status .run-output")).to_contain_text("Harbor Daily")
+    assert_picture(blank, page, page.screenshot(path=folder / "workflow-run.png", full_page=True))
     watch.assert_clean({flow_server.url})
