@@ -40,6 +40,16 @@ class EventType(StrEnum):
     RUN_FINISHED = "run_finished"
 
 
+class RecordedEvent(dict[str, Any]):
+    """An event as its run's record holds it: `type`, `run_id`, `seq`, then its fields.
+
+    It keeps its JSON text once made (web.store_rows.event_json): the history and every JSON stream
+    share one encoding of each event.
+    """
+
+    __slots__ = ("json_text",)
+
+
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
 TERMINAL_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 

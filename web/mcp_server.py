@@ -253,6 +253,9 @@ class McpServer:
 
     async def connection(self) -> _Connection:
         """The open connection, waiting a bounded time for a (re)connection or for the server to answer again."""
+        connection = self._connection
+        if connection is not None and self.state == "ready" and not connection.closed.is_set():
+            return connection  # the usual case, without the cost of a cancel scope
         asked_retry = False
         with anyio.move_on_after(self.connect_timeout):
             while True:

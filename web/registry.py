@@ -1,8 +1,10 @@
 """Runs in memory: each RunRecord owns an append-only event list, the single source of truth.
 
 Snapshots, pages and streams are views of that list. Subscribers read it at their own cursor and
-are woken by a shared asyncio.Event that is replaced on every append, so a stalled subscriber
-costs nothing and holds no buffer of its own.
+are woken by a shared asyncio.Event that is replaced on every wake, so a stalled subscriber costs
+nothing and holds no buffer of its own. An event after a quiet spell wakes them at once, and so does
+the run's end; events that come quickly wake them every WAKE_INTERVAL_SECONDS, each wake finding all
+that came meanwhile.
 
 With a RunStore, memory is the live layer and the store the history: every run and event is handed
 to the store as it happens, a run not held in memory (evicted, or from before a restart) is rebuilt
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from web.events import Event, RunStatus, StepStatus, run_finished, step_finished
+from web.events import Event, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
@@ -32,6 +34,10 @@ log = logging.getLogger(__name__)
 
 # How long POST /cancel waits for the run to record its ending, so the answer usually shows it.
 CANCEL_WAIT_SECONDS = 2.0
+# Followers (a run's streams) are woken at once by an event after a quiet spell, and at most this often
+# while events come quickly: a run of fast steps costs its readers one write every few milliseconds,
+# not one a step, and still looks live. The run's end wakes them at once.
+WAKE_INTERVAL_SECONDS = 0.005
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,8 @@ class RunRecord:
         self.saved_seq = 0
         self._sink = sink
         self._appended = asyncio.Event()
+        self._woken_at = -WAKE_INTERVAL_SECONDS  # the event loop's time of the last wake
+        self._wake_later: asyncio.TimerHandle | None = None
 
     @classmethod
     def restore(
@@ -116,15 +124,17 @@ class RunRecord:
 
     def emit(self, fields: Event) -> Event:
         """Append one event (made by a web.events constructor), fold it into the state and wake every subscriber."""
-        if self.is_finished:
+        state = self.state
+        if state.is_finished:
             raise RuntimeError(f"run {self.run_id} has finished; no event may follow run_finished")
         # `type` first, then the run's own keys, then the event's fields.
-        event = {"type": fields["type"], "run_id": self.run_id, "seq": len(self.events) + 1, **fields}
+        event = RecordedEvent(type=fields["type"], run_id=state.run_id, seq=len(self.events) + 1)
+        event.update(fields)
         self.events.append(event)
-        self.state.apply(event)
+        state.apply(event)
         if self._sink is not None:
             self._sink(event)
-        self._wake()
+        self._wake(state.is_finished)
         return event
 
     def amend(self, stored: list[dict[str, Any]], run_input: dict[str, Any] | None = None) -> None:
@@ -135,9 +145,29 @@ class RunRecord:
         if run_input is not None:
             self.state.input = run_input
         self.state.refold(self.events)
-        self._wake()
+        self._wake(self.is_finished)
 
-    def _wake(self) -> None:
+    def _wake(self, finished: bool) -> None:
+        """Wake the followers: at once after a quiet spell and at the run's end, else at the next interval."""
+        if self._wake_later is not None:
+            if not finished:
+                return  # a wake is due soon, and will find this event too
+            self._wake_later.cancel()
+        if not finished:
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:  # emitted outside the event loop, where nothing can be waiting: at once
+                loop = None
+            due = self._woken_at + WAKE_INTERVAL_SECONDS
+            if loop is not None and loop.time() < due:
+                self._wake_later = loop.call_at(due, self._wake_now)
+                return
+        self._wake_now()
+
+    def _wake_now(self) -> None:
+        self._wake_later = None
+        with contextlib.suppress(RuntimeError):
+            self._woken_at = asyncio.get_running_loop().time()
         woken, self._appended = self._appended, asyncio.Event()
         woken.set()
 

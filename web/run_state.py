@@ -6,6 +6,7 @@ the same way while a run executes and when it is rebuilt from the history.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,8 +21,20 @@ STEP_EVENTS = frozenset(
 )
 
 
+# The date and time to the second of the last timestamp made: a run makes several a millisecond.
+_second: tuple[int, str] = (0, "")
+
+
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    """Now, as `datetime.now(UTC).isoformat(timespec="milliseconds")` writes it."""
+    global _second
+    now = time.time()
+    second, prefix = _second
+    if int(now) != second:
+        second = int(now)
+        prefix = datetime.fromtimestamp(second, UTC).isoformat()[:19]
+        _second = (second, prefix)
+    return f"{prefix}.{min(999, int((now - second) * 1000)):03d}+00:00"
 
 
 @dataclass

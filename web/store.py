@@ -189,6 +189,10 @@ class RunStore:
 
     def add_event(self, event: dict[str, Any]) -> None:
         self._queue.put(("event", event))
+        if event["type"] == "run_finished":
+            # A run's end is written at once: the next request (a new run's sync, a read of the run once it
+            # has left memory) then finds nothing of it still waiting.
+            self._urgent.set()
 
     async def sync(self) -> None:
         """Return once everything added before this call is committed; StoreError if it cannot be."""

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from web.events import RecordedEvent
 from web.json_limits import dumps as strict_dumps
 
 # Stored as columns; the rest of an event is its JSON `data`.
@@ -74,6 +75,39 @@ def dumps(value: Any) -> str:
     return text
 
 
+# What a recorded event's JSON is until it is made (None is a result: an event the history must repair).
+NOT_MADE = object()
+
+
+def event_json(event: dict[str, Any]) -> str | None:
+    """The whole event as the history encodes it (strict JSON, valid UTF-8), which the JSON stream sends too.
+
+    Made once per recorded event, by whichever needs it first; None when the event holds a value the
+    history must repair (a stream then encodes it leniently, the history as `encode_event` says).
+    """
+    made = getattr(event, "json_text", NOT_MADE)
+    if made is not NOT_MADE:
+        return made
+    try:
+        text: str | None = dumps(event)
+    except UNSTORABLE:
+        text = None
+    if isinstance(event, RecordedEvent):
+        event.json_text = text
+    return text
+
+
+def _fields_json(event: dict[str, Any]) -> str | None:
+    """The event's fields as stored (`data`): its JSON without the keys stored as columns, which come first."""
+    text = event_json(event)
+    if text is None:
+        return None
+    head = f'{{"type":"{event["type"]}","run_id":"{event["run_id"]}","seq":{event["seq"]}'
+    if not text.startswith(head):  # keys in another order, or ones that JSON escapes: encoded on their own
+        return None
+    return "{" + text[len(head) + 1 :] if len(text) > len(head) + 1 else "{}"
+
+
 def loads(text: str) -> Any:
     # Files written before storage was strict may hold NaN or Infinity: read them as null.
     return json.loads(text, parse_constant=lambda _constant: None)
@@ -97,6 +131,14 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
     """An event's row. `refused` says why its run was refused earlier: its run_finished is then stored failed."""
     event: dict[str, Any] = op[1]
     run_id, kind = event["run_id"], event["type"]
+    fields_text = _fields_json(event) if refused is None else None
+    if fields_text is not None:  # the usual case: the event as it was encoded once, for the streams too
+        row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, fields_text))
+        if kind == "run_started":
+            row.started = (event["started_at"], run_id)
+        elif kind == "run_finished":
+            row.finished = (event["status"], event.get("message", ""), event["finished_at"], run_id)
+        return row
     data = {key: value for key, value in event.items() if key not in EVENT_KEYS}
     changed = False
     try:

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from web.events import EventType, StepStatus
 from web.registry import RunRecord
 from web.scenarios import Scenario
+from web.store_rows import event_json
 from web.stream_budget import StreamsFull
 from web.stream_response import EventStream, FrameRenderer
 from web.templating import is_embedded, templates
@@ -94,11 +95,22 @@ class FrameCache:
 _frames = FrameCache(FRAMES_KEPT, FRAME_BYTES_KEPT, FRAME_MAX_AGE_SECONDS)
 
 
+# Characters JSON keeps as they are that many line readers (Python's str.splitlines, httpx's iter_lines)
+# take for line breaks, though SSE does not: escaped, they cannot cut an event's one `data:` line.
+LINE_BREAKS_TO_ESCAPE = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def json_frame(event: dict[str, Any]) -> bytes:
     frame = _frames.get(event, "json")
     if frame is None:
-        data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        frame = ServerSentEvent(data=data, event=event["type"], id=str(event["seq"])).encode()
+        # The history's encoding of the event, made once for both; compact JSON holds no line break, so
+        # it is one `data:` line, as ServerSentEvent would write it.
+        data = event_json(event) or json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+        if not data.isascii():
+            for char, escape in LINE_BREAKS_TO_ESCAPE.items():
+                if char in data:
+                    data = data.replace(char, escape)
+        frame = f"id: {event['seq']}\r\nevent: {event['type']}\r\ndata: {data}\r\n\r\n".encode()
         _frames.put(event, "json", frame)
     return frame
 

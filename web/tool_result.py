@@ -7,12 +7,13 @@ as JSON; a larger one is kept truncated (see `web.json_limits.bounded`) and the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ContentBlock, TextContent
 
-from web.json_limits import Bounded, JsonProblem, bounded, check, parse, where
+from web.json_limits import LONE_SURROGATE, Bounded, JsonProblem, bounded, check, parse, where
 from web.mcp_server import describe
 
 
@@ -32,6 +33,11 @@ class ToolOutcome:
     value: Any = None
     retryable: bool = False
 
+
+# The JSON of a text block, `{"type":"text","text":""}`, besides its text and the comma between blocks.
+TEXT_BLOCK_JSON_BYTES = 27
+# The most bytes one character takes in JSON text: an escape such as \u001f.
+MAX_JSON_BYTES_PER_CHAR = 6
 
 # What a JSON document may begin with, after white space: other text is kept as text without asking the
 # parser, which would only raise for it (most tools answer in prose).
@@ -67,6 +73,11 @@ class ResultReader:
         self.max_output_bytes = max_output_bytes
 
     def outcome(self, tool: str, result: CallToolResult) -> ToolOutcome:
+        texts = _plain_texts(result.content)
+        if texts and not result.is_error and result.structured_content is None:
+            outcome = self._text_outcome(texts)
+            if outcome is not None:
+                return outcome
         try:
             content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
             check(content, max_depth=self.max_depth)
@@ -101,6 +112,27 @@ class ResultReader:
         ]
         return ToolOutcome(True, "; ".join(notes), kept_output.value, kept_content.value, text, output)
 
+    def _text_outcome(self, texts: list[str]) -> ToolOutcome | None:
+        """The outcome of a result of plain text blocks (most are) when it is surely within the limits, found
+        without writing its content out; None when that is not sure, or the result is refused (see `outcome`)."""
+        text = "\n".join(texts)
+        largest = MAX_JSON_BYTES_PER_CHAR * len(text) + TEXT_BLOCK_JSON_BYTES * len(texts) + 2
+        if largest > self.max_output_bytes or self.max_depth < 2 or LONE_SURROGATE.search(text):
+            return None
+        try:
+            output = parse_text(text, max_depth=self.max_depth)
+        except JsonProblem:
+            return None
+        if output is text:
+            kept_output = text
+        else:
+            kept = bounded(output, max_bytes=self.max_output_bytes)
+            if kept.truncated:
+                return None
+            kept_output = kept.value
+        content = [{"type": "text", "text": block} for block in texts]
+        return ToolOutcome(True, "", kept_output, content, text, output)
+
     def _refusal(self, tool: str, what: str, problem: JsonProblem) -> str:
         if problem.kind == "json_too_deep":
             return f"'{tool}' returned {what} nested deeper than {self.max_depth} levels"
@@ -112,3 +144,13 @@ class ResultReader:
             f"{what} truncated: {kept.size:,} bytes as JSON, more than the {self.max_output_bytes:,} kept "
             '(it is stored as {"truncated": true, "bytes": ..., "preview": ...})'
         )
+
+
+def _plain_texts(blocks: Sequence[ContentBlock]) -> list[str] | None:
+    """The texts of a result whose blocks are all plain text (no annotations, no _meta); None otherwise."""
+    texts = []
+    for block in blocks:
+        if type(block) is not TextContent or block.annotations is not None or block.meta is not None:
+            return None
+        texts.append(block.text)
+    return texts
