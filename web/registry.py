@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from web.events import Event, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
+from web.events import Event, EventType, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
@@ -184,7 +184,7 @@ class RunRecord:
                 event = self.events[cursor]
                 cursor += 1
                 yield event
-                if event["type"] == "run_finished":
+                if event["type"] == EventType.RUN_FINISHED:
                     return
             if self.is_finished:
                 return

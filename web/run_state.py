@@ -13,8 +13,6 @@ from typing import Any
 
 from web.events import TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
 
-# Plain strings, as the history's rows hold them.
-TERMINAL_STATUSES = frozenset(status.value for status in TERMINAL_RUN_STATUSES)
 STEP_EVENTS = frozenset(
     {EventType.STEP_STARTED, EventType.STEP_PROGRESS, EventType.STEP_RETRYING, EventType.STEP_ITEM_FINISHED,
      EventType.STEP_FINISHED}
@@ -210,4 +208,4 @@ class RunState:
 
     @property
     def is_finished(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_RUN_STATUSES

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from web.run_state import TERMINAL_STATUSES
+from web.events import TERMINAL_RUN_STATUSES, EventType
 from web.store_db import StoreError, connect, is_data_error, open_database, reason, transaction
 from web.store_rows import Refusal, Row, encode_event, encode_run, loads
 
@@ -189,7 +189,7 @@ class RunStore:
 
     def add_event(self, event: dict[str, Any]) -> None:
         self._queue.put(("event", event))
-        if event["type"] == "run_finished":
+        if event["type"] == EventType.RUN_FINISHED:
             # A run's end is written at once: the next request (a new run's sync, a read of the run once it
             # has left memory) then finds nothing of it still waiting.
             self._urgent.set()
@@ -449,7 +449,7 @@ class RunStore:
                     row[0]
                     for row in connection.execute(
                         "SELECT run_id FROM runs WHERE (created_at, run_id) < (?, ?) AND status IN (?, ?, ?) LIMIT ?",
-                        (*keep_from, *sorted(TERMINAL_STATUSES), PRUNE_CHUNK),
+                        (*keep_from, *sorted(status.value for status in TERMINAL_RUN_STATUSES), PRUNE_CHUNK),
                     )
                 ]
                 connection.executemany("DELETE FROM events WHERE run_id = ?", [(r,) for r in doomed])

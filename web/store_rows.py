@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from web.events import RecordedEvent
+from web.events import EventType, RecordedEvent, RunStatus
 from web.json_limits import dumps as strict_dumps
 
 # Stored as columns; the rest of an event is its JSON `data`.
@@ -134,9 +134,9 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
     fields_text = _fields_json(event) if refused is None else None
     if fields_text is not None:  # the usual case: the event as it was encoded once, for the streams too
         row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, fields_text))
-        if kind == "run_started":
+        if kind == EventType.RUN_STARTED:
             row.started = (event["started_at"], run_id)
-        elif kind == "run_finished":
+        elif kind == EventType.RUN_FINISHED:
             row.finished = (event["status"], event.get("message", ""), event["finished_at"], run_id)
         return row
     data = {key: value for key, value in event.items() if key not in EVENT_KEYS}
@@ -148,7 +148,7 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
         refused = refused or why
         refusals.setdefault(run_id, Refusal(run_id, refused))
         changed = True
-    if kind == "run_finished" and refused is not None:
+    if kind == EventType.RUN_FINISHED and refused is not None:
         finished = _finished_as_refused(data, refused)
         if finished is not data:
             data, changed = finished, True
@@ -157,9 +157,9 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
         data_text = dumps(data)
         refusals[run_id].events.append({"type": kind, "run_id": run_id, "seq": event["seq"], **data})
     row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, data_text))
-    if kind == "run_started":
+    if kind == EventType.RUN_STARTED:
         row.started = (data["started_at"], run_id)
-    elif kind == "run_finished":
+    elif kind == EventType.RUN_FINISHED:
         row.finished = (data["status"], data.get("message", ""), data["finished_at"], run_id)
     return row
 
@@ -213,12 +213,12 @@ def _finished_as_refused(data: dict[str, Any], why: str) -> dict[str, Any]:
     refusal = refusal_message(why)
     message = data.get("message")
     message = message if isinstance(message, str) else ""
-    if data.get("status") == "failed" and refusal in message:
+    if data.get("status") == RunStatus.FAILED and refusal in message:
         return data
-    if data.get("status") == "failed" and message:
+    if data.get("status") == RunStatus.FAILED and message:
         # It failed for its own reason first: keep that, and add why its history is incomplete.
         refusal = f"{message.rstrip('.')}. {refusal}"
-    return {**data, "status": "failed", "message": refusal}
+    return {**data, "status": RunStatus.FAILED.value, "message": refusal}
 
 
 def _where(event: dict[str, Any], key: str) -> str:

@@ -19,6 +19,7 @@ from sse_starlette import ServerSentEvent
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from web.events import EventType
 from web.registry import RunRecord
 from web.stream_budget import StreamPlace
 
@@ -126,7 +127,7 @@ class EventStream(Response):
         while cursor < len(record.events) or not record.is_finished:
             if cursor < len(record.events):
                 cursor = await self._send_from(send, cursor)
-                if record.events[cursor - 1]["type"] == "run_finished":
+                if record.events[cursor - 1]["type"] == EventType.RUN_FINISHED:
                     return
                 if cursor < len(record.events):
                     await feed.next_turn()  # more to send: the other streams, and the run, get their turn first
@@ -147,7 +148,7 @@ class EventStream(Response):
             cursor += 1
             frames.append(self.render(event))
             size += len(frames[-1])
-            if event["type"] == "run_finished" or time.perf_counter() - started > GATHER_SECONDS:
+            if event["type"] == EventType.RUN_FINISHED or time.perf_counter() - started > GATHER_SECONDS:
                 break
         await self._write(send, frames[0] if len(frames) == 1 else b"".join(frames))
         return cursor
