@@ -133,12 +133,7 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
     run_id, kind = event["run_id"], event["type"]
     fields_text = _fields_json(event) if refused is None else None
     if fields_text is not None:  # the usual case: the event as it was encoded once, for the streams too
-        row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, fields_text))
-        if kind == EventType.RUN_STARTED:
-            row.started = (event["started_at"], run_id)
-        elif kind == EventType.RUN_FINISHED:
-            row.finished = (event["status"], event.get("message", ""), event["finished_at"], run_id)
-        return row
+        return _event_row(op, event, fields_text, event)
     data = {key: value for key, value in event.items() if key not in EVENT_KEYS}
     changed = False
     try:
@@ -156,11 +151,17 @@ def encode_event(op: tuple[str, Any], refused: str | None, refusals: dict[str, R
     if changed:
         data_text = dumps(data)
         refusals[run_id].events.append({"type": kind, "run_id": run_id, "seq": event["seq"], **data})
-    row = Row(op, run_id, event["seq"], event=(run_id, event["seq"], kind, data_text))
+    return _event_row(op, event, data_text, data)
+
+
+def _event_row(op: tuple[str, Any], event: dict[str, Any], fields_text: str, fields: dict[str, Any]) -> Row:
+    """The row of `event` stored as `fields_text`; a run's start and end also update its run row, from `fields`."""
+    run_id, seq, kind = event["run_id"], event["seq"], event["type"]
+    row = Row(op, run_id, seq, event=(run_id, seq, kind, fields_text))
     if kind == EventType.RUN_STARTED:
-        row.started = (data["started_at"], run_id)
+        row.started = (fields["started_at"], run_id)
     elif kind == EventType.RUN_FINISHED:
-        row.finished = (data["status"], data.get("message", ""), data["finished_at"], run_id)
+        row.finished = (fields["status"], fields.get("message", ""), fields["finished_at"], run_id)
     return row
 
 
