@@ -125,6 +125,18 @@ ANSWERS = {
 }
 
 
+async def test_closing_the_pool_waits_for_a_server_slow_to_exit() -> None:
+    # A server that lingers after its client has gone (here 1.5 s) is still reaped: closing the pool
+    # waits out the SDK's bounded shutdown (close stdin, a grace period, then kill) instead of
+    # cutting it short, which would leave the process running.
+    slow_exit = StdioServer(
+        command=sys.executable, args=[str(FAULTS), "stdio"], env={**os.environ, "FAULTS_EXIT_DELAY": "1.5"}
+    )
+    async with pool_of(slow_exit) as pool:
+        pid = (await call(pool, "whoami"))["pid"]
+    assert not Path(f"/proc/{pid}").exists() or "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+
+
 @pytest.mark.parametrize("code, message", ANSWERS.values(), ids=ANSWERS.keys())
 async def test_an_error_the_server_answers_is_its_message_and_code_and_keeps_the_session(
     faults: ServerConfig, code: int, message: str

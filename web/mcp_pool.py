@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
 from mcp_types import CallToolResult
 
 from web.mcp_config import ServerConfig
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 
 # Closing the pool asks each supervisor to stop this many times, this long apart, at the most.
 STOP_ROUNDS, STOP_ROUND_SECONDS = 5, 1.0
+# The first ask is given time for the SDK's bounded stdio shutdown (close stdin, wait for the process,
+# kill it, wait again): a second cancel during it would abandon a server process still running.
+FIRST_STOP_SECONDS = 2 * PROCESS_TERMINATION_TIMEOUT + 1.0
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,11 @@ class McpPool:
         # A supervisor inside a transport's cancel scope can absorb one cancellation as the scope
         # closes; ask again until each has stopped, so closing the pool never hangs.
         pending = set(self._supervisors)
-        for _ in range(STOP_ROUNDS):
+        for round_number in range(STOP_ROUNDS):
             for task in pending:
                 task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_SECONDS)
+            wait = FIRST_STOP_SECONDS if round_number == 0 else STOP_ROUND_SECONDS
+            _, pending = await asyncio.wait(pending, timeout=wait)
             if not pending:
                 return
         log.error("MCP supervisor(s) did not stop: %s", ", ".join(task.get_name() for task in pending))

@@ -3,7 +3,8 @@
 TRANSPORT is `stdio` or `streamable-http` (served at /mcp). It answers JSON-RPC errors with any
 code, hangs one call while still answering everything else, freezes whole (its event loop
 blocked: nothing is read or answered), or naps; `whoami` tells which process and how many
-handshakes it has seen, so a test can tell a kept session from a reconnection.
+handshakes it has seen, so a test can tell a kept session from a reconnection. With
+FAULTS_EXIT_DELAY=S it lingers S seconds after its client has gone before it exits.
 """
 
 from __future__ import annotations
@@ -75,3 +76,5 @@ def build_server() -> MCPServer:
 
 if __name__ == "__main__":
     serve(build_server())
+    # A server that takes its time to exit once its client has gone (stdio: stdin closed).
+    time.sleep(float(os.environ.get("FAULTS_EXIT_DELAY", "0")))
