@@ -230,6 +230,11 @@ def test_filter_misuse_fails_with_the_filter_named() -> None:
         ("{{ 1e308 * 10 }}", "inf is not a JSON number: numbers must be finite"),
         ("{{ 2 ** 5000 }}", "a number larger than 2**4096"),
         ("x {{ range(3) }}", "a range object is not a JSON value (add '| list')"),
+        # A lone surrogate built by an expression: no tool, JSON reader or history could take it.
+        ("{{ '\\ud800' }}", "text that is not valid Unicode (\\ud800)"),
+        ("a {{ 'caf\\udce9' }} b", "text that is not valid Unicode (\\udce9)"),
+        ("{{ {'\\udc00': 1} }}", "text that is not valid Unicode (\\udc00)"),
+        ("{{ [input.url ~ '\\ud800'] }}", "text that is not valid Unicode (\\ud800)"),
     ],
 )
 def test_a_result_that_is_not_json_is_refused_by_type(raw: str, reason: str) -> None:

@@ -160,6 +160,7 @@ def to_json(value: Any) -> Any:
 def _convert(value: Any, depth: int, budget: list[int]) -> Any:
     kind = type(value)
     if kind is str:
+        check_text(value)
         budget[0] -= len(value)
     elif kind is int:
         check_int(value)
@@ -185,11 +186,12 @@ def _convert(value: Any, depth: int, budget: list[int]) -> Any:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise FilterError(f"an object key must be text, not {type_name(key)} ({key!r})")
+            check_text(key)
             if not isinstance(item, Undefined):
                 converted[str(key)] = _convert(item, depth + 1, budget)
         value = converted
     elif isinstance(value, str):  # Markup and other text types
-        value = str(value)
+        value = check_text(str(value))
         budget[0] -= len(value)
     elif isinstance(value, int):  # an int subclass, e.g. an IntEnum
         value = int(value)
@@ -201,6 +203,18 @@ def _convert(value: Any, depth: int, budget: list[int]) -> Any:
     return value
 
 
+def check_text(text: str) -> str:
+    """`text` if UTF-8 can hold it: an expression may build a lone surrogate (`'\\ud800'`), which no JSON
+    reader, tool or history takes."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start : exc.end]
+            raise FilterError(f"text that is not valid Unicode ({bad.encode('unicode_escape').decode()})") from None
+    return text
+
+
 def _check_budget(budget: list[int]) -> None:
     if budget[0] < 0:
         raise TooLarge(f"the result is larger than the {MAX_RESULT_SIZE:,} characters and items allowed")
@@ -210,7 +224,7 @@ def as_text(value: Any) -> str:
     """A value inside text: strings as they are, anything else as compact JSON (`true`, `null`, `[1,2]`)."""
     kind = type(value)
     if kind is str:
-        return value
+        return check_text(value)
     if kind is int:
         check_int(value)
         return str(value)
@@ -219,5 +233,5 @@ def as_text(value: Any) -> str:
     if kind is bool:
         return "true" if value else "false"
     if isinstance(value, str):
-        return str(value)
+        return check_text(str(value))
     return json.dumps(to_json(value), ensure_ascii=False, separators=(",", ":"))
