@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from conftest import free_port, wait_until
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 STARTUP_SECONDS = 15
+
+
+def workflow_home(home: Path, scenarios: Iterable[dict[str, Any]]) -> tuple[Path, Path]:
+    """(scenario folder, mcpServers file) in `home`: each scenario as its file, and the tests' workflow
+    server (tests/servers/workflow.py) over stdio as server `workflow`."""
+    folder = home / "scenarios"
+    folder.mkdir()
+    for scenario in scenarios:
+        (folder / f"{scenario['scenario_id']}.json").write_text(json.dumps(scenario, indent=2), encoding="utf-8")
+    config = home / "mcp.json"
+    server = {"command": sys.executable, "args": [str(SERVERS / "workflow.py"), "stdio"]}
+    config.write_text(json.dumps({"mcpServers": {"workflow": server}}), encoding="utf-8")
+    return folder, config
 
 
 @dataclass

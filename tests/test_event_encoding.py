@@ -7,19 +7,17 @@ millisecond.
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from inprocess import in_process
+from mcp_process import workflow_home
 from runs import run_to_end
 from sse import frames, parse_text
 
 from web.run_state import utc_now
 
-WORKFLOW_SERVER = Path(__file__).resolve().parent / "servers" / "workflow.py"
 # Quotes, escapes, a line break, accents, an emoji, markup, and characters JSON keeps as they are though
 # line readers split on them (U+0085, U+2028, U+2029).
 TRICKY = 'Zoë says "hi"\n\ttab \\ back\u2028sep\u2029para\u0085next 😀 </script>'
@@ -53,12 +51,7 @@ def stream_bytes(client: Any, run_id: str) -> bytes:
 
 
 def test_a_runs_stream_is_the_same_bytes_live_and_from_the_history(tmp_path: Path) -> None:
-    folder = tmp_path / "scenarios"
-    folder.mkdir()
-    (folder / "tricky.json").write_text(json.dumps(SCENARIO), encoding="utf-8")
-    config = tmp_path / "mcp.json"
-    server = {"command": sys.executable, "args": [str(WORKFLOW_SERVER), "stdio"]}
-    config.write_text(json.dumps({"mcpServers": {"workflow": server}}), encoding="utf-8")
+    folder, config = workflow_home(tmp_path, [SCENARIO])
     settings: dict[str, Any] = {"mcp_config": config, "scenarios": folder, "data_dir": tmp_path / "data"}
 
     with in_process(tmp_path, **settings) as app:

@@ -7,21 +7,18 @@ MCP server (tests/servers/workflow.py) that makes every event type happen, a ret
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 from inprocess import InProcessApp, in_process
+from mcp_process import workflow_home
 from runs import get_run, start_run, wait_finished
 from sse import Frame, Parser, frames, parse_lines
 
 from web.events import EventType, RunStatus, StepStatus
 
-WORKFLOW_SERVER = Path(__file__).resolve().parent / "servers" / "workflow.py"
 # One run that emits every event type: a retried step, progress, for_each items, a false condition, a
 # tolerated failure and an output.
 EVERY_EVENT = {
@@ -50,12 +47,7 @@ def openapi(demo_app: InProcessApp) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def workflow_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     home = tmp_path_factory.mktemp("openapi")
-    folder = home / "scenarios"
-    folder.mkdir()
-    (folder / "every_event.json").write_text(json.dumps(EVERY_EVENT), encoding="utf-8")
-    config = home / "mcp.json"
-    server = {"command": sys.executable, "args": [str(WORKFLOW_SERVER), "stdio"]}
-    config.write_text(json.dumps({"mcpServers": {"workflow": server}}), encoding="utf-8")
+    folder, config = workflow_home(home, [EVERY_EVENT])
     with in_process(home, mcp_config=config, scenarios=folder) as app:
         app.wait_ready()
         yield app

@@ -10,21 +10,18 @@ API caller reads them; a step's `group` is the run's id, so runs never count eac
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import unescape
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
 from inprocess import InProcessApp, in_process
+from mcp_process import workflow_home
 from runs import get_run, start_run
 from sse import read_events
 
-WORKFLOW_SERVER = Path(__file__).resolve().parent / "servers" / "workflow.py"
 # What the workflow server's `echo` reports for an argument that was left out.
 NOT_GIVEN = "(not given)"
 # Each run counts its own calls on the workflow server.
@@ -231,13 +228,7 @@ BROKEN = {
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     home = tmp_path_factory.mktemp("workflows")
-    folder = home / "scenarios"
-    folder.mkdir()
-    for scenario in [*SCENARIOS, *(broken for broken, _ in BROKEN.values())]:
-        (folder / f"{scenario['scenario_id']}.json").write_text(json.dumps(scenario, indent=2), encoding="utf-8")
-    config = home / "mcp.json"
-    server = {"command": sys.executable, "args": [str(WORKFLOW_SERVER), "stdio"]}
-    config.write_text(json.dumps({"mcpServers": {"workflow": server}}), encoding="utf-8")
+    folder, config = workflow_home(home, [*SCENARIOS, *(broken for broken, _ in BROKEN.values())])
     with in_process(home, mcp_config=config, scenarios=folder, max_for_each_items=MAX_FOR_EACH_ITEMS) as started:
         started.wait_ready()
         yield started
