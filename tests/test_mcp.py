@@ -26,7 +26,7 @@ from mcp_process import SERVERS, HttpMcpServer
 from runs import get_run, run_to_end, start_run, wait_finished
 from sse import read_events
 
-from web.cli import literal_input_errors
+from web.validate_command import literal_input_errors
 
 TOKEN = "s3cret-token"
 

@@ -16,7 +16,7 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from web import api, openapi, pages
+from web import api, check_api, openapi, output_api, pages, preview_api
 from web.api import RequestInvalid
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.mcp_config import load_mcp_config
@@ -72,6 +72,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[
             *api.routes,
+            *output_api.routes,
+            *check_api.routes,
+            *preview_api.routes,
             *openapi.routes,
             *pages.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

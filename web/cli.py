@@ -7,17 +7,9 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
-import jsonschema
-import referencing.exceptions
-
-from web.expressions import LiteralNode
 from web.hosts import HostPolicy
-from web.mcp_config import McpConfigError, load_mcp_config
-from web.mcp_pool import McpPool, ToolLookupError
-from web.mcp_server import ServerUnavailable
-from web.scenarios import Catalog, Problem, Scenario, load_catalog
+from web.mcp_config import McpConfigError
 from web.settings import Settings
 from web.store import StoreError
 
@@ -66,10 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     _add_sources(serve)
 
     validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")
+    validate.add_argument("--json", action="store_true", help="print the report as one JSON document")
     _add_sources(validate)
 
+    run = commands.add_parser("run", help="run a scenario and show its progress")
+    run.add_argument("scenario", metavar="SCENARIO", help="the scenario's id")
+    run.add_argument("--input", dest="input_json", metavar="JSON", help="the run input, a JSON object")
+    run.add_argument("--input-file", type=Path, metavar="FILE", help="a file holding the run input (JSON)")
+    run.add_argument(
+        "-i",
+        dest="input_pairs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one input field (repeatable); VALUE is read as JSON when it parses, else as text",
+    )
+    run.add_argument("--server", metavar="URL", help="run on a Stepline server at URL instead of in this process")
+    run.add_argument("--json", action="store_true", help="print the run's final snapshot as JSON")
+    _add_sources(run)
+
     args = parser.parse_args(argv)
-    flags = {key: value for key, value in vars(args).items() if key != "command" and value is not None}
+    flags = {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
     try:
         settings = Settings(**flags)
         if args.command == "serve":
@@ -89,7 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve_command(settings)
-        return asyncio.run(validate_command(settings))
+        if args.command == "validate":
+            from web.validate_command import validate_command
+
+            return asyncio.run(validate_command(settings, as_json=args.json))
+        from web.run_command import run_command
+
+        return run_command(args, settings)
     except (McpConfigError, StoreError) as exc:
         print(f"stepline: {exc}", file=sys.stderr)
         return 2
@@ -104,75 +119,3 @@ def serve_command(settings: Settings) -> int:
     from web.server import serve
 
     return 0 if serve(settings) else 3
-
-
-async def validate_command(settings: Settings) -> int:
-    catalog = load_catalog(settings.scenarios)
-    problems = list(catalog.problems)
-    configs = load_mcp_config(settings.mcp_config)
-    async with McpPool(configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool:
-        problems += await tool_problems(catalog, pool)
-    for problem in problems:
-        print(problem)
-    # A scenario that loads but calls a tool wrongly is not valid either.
-    with_problems = {problem.file for problem in problems}
-    valid = sum(1 for scenario_id in catalog.scenarios if f"{scenario_id}.json" not in with_problems)
-    print(f"{valid} valid scenario(s), {len(problems)} problem(s)", file=sys.stderr)
-    return 1 if problems else 0
-
-
-async def tool_problems(catalog: Catalog, pool: McpPool) -> list[Problem]:
-    """Steps whose tool does not exist, or whose literal inputs break the tool's input schema.
-
-    A server that cannot be reached is reported once and its steps are not judged.
-    """
-    await pool.settle()
-    problems = [
-        Problem(f"mcpServers.{name}", f"server unreachable, its tools not checked: {health['error']}")
-        for name, health in pool.health().items()
-        if health["state"] != "ready"
-    ]
-    for scenario in catalog.scenarios.values():
-        problems += await _scenario_tool_problems(scenario, pool)
-    return problems
-
-
-async def _scenario_tool_problems(scenario: Scenario, pool: McpPool) -> list[Problem]:
-    file = f"{scenario.scenario_id}.json"
-    problems = []
-    for step in scenario.plan.steps:
-        try:
-            tool = await pool.locate(step.tool, step.server)
-        except ServerUnavailable:
-            continue
-        except ToolLookupError as exc:
-            problems.append(Problem(file, f"{step.label}: {exc}"))
-            continue
-        arguments = step.input.items
-        # An argument the step never gives fails every run; one an expression may leave out is judged at run time.
-        required = tool.input_schema.get("required")
-        for key in required if isinstance(required, list) else []:
-            if isinstance(key, str) and key not in arguments:
-                problems.append(Problem(file, f"{step.label}.input: the tool requires '{key}', which is not given"))
-        literals = {key: node.value for key, node in arguments.items() if isinstance(node, LiteralNode)}
-        for key, message in literal_input_errors(tool.input_schema, literals):
-            problems.append(Problem(file, f"{step.label}.input.{key}: {message}"))
-    return problems
-
-
-def literal_input_errors(schema: dict[str, Any], literals: dict[str, Any]) -> list[tuple[str, str]]:
-    """Check each literal on its own: values from paths and expressions are only known at run time."""
-    properties = schema.get("properties", {})
-    errors = []
-    for key, value in literals.items():
-        if key not in properties:
-            if schema.get("additionalProperties") is False:
-                errors.append((key, f"the tool has no input '{key}'"))
-            continue
-        # Evolved from the whole schema, so a $ref resolves against it ($defs or draft-07 definitions).
-        root = jsonschema.validators.validator_for(schema)(schema)
-        try:
-            errors.extend((key, error.message) for error in root.evolve(schema=properties[key]).iter_errors(value))
-        except referencing.exceptions.Unresolvable as exc:  # the tool's own schema is broken
-            errors.append((key, f"cannot be checked: the tool's input schema has a broken $ref ({exc})"))
-    return errors

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
@@ -49,9 +49,16 @@ class ToolLookupError(Exception):
 class McpPool:
     """All configured servers; start with `async with`, which also stops every session."""
 
-    def __init__(self, configs: dict[str, ServerConfig], *, connect_timeout: float, heartbeat: float) -> None:
+    def __init__(
+        self,
+        configs: dict[str, ServerConfig],
+        *,
+        connect_timeout: float,
+        heartbeat: float,
+        errlog: TextIO | None = None,
+    ) -> None:
         self.servers = {
-            name: McpServer(name, config, connect_timeout=connect_timeout, heartbeat=heartbeat)
+            name: McpServer(name, config, connect_timeout=connect_timeout, heartbeat=heartbeat, errlog=errlog)
             for name, config in configs.items()
         }
         self._supervisors: list[asyncio.Task[None]] = []

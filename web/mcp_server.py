@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -103,7 +104,17 @@ class _Connection:
 class McpServer:
     """A configured server, its supervisor task and its current session."""
 
-    def __init__(self, name: str, config: ServerConfig, *, connect_timeout: float, heartbeat: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ServerConfig,
+        *,
+        connect_timeout: float,
+        heartbeat: float,
+        errlog: TextIO | None = None,
+    ) -> None:
+        # Where a stdio server's stderr goes: ours, unless the caller keeps it out of its own output.
+        self.errlog = errlog
         self.name = name
         self.config = config
         self.connect_timeout = connect_timeout
@@ -191,7 +202,7 @@ class McpServer:
         config = self.config
         if isinstance(config, StdioServer):
             params = StdioServerParameters(command=config.command, args=config.args, env=config.env, cwd=config.cwd)
-            return stdio_client(params)
+            return stdio_client(params, errlog=self.errlog or sys.stderr)
         assert isinstance(config, HttpServer)
         if config.transport == "sse":
             return sse_client(config.url, headers=config.headers)

@@ -11,10 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from web import event_schemas, schemas
+from web import check_api, event_schemas, output_api, preview_api, schemas
 from web.event_schemas import RunFinishedEvent, RunStartedEvent, StepFinishedEvent, StepProgressEvent, StepStartedEvent
 from web.events import EventType, RunStatus
 from web.json_limits import dumps
+from web.openapi_parts import error_response, error_responses, json_response, path_param, query_param, ref
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from web.schemas import examples_of, first_example
 from web.templating import templates
@@ -49,6 +50,9 @@ MODELS: list[type[BaseModel]] = [
     schemas.RunList,
     event_schemas.EventFrame,
     *event_schemas.EVENT_MODELS.values(),
+    *output_api.MODELS,
+    *check_api.MODELS,
+    *preview_api.MODELS,
 ]
 
 
@@ -67,59 +71,16 @@ class OpenApiSchema(GenerateJsonSchema):
         return json_schema
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _json(description: str, model: type[BaseModel], *, many: bool = False) -> dict[str, Any]:
-    schema = {"type": "array", "items": _ref(model)} if many else _ref(model)
-    example = [first_example(model)] if many else first_example(model)
-    return {"description": description, "content": {"application/json": {"schema": schema, "example": example}}}
-
-
-def _error(description: str, example: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(schemas.ErrorDetail), "example": {"detail": example}}},
-    }
-
-
-def _path_param(name: str, description: str, example: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"},
-            "example": example}
-
-
-def _query_param(name: str, description: str, schema: dict[str, Any], example: Any) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema,
-            "example": example}
-
-
-def _errors(description: str, **examples: str) -> dict[str, Any]:
-    """One status code that several situations answer, each with its own example."""
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": _ref(schemas.ErrorDetail),
-                "examples": {
-                    name: {"summary": name.replace("_", " "), "value": {"detail": detail}}
-                    for name, detail in examples.items()
-                },
-            }
-        },
-    }
-
-
-RUN_ID_PARAM = _path_param("run_id", "The run's id, as POST /api/runs returned it.", schemas.RUN_ID)
-UNKNOWN_RUN = _error("Unknown run_id", f"Unknown run_id: {schemas.RUN_ID}")
-INVALID = _json("The request does not validate", schemas.ValidationErrorResponse)
+RUN_ID_PARAM = path_param("run_id", "The run's id, as POST /api/runs returned it.", schemas.RUN_ID)
+UNKNOWN_RUN = error_response("Unknown run_id", f"Unknown run_id: {schemas.RUN_ID}")
+INVALID = json_response("The request does not validate", schemas.ValidationErrorResponse)
 STRICT_INVALID = {
     "description": "The body is not strict JSON (not UTF-8, malformed, NaN or Infinity, a lone surrogate, or nested "
     "deeper than `STEPLINE_MAX_JSON_DEPTH`, 64 by default), or the input does not match the scenario's "
     "`input_schema`",
     "content": {
         "application/json": {
-            "schema": _ref(schemas.ValidationErrorResponse),
+            "schema": ref(schemas.ValidationErrorResponse),
             "examples": {
                 "input does not match": {"value": first_example(schemas.ValidationErrorResponse)},
                 "nested too deeply": {
@@ -150,7 +111,7 @@ STRICT_INVALID = {
 }
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}}
 HISTORY_FAILING = {
-    **_error(
+    **error_response(
         "The run history cannot be written (see /healthz); no run was started",
         "Run not started: run history in .stepline cannot be written: database or disk is full "
         "[SQLITE_FULL] (is the disk full or the directory read-only?)",
@@ -171,8 +132,12 @@ CANCELLED_RUN = {
             "message": "Cancelled by request",
         },
         *(
-            {**step, "status": "skipped", "finished_at": "2026-04-24T09:28:00.911+00:00",
-             "message": "Not run: Cancelled by request"}
+            {
+                **step,
+                "status": "skipped",
+                "finished_at": "2026-04-24T09:28:00.911+00:00",
+                "message": "Not run: Cancelled by request",
+            }
             for step in schemas.NEWS_STEPS[2:]
         ),
     ],
@@ -192,19 +157,19 @@ PATHS: dict[str, dict[str, Any]] = {
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": _ref(schemas.ScenarioRunRequest),
+                        "schema": ref(schemas.ScenarioRunRequest),
                         "example": first_example(schemas.ScenarioRunRequest),
                     }
                 },
             },
             "responses": {
-                "202": _json("Run accepted (and recorded on disk)", schemas.RunSubmitResponse),
-                "404": _error("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
-                "413": _error(
+                "202": json_response("Run accepted (and recorded on disk)", schemas.RunSubmitResponse),
+                "404": error_response("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
+                "413": error_response(
                     "The body is larger than the limit (`STEPLINE_MAX_BODY_BYTES`, 1 MiB by default); nothing was run",
                     "Request body too large: the limit is 1,048,576 bytes, and this one has 104,857,600 bytes.",
                 ),
-                "415": _error(
+                "415": error_response(
                     "The body is not sent as JSON (`Content-Type: application/json`, or `application/*+json`, UTF-8)",
                     "Send the body as JSON, with Content-Type: application/json (Content-Type text/plain was given)",
                 ),
@@ -221,30 +186,30 @@ PATHS: dict[str, dict[str, Any]] = {
             "skipped. An empty `scenario_id`, `limit` or `cursor` counts as not given; an empty `status` is "
             "refused (422).",
             "parameters": [
-                _query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
-                _query_param(
+                query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
+                query_param(
                     "status",
                     "Only runs with this status.",
                     {"type": "string", "enum": [status.value for status in RunStatus]},
                     "failed",
                 ),
-                _query_param(
+                query_param(
                     "limit",
                     "Runs per page.",
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": DEFAULT_PAGE_SIZE},
                     20,
                 ),
-                _query_param(
+                query_param(
                     "cursor", "The previous page's `next_cursor`, as given.", {"type": "string"}, schemas.NEXT_CURSOR
                 ),
             ],
             "responses": {
-                "200": _json("A page of runs", schemas.RunList),
+                "200": json_response("A page of runs", schemas.RunList),
                 "422": {
                     "description": "A parameter does not validate",
                     "content": {
                         "application/json": {
-                            "schema": _ref(schemas.ValidationErrorResponse),
+                            "schema": ref(schemas.ValidationErrorResponse),
                             "example": {
                                 "detail": [
                                     {
@@ -266,7 +231,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Cancel a run",
             "description": "Stops a queued or running run, during a retry's backoff too. Each tool call in flight "
             "is cancelled on its MCP server (the client sends `notifications/cancelled`) and its step ends "
-            "`cancelled`; steps not started end `skipped` (\"Not run: Cancelled by request\"), and the run ends "
+            '`cancelled`; steps not started end `skipped` ("Not run: Cancelled by request"), and the run ends '
             "`cancelled` with a `run_finished` event. Answers with the run's state once it has "
             "recorded its ending (waiting at most 2 s; a server slow to let go may leave it `running` a moment "
             "longer: follow its events).",
@@ -275,11 +240,13 @@ PATHS: dict[str, dict[str, Any]] = {
                 "202": {
                     "description": "Cancellation accepted; the run's state",
                     "content": {
-                        "application/json": {"schema": _ref(schemas.ScenarioRunResponse), "example": CANCELLED_RUN}
+                        "application/json": {"schema": ref(schemas.ScenarioRunResponse), "example": CANCELLED_RUN}
                     },
                 },
                 "404": UNKNOWN_RUN,
-                "409": _error("The run has already finished", f"Run {schemas.RUN_ID} has already finished (success)"),
+                "409": error_response(
+                    "The run has already finished", f"Run {schemas.RUN_ID} has already finished (success)"
+                ),
             },
         }
     },
@@ -290,14 +257,15 @@ PATHS: dict[str, dict[str, Any]] = {
             "scenario as it is now. Answers like `POST /api/runs`, with the new run's id.",
             "parameters": [RUN_ID_PARAM],
             "responses": {
-                "202": _json("The new run, accepted", schemas.RunSubmitResponse),
-                "404": _errors(
+                "202": json_response("The new run, accepted", schemas.RunSubmitResponse),
+                "404": error_responses(
                     "Unknown run, or its scenario no longer exists",
                     unknown_run=f"Unknown run_id: {schemas.RUN_ID}",
                     scenario_gone=f"Scenario '{schemas.SCENARIO_ID}' of run {schemas.RUN_ID} no longer exists",
                 ),
-                "422": _json("The run's input no longer matches the scenario's input_schema",
-                             schemas.ValidationErrorResponse),
+                "422": json_response(
+                    "The run's input no longer matches the scenario's input_schema", schemas.ValidationErrorResponse
+                ),
                 "503": HISTORY_FAILING,
             },
         }
@@ -316,7 +284,7 @@ PATHS: dict[str, dict[str, Any]] = {
                     "description": "The run",
                     "content": {
                         "application/json": {
-                            "schema": _ref(schemas.ScenarioRunResponse),
+                            "schema": ref(schemas.ScenarioRunResponse),
                             "examples": {name: {"summary": name, "value": run} for name, run in RUN_EXAMPLES.items()},
                         }
                     },
@@ -337,11 +305,22 @@ PATHS: dict[str, dict[str, Any]] = {
             "keep the connection alive while a step is slow.",
             "parameters": [
                 RUN_ID_PARAM,
-                {"name": "last_event_id", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
-                 "description": "Resume after this seq (the `Last-Event-ID` header wins when both are sent).",
-                 "example": 3},
-                {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "integer", "minimum": 0}, "description": "Resume after this seq.", "example": 3},
+                {
+                    "name": "last_event_id",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "Resume after this seq (the `Last-Event-ID` header wins when both are sent).",
+                    "example": 3,
+                },
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "Resume after this seq.",
+                    "example": 3,
+                },
             ],
             "responses": {
                 "200": {
@@ -350,7 +329,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         "text/event-stream": {
                             # OpenAPI 3.1 has no schema for a stream's items (3.2's itemSchema): the stream is
                             # described as the sequence of its frames.
-                            "schema": {"type": "array", "items": _ref(event_schemas.EventFrame)},
+                            "schema": {"type": "array", "items": ref(event_schemas.EventFrame)},
                             "examples": {
                                 "excerpt": {
                                     "summary": "Some of the 41 events of a story_origin_check_v2 run",
@@ -363,7 +342,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "404": UNKNOWN_RUN,
                 "422": INVALID,
                 "503": {
-                    **_errors(
+                    **error_responses(
                         "Too many event streams are open, on this run or in the server; try again after "
                         "`Retry-After` seconds",
                         per_run="Run 0b7e5c1a-3f2d-4c8e-9a61-2d4f8b9c7e10 has 2000 event streams open, the most "
@@ -381,14 +360,14 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "List the scenarios",
             "description": "Every valid scenario in the scenario folder, with its input schema. Broken files are "
             "left out (see `stepline validate`).",
-            "responses": {"200": _json("The scenarios", schemas.ScenarioSummary, many=True)},
+            "responses": {"200": json_response("The scenarios", schemas.ScenarioSummary, many=True)},
         }
     },
     "/api/scenarios/{scenario_id}": {
         "get": {
             "summary": "Get a scenario's definition",
             "description": "The scenario file's JSON, steps included.",
-            "parameters": [_path_param("scenario_id", "The scenario's id.", schemas.SCENARIO_ID)],
+            "parameters": [path_param("scenario_id", "The scenario's id.", schemas.SCENARIO_ID)],
             "responses": {
                 "200": {
                     "description": "The scenario definition",
@@ -402,17 +381,28 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "description": "Find the earliest source of a news story.",
                                 "input_schema": first_example(schemas.ScenarioSummary)["input_schema"],
                                 "steps": [
-                                    {"name": "search_news_sources", "type": "tool", "tool": "search_news_sources",
-                                     "input": {"url": {"from": "input.url"}}, "required_input_fields": ["url"]},
-                                    {"name": "pick_earliest", "type": "tool", "tool": "find_earliest_source",
-                                     "input": {"sources": {"from": "steps.search_news_sources.output.sources"},
-                                               "limit": 1}},
+                                    {
+                                        "name": "search_news_sources",
+                                        "type": "tool",
+                                        "tool": "search_news_sources",
+                                        "input": {"url": {"from": "input.url"}},
+                                        "required_input_fields": ["url"],
+                                    },
+                                    {
+                                        "name": "pick_earliest",
+                                        "type": "tool",
+                                        "tool": "find_earliest_source",
+                                        "input": {
+                                            "sources": {"from": "steps.search_news_sources.output.sources"},
+                                            "limit": 1,
+                                        },
+                                    },
                                 ],
                             },
                         }
                     },
                 },
-                "404": _error("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
+                "404": error_response("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
             },
         }
     },
@@ -421,8 +411,8 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "List the MCP tools",
             "description": "The tools of every configured MCP server, each naming its server.",
             "responses": {
-                "200": _json("The tools", schemas.ToolSummary, many=True),
-                "502": _error(
+                "200": json_response("The tools", schemas.ToolSummary, many=True),
+                "502": error_response(
                     "A server cannot be reached",
                     "MCP server 'remote' is unavailable: [Errno 111] Connect call failed ('127.0.0.1', 9000)",
                 ),
@@ -434,7 +424,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "summary": "Health",
             "description": "Always 200 while the service runs; `degraded` when an MCP server is not ready or "
             "the run history cannot be written (its writes are then held in memory and retried).",
-            "responses": {"200": _json("Each MCP server's state, and the run history's", schemas.Health)},
+            "responses": {"200": json_response("Each MCP server's state, and the run history's", schemas.Health)},
         }
     },
 }
@@ -454,7 +444,7 @@ def openapi_document(root_path: str) -> dict[str, Any]:
             "description": "Run multi-step MCP tool scenarios and watch them live.",
         },
         "servers": [{"url": root_path or "/"}],
-        "paths": PATHS,
+        "paths": {**PATHS, **output_api.PATHS, **check_api.PATHS, **preview_api.PATHS},
         "components": {"schemas": definitions.get("$defs", {})},
     }
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     - ``STEPLINE_DATA_DIR``: where run history is stored, an SQLite file (``./.stepline/``).
     - ``STEPLINE_RETENTION_DAYS``: finished runs older than this are pruned (30).
     - ``STEPLINE_RETENTION_RUNS``: at most this many runs are kept; the oldest finished go first (10000).
+    - ``STEPLINE_RELOAD_SECONDS``: how often the scenario folder is checked for changed, added or removed
+      files (1); ``0`` turns the check off.
     - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
 
     Limits (each answered with its own status; see the README's "Limits"):
@@ -37,6 +39,10 @@ class Settings(BaseSettings):
       form's JSON box deeper is refused 422; a tool result deeper fails its step. At most 200.
     - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
       outputs are stored truncated and marked so.
+    - ``STEPLINE_PAGE_OUTPUT_BYTES``: how much of a step's output or text a run page shows (64 KiB); the
+      whole is at ``GET /api/runs/{id}/steps/{name}/output``.
+    - ``STEPLINE_MAX_INLINE_IMAGE_BYTES``: the largest image a run page shows inline (512 KiB); a larger
+      one is offered as a download.
     - ``STEPLINE_MAX_FOR_EACH_ITEMS``: the most items a ``for_each`` step may call its tool for (1000);
       a list longer fails the step, saying so.
     - ``STEPLINE_MAX_STREAMS_PER_RUN`` / ``STEPLINE_MAX_STREAMS``: open event streams allowed on one
@@ -75,11 +81,14 @@ class Settings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     retention_runs: int = Field(10_000, ge=1)
     history: bool = True
+    reload_seconds: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # At most 200: the MCP SDK reads no message nested deeper than about 200 levels; pydantic serialises 255.
     max_json_depth: int = Field(64, ge=2, le=200)
     max_output_bytes: int = Field(1024 * 1024, ge=1024)
     max_for_each_items: int = Field(1000, ge=1)
+    page_output_bytes: int = Field(64 * 1024, ge=1024)
+    max_inline_image_bytes: int = Field(512 * 1024, ge=0)
     max_streams_per_run: int = Field(2000, ge=1)
     max_streams: int = Field(3000, ge=1)
     stream_send_timeout: float = Field(10.0, gt=0)
