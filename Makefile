@@ -37,19 +37,23 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; fi; \
 	fi
 
-test: $(TEST_STAMP) browser
+test: $(TEST_STAMP) $(REFERENCE_STAMP) browser
 	$(BIN)/ruff check web tests
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests
 
-# The benchmarks' peer: the MCP reference server from npm, at the version its lock file pins.
-REFERENCE := tests/benchmarks/reference
+# The MCP reference server from npm, at the version its lock file pins: a peer for the benchmarks,
+# and a server whose results hold every kind of content for the tests.
+REFERENCE := tests/reference
 REFERENCE_STAMP := $(REFERENCE)/node_modules/.installed
 
 $(REFERENCE_STAMP): $(REFERENCE)/package-lock.json
-	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 18 or later to run the benchmarks" >&2; exit 1; }
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "npm is missing: run 'sudo apt-get install nodejs npm' (Node.js 18 or later)" >&2; exit 1; fi; \
+	fi
 	npm ci --prefix $(REFERENCE) --no-audit --no-fund --loglevel=error
 	touch $(REFERENCE_STAMP)
 

@@ -27,11 +27,11 @@ from tests.benchmarks.support import (
     TRIVIAL_SERVER,
     Stepline,
     median,
-    reference_server,
     stepline,
     timestamp,
     write_scenario,
 )
+from tests.reference_server import reference_server
 
 CHAIN_STEPS = 100
 WARMUP, REPEATS, ROUNDS = 2, 5, 3

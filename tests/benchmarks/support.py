@@ -23,17 +23,6 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRIVIAL_SERVER = Path(__file__).resolve().with_name("trivial_server.py")
-# The MCP reference server from npm (`make bench` installs the version tests/benchmarks/reference pins).
-REFERENCE_SERVER = (
-    Path(__file__).resolve().parent / "reference/node_modules/@modelcontextprotocol/server-everything/dist/index.js"
-)
-
-
-def reference_server() -> dict[str, Any]:
-    """The reference server's mcpServers entry (stdio); its `echo(message)` answers "Echo: <message>"."""
-    if not REFERENCE_SERVER.exists():
-        raise SystemExit(f"{REFERENCE_SERVER} is missing: run `make bench`, which installs it with npm")
-    return {"command": "node", "args": [str(REFERENCE_SERVER), "stdio"]}
 
 
 def free_port() -> int:
