@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 
 from web import api, check_api, openapi, output_api, pages, preview_api
 from web.api import RequestInvalid
+from web.catalog_reload import CatalogWatcher
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
@@ -49,13 +50,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        # One catalog for the whole life of the app, brought up to date in place as its folder changes.
         catalog = load_catalog(settings.scenarios)
-        for problem in catalog.problems:
-            log.warning("Scenario problem: %s", problem)
         # History opens first and closes last, so it records how every live run ended.
         async with (
             registry.history(),
             McpPool(mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool,
+            CatalogWatcher(catalog, settings.reload_seconds).running() as watcher,
         ):
             runner = Runner(
                 pool,
@@ -66,7 +67,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_for_each_items=settings.max_for_each_items,
             )
             service = RunService(catalog, registry, runner)
-            yield {"catalog": catalog, "pool": pool, "runs": registry, "runner": runner, "run_service": service}
+
+            async def reload() -> None:
+                """What SIGHUP asks of `stepline serve`: the scenario folder and the MCP config read again now."""
+                watcher.wake()
+                await pool.reload_config(settings.mcp_config)
+
+            yield {
+                "catalog": catalog,
+                "pool": pool,
+                "runs": registry,
+                "runner": runner,
+                "run_service": service,
+                "reload": reload,
+            }
             await registry.cancel_all()
 
     app = Starlette(

@@ -7,13 +7,14 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
 from mcp_types import CallToolResult
 
-from web.mcp_config import ServerConfig
+from web.mcp_config import McpConfigError, ServerConfig, load_mcp_config
 from web.mcp_server import McpServer, ProgressCallback, ServerUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,21 @@ class ToolLookupError(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class ServerChanges:
+    """The servers a new config touched, by name."""
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
 class McpPool:
-    """All configured servers; start with `async with`, which also stops every session."""
+    """All configured servers; start with `async with`, which also stops every session.
+
+    `reconfigure` swaps in a new config while the pool runs: only the servers whose entry changed,
+    was added or was removed are touched; the others keep their sessions.
+    """
 
     def __init__(
         self,
@@ -57,37 +71,82 @@ class McpPool:
         heartbeat: float,
         errlog: TextIO | None = None,
     ) -> None:
-        self.servers = {
-            name: McpServer(name, config, connect_timeout=connect_timeout, heartbeat=heartbeat, errlog=errlog)
-            for name, config in configs.items()
-        }
-        self._supervisors: list[asyncio.Task[None]] = []
+        self.connect_timeout = connect_timeout
+        self.heartbeat = heartbeat
+        self.errlog = errlog
+        self.servers = {name: self._server(name, config) for name, config in configs.items()}
+        self._supervisors: dict[str, asyncio.Task[None]] = {}
+        # Supervisors of servers replaced or removed, still stopping: closing the pool waits for them too.
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._open = False
+
+    def _server(self, name: str, config: ServerConfig) -> McpServer:
+        return McpServer(
+            name, config, connect_timeout=self.connect_timeout, heartbeat=self.heartbeat, errlog=self.errlog
+        )
+
+    def _supervise(self, server: McpServer) -> None:
+        self._supervisors[server.name] = asyncio.create_task(server.supervise(), name=f"mcp {server.name}")
 
     async def __aenter__(self) -> McpPool:
-        self._supervisors = [
-            asyncio.create_task(server.supervise(), name=f"mcp {name}") for name, server in self.servers.items()
-        ]
+        self._open = True
+        for server in self.servers.values():
+            self._supervise(server)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        # A supervisor inside a transport's cancel scope can absorb one cancellation as the scope
-        # closes; ask again until each has stopped, so closing the pool never hangs.
-        pending = set(self._supervisors)
-        for round_number in range(STOP_ROUNDS):
-            for task in pending:
-                task.cancel()
-            wait = FIRST_STOP_SECONDS if round_number == 0 else STOP_ROUND_SECONDS
-            _, pending = await asyncio.wait(pending, timeout=wait)
-            if not pending:
-                return
-        log.error("MCP supervisor(s) did not stop: %s", ", ".join(task.get_name() for task in pending))
+        self._open = False
+        tasks = {*self._supervisors.values(), *self._retiring}
+        self._supervisors.clear()
+        await _stop(tasks)
+
+    async def reconfigure(self, configs: dict[str, ServerConfig]) -> ServerChanges:
+        """Serve `configs`: start the servers added, restart those whose entry changed, stop those removed.
+
+        Calls in flight on a server restarted or removed fail as they would if it had gone away
+        (a step with a retry policy tries again, on the new session).
+        """
+        changes = ServerChanges(
+            added=[name for name in configs if name not in self.servers],
+            changed=[name for name, s in self.servers.items() if name in configs and configs[name] != s.config],
+            removed=[name for name in self.servers if name not in configs],
+        )
+        replaced = [*changes.changed, *changes.removed]
+        retiring = {self._supervisors.pop(name) for name in replaced if name in self._supervisors}
+        for name in changes.removed:
+            del self.servers[name]
+        for name in changes.changed + changes.added:
+            self.servers[name] = self._server(name, configs[name])
+            if self._open:
+                self._supervise(self.servers[name])
+        # The pool is whole again before the first await: no call meets it half changed.
+        self._retiring |= retiring
+        try:
+            await _stop(retiring)
+        finally:
+            self._retiring -= retiring
+        return changes
+
+    async def reload_config(self, path: Path | None) -> ServerChanges | None:
+        """Read the mcpServers file again and serve it; a broken file changes nothing (None, and the log says why)."""
+        try:
+            configs = load_mcp_config(path)
+        except McpConfigError as exc:
+            log.error("MCP config not reloaded, the servers keep the one they had: %s", exc)
+            return None
+        changes = await self.reconfigure(configs)
+        touched = (("started", changes.added), ("reconnected", changes.changed), ("stopped", changes.removed))
+        said = [f"{verb} {', '.join(names)}" for verb, names in touched if names]
+        log.info("MCP config reloaded: %s", "; ".join(said) if said else "no server's entry changed")
+        return changes
 
     def health(self) -> dict[str, dict[str, Any]]:
         return {
             name: {
                 "state": server.state,
                 "transport": server.config.transport,
-                "tools": len(server.tools),
+                # Fresh, never remembered: a server that is not ready offers no tools now.
+                "tools": len(server.tools) if server.state == "ready" else 0,
                 "error": server.error,
             }
             for name, server in self.servers.items()
@@ -161,4 +220,24 @@ class McpPool:
         timeout: float,
         on_progress: ProgressCallback | None = None,
     ) -> CallToolResult:
-        return await self.servers[server].call_tool(tool, arguments, timeout=timeout, on_progress=on_progress)
+        found = self.servers.get(server)
+        if found is None:  # removed from the config since the step found its tool there
+            raise ServerUnavailable(f"MCP server '{server}' is no longer configured")
+        return await found.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress)
+
+
+async def _stop(supervisors: set[asyncio.Task[None]]) -> None:
+    """Stop supervisors, asking again while one absorbs the cancellation, so stopping never hangs.
+
+    A supervisor inside a transport's cancel scope can absorb one cancellation as the scope closes.
+    """
+    pending = set(supervisors)
+    for round_number in range(STOP_ROUNDS):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        wait = FIRST_STOP_SECONDS if round_number == 0 else STOP_ROUND_SECONDS
+        _, pending = await asyncio.wait(pending, timeout=wait)
+    if pending:
+        log.error("MCP supervisor(s) did not stop: %s", ", ".join(task.get_name() for task in pending))

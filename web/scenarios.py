@@ -4,8 +4,8 @@ A version 1 file is a chain (each step runs after the one before, strings are li
 a workflow (expressions, a dependency graph, conditions, for_each, retries, timeouts). Both are read
 through `Scenario`, whose `plan` (web.plan) is the compiled graph the runner follows.
 
-A broken file never takes the catalog down: it is left out and every problem it has is reported,
-each with its file, step and field.
+A broken file never takes the catalog down: it is left out (or, when it loaded before, serves its
+last good version) and every problem it has is reported, each with its file, step and field.
 """
 
 from __future__ import annotations
@@ -211,40 +211,131 @@ def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
 class Problem:
     file: str
     message: str
+    # The file loaded before and broke since: its last good version is still served.
+    kept: bool = False
 
     def __str__(self) -> str:
         return f"{self.file}: {self.message}"
 
 
+# What tells one version of a file from the next without reading it: an editor that saves in place
+# changes the modification time or the size, one that saves by renaming changes the inode.
+Signature = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ScenarioFile:
+    """One file of the folder as last read: its scenario (the last good one, when it broke since) and problems."""
+
+    signature: Signature
+    scenario: Scenario | None = None
+    raw: dict[str, Any] | None = None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CatalogChanges:
+    """What a rescan found, by file name."""
+
+    added: list[str] = field(default_factory=list)
+    reloaded: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
 @dataclass
 class Catalog:
-    """The valid scenarios of a folder (in id order), with the raw JSON each was loaded from."""
+    """The valid scenarios of a folder (in id order), with the raw JSON each was loaded from.
+
+    `rescan` brings it up to date with the folder in place, so everything holding the catalog sees the
+    change: a changed file is read again, a removed one leaves, and a file that breaks keeps serving
+    its last good version while its problems are reported.
+    """
 
     folder: Path
     scenarios: dict[str, Scenario] = field(default_factory=dict)
     raw: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    files: dict[str, ScenarioFile] = field(default_factory=dict, repr=False)
 
     def get(self, scenario_id: str) -> Scenario | None:
         # A dict lookup, never a path join: an id cannot reach outside the folder.
         return self.scenarios.get(scenario_id)
 
+    def scan(self) -> dict[str, ScenarioFile] | None:
+        """The folder's files now, reading only those whose signature changed; None when the folder is missing.
+
+        Reads the disk but changes nothing, so it may run in a worker thread; `apply` then serves the result.
+        """
+        if not self.folder.is_dir():
+            return None
+        files: dict[str, ScenarioFile] = {}
+        for path in sorted(self.folder.glob("*.json")):
+            # Editors' lock and backup files are hidden ones (emacs writes `.#name.json`).
+            if path.name.startswith("."):
+                continue
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed since it was listed
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            before = self.files.get(path.name)
+            if before is not None and before.signature == signature:
+                files[path.name] = before
+                continue
+            try:
+                raw, scenario = load_scenario_file(path)
+            except ScenarioFileError as exc:
+                # A file that served before goes on serving its last good version until it is fixed.
+                good = before or ScenarioFile(signature)
+                files[path.name] = ScenarioFile(signature, good.scenario, good.raw, tuple(exc.problems))
+            else:
+                files[path.name] = ScenarioFile(signature, scenario, raw)
+        return files
+
+    def apply(self, files: dict[str, ScenarioFile] | None) -> CatalogChanges:
+        """Serve the files `scan` found, all at once (no await in between), and say what changed."""
+        folder_missing, files = files is None, files or {}
+        missing = Problem(str(self.folder), "scenario folder does not exist")
+        if folder_missing and missing not in self.problems:  # said once, not at every look
+            log.warning("Scenario problem: %s", missing)
+        changes = CatalogChanges()
+        for name, file in files.items():
+            before = self.files.get(name)
+            if before is not None and before.signature == file.signature:
+                continue
+            if file.problems:
+                for problem in file.problems:
+                    if file.scenario is None:
+                        log.warning("Scenario left out: %s: %s", name, problem)
+                    else:
+                        log.warning("Scenario file broken, its last good version kept: %s: %s", name, problem)
+            elif before is None or before.scenario is None:
+                changes.added.append(name)
+            else:
+                changes.reloaded.append(name)
+        changes.removed.extend(
+            name for name, file in self.files.items() if name not in files and file.scenario is not None
+        )
+        self.files = files
+        served = [(file.scenario, file.raw) for file in files.values() if file.scenario is not None]
+        self.scenarios = {scenario.scenario_id: scenario for scenario, _ in served}
+        self.raw = {scenario.scenario_id: raw for scenario, raw in served if raw is not None}
+        self.problems = [
+            Problem(name, problem, kept=file.scenario is not None)
+            for name, file in files.items()
+            for problem in file.problems
+        ]
+        if folder_missing:
+            self.problems.append(missing)
+        return changes
+
+    def rescan(self) -> CatalogChanges:
+        return self.apply(self.scan())
+
 
 def load_catalog(folder: Path) -> Catalog:
     catalog = Catalog(folder=folder)
-    if not folder.is_dir():
-        catalog.problems.append(Problem(str(folder), "scenario folder does not exist"))
-        return catalog
-    for path in sorted(folder.glob("*.json")):
-        try:
-            raw, scenario = load_scenario_file(path)
-        except ScenarioFileError as exc:
-            for problem in exc.problems:
-                catalog.problems.append(Problem(path.name, problem))
-                log.warning("Scenario left out: %s: %s", path.name, problem)
-            continue
-        catalog.scenarios[scenario.scenario_id] = scenario
-        catalog.raw[scenario.scenario_id] = raw
+    catalog.rescan()
     return catalog
 
 

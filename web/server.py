@@ -9,6 +9,8 @@ for it (bytes trickling in do not extend that), and refuses connections past `ma
 
 When descriptors run out all the same, asyncio's accept loop logs a traceback for every failed
 `accept()` (up to the listen backlog per second); here that becomes one warning now and then.
+
+SIGHUP reads the scenario folder and the mcpServers config again, without a restart.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import errno
 import logging
 import math
 import resource
+import signal
 import time
 from typing import Any
 
@@ -189,9 +192,34 @@ class AcceptFailureLog:
 
 
 class GuardedServer(uvicorn.Server):
+    """uvicorn's server, quiet when descriptors run out, and reading its scenarios and MCP config again on SIGHUP."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._reloads: set[asyncio.Task[None]] = set()
+
     async def startup(self, sockets: Any = None) -> None:
-        asyncio.get_running_loop().set_exception_handler(AcceptFailureLog())
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(AcceptFailureLog())
+        # Before the app starts: SIGHUP's default action would end the process, history and all.
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
         await super().startup(sockets=sockets)
+
+    def reload(self) -> None:
+        # The lifespan hands its reload over in its state, once the app has started.
+        reload = getattr(self.lifespan, "state", {}).get("reload")
+        if reload is None or self.should_exit:
+            log.warning("SIGHUP ignored: the app is %s", "stopping" if self.should_exit else "still starting")
+            return
+        log.info("SIGHUP: reading the scenario folder and the MCP config again")
+        task = asyncio.get_running_loop().create_task(reload(), name="reload on SIGHUP")
+        self._reloads.add(task)  # a task nobody holds may be collected before it ends
+        task.add_done_callback(self._reloaded)
+
+    def _reloaded(self, task: asyncio.Task[None]) -> None:
+        self._reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("Reload on SIGHUP failed", exc_info=task.exception())
 
 
 def raise_descriptor_limit() -> int:
