@@ -13,7 +13,7 @@ from typing import Any
 
 from inprocess import in_process
 from mcp_process import workflow_home
-from runs import run_to_end
+from runs import get_run, run_to_end
 from sse import frames, parse_text
 
 from web.run_state import utc_now
@@ -61,12 +61,15 @@ def test_a_runs_stream_is_the_same_bytes_live_and_from_the_history(tmp_path: Pat
         live = stream_bytes(app.client, run["run_id"])
     with in_process(tmp_path, **settings) as app:
         replayed = stream_bytes(app.client, run["run_id"])
+        steps = {step["node_id"]: step for step in get_run(app.client, run["run_id"])["steps"]}
 
     assert replayed == live
     events = [frame.json() for frame in frames(parse_text(live.decode("utf-8")))]
     finished = {event["step_name"]: event for event in events if event["type"] == "step_finished"}
     assert finished["text"]["output"] == TRICKY
-    assert finished["text"]["content"] == [{"type": "text", "text": TRICKY}]
+    # The text block is the output: the stream carries it once, the snapshot shows the block whole.
+    assert finished["text"]["content"] == [{"type": "text", "text_from": "output"}]
+    assert steps["text"]["content"] == [{"type": "text", "text": TRICKY}]
     assert finished["json_text"]["output"] == {"n": 1.5, "s": TRICKY}
     assert finished["structured"]["output"]["value"] == {"text": TRICKY, "list": [1, 2.5, None, True]}
     assert [item["value"] for item in finished["items"]["output"]] == [TRICKY, "plain"]

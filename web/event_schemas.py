@@ -6,19 +6,19 @@ validate against them. A field that events recorded before it existed lack is op
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from web.events import EventType, RunStatus, StepStatus
-from web.schemas import PlanStep, first_example
+from web.schemas import PIXEL_PNG, PlanStep, first_example
 
 # A run of story_origin_check_v2 on the demo server, another whose article is the first report, and a run of
 # outlet_story_origins_v2 (for_each).
 RUN_ID = "3f9a1c2e-7b4d-4e0a-9c61-5d2e8f7a9b30"
 FIRST_REPORT_RUN_ID = "61d3fdfd-4634-4b2b-8d9d-0da08232045c"
 OUTLET_RUN_ID = "c41d7e09-2a6b-4f3c-8d15-9e0b7a6c5f21"
+IMAGE_RUN_ID = "5b0e7d2a-91c4-4f68-a3e2-7c1d9f0b4e56"
 ARTICLE_URL = "https://signal.example/culture/lighthouse-library-explainer"
 FIRST_REPORT_URL = "https://notes.example.net/2024/03/05/lighthouse-cottage-reading-room"
 LIGHTHOUSE_URL = "https://daily.example.com/news/2024-03-05/old-lighthouse-solar-library"
@@ -154,15 +154,32 @@ class StepItemFinishedEvent(_StepEvent):
 
 class StepFinishedEvent(_StepEvent):
     model_config = _examples(
+        # The one text block is the output written as JSON (indented by 2): recorded as a reference to it.
         {"type": "step_finished", "run_id": RUN_ID, "seq": 8, "step_name": "article", "index": 0, "status": "success",
          "started_at": "2026-04-24T09:30:02.116+00:00", "finished_at": "2026-04-24T09:30:03.239+00:00",
-         "message": "", "output": ARTICLE, "content": [{"type": "text", "text": json.dumps(ARTICLE, indent=2)}]},
+         "message": "", "output": ARTICLE, "content": [{"type": "text", "text_from": "output", "json": "indent2"}]},
         {"type": "step_finished", "run_id": RUN_ID, "seq": 17, "step_name": "archive", "index": 2, "status": "failed",
          "started_at": "2026-04-24T09:30:03.240+00:00", "finished_at": "2026-04-24T09:30:03.245+00:00",
          "message": NOT_ARCHIVED, "output": None, "content": [{"type": "text", "text": NOT_ARCHIVED}]},
         {"type": "step_finished", "run_id": FIRST_REPORT_RUN_ID, "seq": 30, "step_name": "trace", "index": 4,
          "status": "skipped", "started_at": None, "finished_at": "2026-04-24T09:31:40.511+00:00",
          "message": f"Condition is false: {EARLIEST_CONDITION}", "output": None, "content": None},
+        # Two text blocks (the output is their text, joined) around an image.
+        {"type": "step_finished", "run_id": IMAGE_RUN_ID, "seq": 5, "step_name": "logo", "index": 0,
+         "status": "success", "started_at": "2026-04-24T09:50:11.020+00:00",
+         "finished_at": "2026-04-24T09:50:11.031+00:00", "message": "",
+         "output": "Here's the image you requested:\nThe image above is the MCP logo.",
+         "content": [{"type": "text", "text": "Here's the image you requested:"},
+                     {"type": "image", "data": PIXEL_PNG, "mimeType": "image/png"},
+                     {"type": "text", "text": "The image above is the MCP logo."}]},
+        # No text and no structured content: the output is the content blocks, recorded once.
+        {"type": "step_finished", "run_id": IMAGE_RUN_ID, "seq": 9, "step_name": "links", "index": 1,
+         "status": "success", "started_at": "2026-04-24T09:50:11.033+00:00",
+         "finished_at": "2026-04-24T09:50:11.040+00:00", "message": "",
+         "output": [{"type": "resource_link", "uri": "demo://resource/static/document/architecture.md",
+                     "name": "architecture.md", "mimeType": "text/markdown",
+                     "annotations": {"audience": ["user"], "priority": 0.8}}],
+         "content": {"from": "output"}},
     )
 
     type: Literal[EventType.STEP_FINISHED]
@@ -170,8 +187,22 @@ class StepFinishedEvent(_StepEvent):
     started_at: str | None = Field(description="Null for a skipped step: it never started.")
     finished_at: str
     message: str = Field(description="Why it failed, was skipped or was cancelled; empty on success (or a note).")
-    output: Any = Field(None, description="The tool's structured content, else its text parsed as JSON, else text.")
-    content: list[dict[str, Any]] | None = Field(None, description="The tool result's raw MCP content blocks.")
+    output: Any = Field(
+        None,
+        description="The tool's structured content, else its text parsed as JSON, else its text, else (no text "
+        "and no structured content) its list of content blocks; for_each: the item outputs.",
+    )
+    content: list[dict[str, Any]] | dict[str, Any] | None = Field(
+        None,
+        description="The tool result's MCP content blocks (see the snapshot's `content`), each kept once: a text "
+        'block whose text the output reproduces byte for byte is `{"type": "text", "text_from": "output"}` (its '
+        "text is the output, a string), with `\"json\": \"indent2\" | \"compact\" | \"spaced\"` when it is "
+        "the output written as JSON (`JSON.stringify(output, null, 2)`, `JSON.stringify(output)`, Python's "
+        '`json.dumps(output)`) and `"ascii": true` when every non-ASCII character is escaped; its other keys '
+        '(`annotations`, `_meta`) stay. `{"from": "output"}`: the content is the output (a result of blocks with '
+        'no text). `{"truncated": true, ...}` when larger than `STEPLINE_MAX_OUTPUT_BYTES`. '
+        "`GET /api/runs/{run_id}` shows the blocks whole.",
+    )
 
 
 class RunFinishedEvent(_Event):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
+from web.step_content import recorded_content
+
 Event = dict[str, Any]
 
 
@@ -155,7 +157,11 @@ def step_finished(
     output: Any = None,
     content: Any = None,
 ) -> Event:
-    """The step's end; a skipped step has only this event (no started_at), its reason as message."""
+    """The step's end; a skipped step has only this event (no started_at), its reason as message.
+
+    `content` is the result's blocks whole: each that `output` already holds is recorded as a reference to it
+    (web.step_content), so that the history and the streams carry a result once.
+    """
     return {
         "type": EventType.STEP_FINISHED.value,
         "step_name": step_name,
@@ -165,7 +171,7 @@ def step_finished(
         "finished_at": finished_at,
         "message": message,
         "output": output,
-        "content": content,
+        "content": recorded_content(output, content),
     }
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from web.events import TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
+from web.step_content import full_content
 
 STEP_EVENTS = frozenset(
     {EventType.STEP_STARTED, EventType.STEP_PROGRESS, EventType.STEP_RETRYING, EventType.STEP_ITEM_FINISHED,
@@ -70,7 +71,8 @@ class StepState:
     message: str = ""
     input: dict[str, Any] | None = None
     output: Any = None
-    content: list[dict[str, Any]] | None = None
+    # The result's content blocks whole (references to the output restored); a marker when it was too large.
+    content: list[dict[str, Any]] | dict[str, Any] | None = None
     progress: float | None = None
     total: float | None = None
     progress_message: str | None = None
@@ -146,7 +148,7 @@ class StepState:
         self.finished_at = event["finished_at"]
         self.message = event.get("message") or ""
         self.output = event.get("output")
-        self.content = event.get("content")
+        self.content = full_content(self.output, event.get("content"))
         # A step cancelled during a backoff waits for nothing any more.
         self.retry_message = self.retry_at = self.retry_delay = None
         self.item_retries = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -15,6 +16,8 @@ from web.store import RunRow
 RUN_ID = "76d6903c-f520-4a40-b0fc-8fed3f7955d2"
 SCENARIO_ID = "news_source_discovery_v1"
 ARTICLE_URL = "https://daily.example.com/2026/03/harbor-bridge-closure"
+# A 1×1 PNG, as an image block carries it (base64).
+PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 
 
 def _examples(*examples: dict[str, Any]) -> ConfigDict:
@@ -27,6 +30,11 @@ def examples_of(model: type[BaseModel]) -> list[Any]:
 
 def first_example(model: type[BaseModel]) -> Any:
     return examples_of(model)[0]
+
+
+def text_content(value: Any) -> list[dict[str, Any]]:
+    """The content of a result whose one text block is `value` as an MCP SDK server writes it."""
+    return [{"type": "text", "text": value if isinstance(value, str) else json.dumps(value, indent=2)}]
 
 
 def attributes(source: object, model: type[BaseModel]) -> dict[str, Any]:
@@ -102,6 +110,7 @@ class StepStateModel(BaseModel):
             "message": "",
             "input": {"url": ARTICLE_URL},
             "output": {"sources": [{"url": ARTICLE_URL, "outlet": "Daily Example"}]},
+            "content": text_content({"sources": [{"url": ARTICLE_URL, "outlet": "Daily Example"}]}),
             "progress": 4,
             "total": 4,
             "depends_on": ["fetch_article"],
@@ -120,6 +129,7 @@ class StepStateModel(BaseModel):
             "message": "",
             "input": None,
             "output": None,
+            "content": None,
             "progress": 3,
             "total": 5,
             "depends_on": ["articles"],
@@ -128,6 +138,36 @@ class StepStateModel(BaseModel):
             "item_count": 5,
             "items_done": 3,
             "items_failed": 1,
+        },
+        {
+            "node_id": "front_page",
+            "index": 3,
+            "status": "success",
+            "started_at": "2026-04-24T09:28:01.415+00:00",
+            "finished_at": "2026-04-24T09:28:01.902+00:00",
+            "message": "",
+            "input": {"url": ARTICLE_URL},
+            # No text and no structured content: the output is the list of content blocks.
+            "output": [
+                {"type": "image", "data": PIXEL_PNG, "mimeType": "image/png",
+                 "annotations": {"audience": ["user"], "priority": 0.5}},
+                {"type": "resource_link", "uri": ARTICLE_URL, "name": "harbor-bridge-closure.html",
+                 "title": "Harbor bridge to close for repairs", "mimeType": "text/html"},
+            ],
+            "content": [
+                {"type": "image", "data": PIXEL_PNG, "mimeType": "image/png",
+                 "annotations": {"audience": ["user"], "priority": 0.5}},
+                {"type": "resource_link", "uri": ARTICLE_URL, "name": "harbor-bridge-closure.html",
+                 "title": "Harbor bridge to close for repairs", "mimeType": "text/html"},
+            ],
+            "progress": None,
+            "total": None,
+            "depends_on": ["fetch_article"],
+            "attempt": 1,
+            "max_attempts": 1,
+            "item_count": None,
+            "items_done": None,
+            "items_failed": None,
         },
     )
 
@@ -140,7 +180,22 @@ class StepStateModel(BaseModel):
     finished_at: str | None
     message: str = Field(description="Why it failed, was skipped or was cancelled; empty when it succeeded.")
     input: dict[str, Any] | None = Field(None, description="Its latest attempt's arguments; null for a for_each step.")
-    output: Any = Field(None, description="for_each: the item outputs in item order (null for a failed item).")
+    output: Any = Field(
+        None,
+        description="The tool result's structured content, else its text parsed as JSON, else its text, else (a "
+        "result with neither) its list of content blocks. for_each: the item outputs in item order (null for a "
+        "failed item). Larger than `STEPLINE_MAX_OUTPUT_BYTES` as JSON: `{\"truncated\": true, \"bytes\", "
+        "\"preview\"}`. Also at `GET /api/runs/{run_id}/steps/{step_name}/output`.",
+    )
+    content: list[dict[str, Any]] | dict[str, Any] | None = Field(
+        None,
+        description="The tool result's MCP content blocks, each as the MCP SDK writes it: `text` (`text`), `image` "
+        "and `audio` (`data` in base64, `mimeType`), `resource_link` (`uri`, `name`, `title`, `description`, "
+        "`mimeType`, `size`), `resource` (`resource`: `uri`, `mimeType`, `text` or `blob` in base64); any with "
+        "`annotations` (`audience`, `priority`, `lastModified`) and `_meta`. Null for a step that called no tool "
+        "and for a for_each step (each item's call is its own). Larger than `STEPLINE_MAX_OUTPUT_BYTES` as JSON: "
+        "the truncated marker.",
+    )
     progress: float | None = Field(None, description="From the tool's progress notifications; for_each: items ended.")
     total: float | None = Field(None, description="As the tool reported it; for_each: the number of items.")
     depends_on: list[str] | None = Field(None, description="From the run's plan; null for a run recorded without one.")
@@ -169,7 +224,8 @@ def _planned(name: str, tool: str, depends_on: list[str], server: str | None = N
 
 def _step_example(name: str, index: int, depends_on: list[str]) -> dict[str, Any]:
     return {"node_id": name, "index": index, "status": "running", "started_at": None, "finished_at": None,
-            "message": "", "input": None, "output": None, "progress": None, "total": None, "depends_on": depends_on,
+            "message": "", "input": None, "output": None, "content": None, "progress": None, "total": None,
+            "depends_on": depends_on,
             "attempt": 1, "max_attempts": 1, "item_count": None, "items_done": None, "items_failed": None}
 
 
@@ -189,6 +245,9 @@ NEWS_STEPS = [
         "finished_at": "2026-04-24T09:28:00.611+00:00",
         "input": {"url": ARTICLE_URL},
         "output": {"url": ARTICLE_URL, "title": "Harbor bridge to close for repairs", "outlet": "Harbor Daily"},
+        "content": text_content(
+            {"url": ARTICLE_URL, "title": "Harbor bridge to close for repairs", "outlet": "Harbor Daily"}
+        ),
         "progress": 4,
         "total": 4,
     },
@@ -236,6 +295,10 @@ class ScenarioRunResponse(BaseModel):
                     "never captured it",
                     "input": {"url": ARTICLE_URL},
                     "output": None,
+                    "content": text_content(
+                        f"Error executing tool check_archive: No archived copy of {ARTICLE_URL}: the archive never "
+                        "captured it"
+                    ),
                     "progress": None,
                     "total": None,
                     "depends_on": ["article"],
@@ -255,6 +318,7 @@ class ScenarioRunResponse(BaseModel):
                     "steps.article.output.url }}",
                     "input": None,
                     "output": None,
+                    "content": None,
                     "progress": None,
                     "total": None,
                     "depends_on": ["article", "earliest"],

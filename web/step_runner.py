@@ -86,8 +86,7 @@ class StepRun:
             self._start(None)
             return self._finish(StepStatus.FAILED, str(failure))
         outcome, _ = await self._attempts(arguments, omitted, None)
-        status = StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED
-        return self._finish(status, outcome.message, outcome.output, outcome.content, outcome.text, outcome.value)
+        return self._finish(StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED, outcome.message, outcome)
 
     def stop(self, status: StepStatus, message: str, not_run: str) -> None:
         """End a step stopped from outside: `status` if it had started, else skipped with `not_run`. Once only."""
@@ -114,21 +113,18 @@ class StepRun:
             )
         )
 
-    def _finish(
-        self,
-        status: StepStatus,
-        message: str,
-        output: Any = None,
-        content: Any = None,
-        text: str | None = None,
-        value: Any = None,
-    ) -> StepStatus:
+    def _finish(self, status: StepStatus, message: str, outcome: ToolOutcome | None = None) -> StepStatus:
+        """Record the step's end: `outcome` is its result (none for a step that called nothing)."""
         # A tool's or server's words are kept whatever they hold: valid Unicode, a bounded length.
         self.status, self.message = status, safe_text(message, MESSAGE_MAX_CHARS)
+        outcome = outcome or ToolOutcome(status == StepStatus.SUCCESS, message)
+        # What the steps after it read: `steps.<name>.output`, `.status`, `.text`, `.content`, `.structured`.
         self.context.results[self.step.name] = {
-            "output": value if status == StepStatus.SUCCESS else None,
+            "output": outcome.value if status == StepStatus.SUCCESS else None,
             "status": status.value,
-            "text": text,
+            "text": outcome.text,
+            "content": outcome.blocks,
+            "structured": outcome.structured,
         }
         self.context.record.emit(
             step_finished(
@@ -138,8 +134,8 @@ class StepRun:
                 started_at=self.started_at,
                 finished_at=utc_now(),
                 message=self.message,
-                output=output,
-                content=content,
+                output=outcome.output,
+                content=outcome.content,
             )
         )
         return status
@@ -209,11 +205,13 @@ class StepRun:
         await _each(self.step.name, range(count), run_item, self.step.max_parallel)
         kept = bounded(outputs, max_bytes=self.context.reader.max_output_bytes)
         notes = [self.context.reader.truncation("Output", kept)] if kept.truncated else []
+        status = StepStatus.SUCCESS
         if failures:
             first = min(failures)
             notes.insert(0, f"{len(failures)} of {count} items failed; item {first}: {failures[first]}")
-            return self._finish(StepStatus.FAILED, "; ".join(notes), kept.value, value=values)
-        return self._finish(StepStatus.SUCCESS, "; ".join(notes), kept.value, value=values)
+            status = StepStatus.FAILED
+        # The step's output is its items' outputs; their content stays with each item's call.
+        return self._finish(status, "; ".join(notes), ToolOutcome(not failures, "", kept.value, value=values))
 
     # --- attempts ------------------------------------------------------------------------------------
 

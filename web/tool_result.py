@@ -1,8 +1,9 @@
-"""What a tool's result becomes in a step: its status, message, output and raw content, as the history keeps them.
+"""What a tool's result becomes in a step: its status, message, output and content, as the history keeps them.
 
 A step's output is the result's structured content if present, else its text content parsed as JSON if
-it parses, else the text. Only strict JSON is kept, each of output and content at most `max_output_bytes`
-as JSON; a larger one is kept truncated (see `web.json_limits.bounded`) and the step says so.
+it parses, else the text; a result with neither (an image, a resource, a link…) has its list of content
+blocks as output. Only strict JSON is kept, each of output and content at most `max_output_bytes` as JSON;
+a larger one is kept truncated (see `web.json_limits.bounded`) and the step says so.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from web.mcp_server import describe
 class ToolOutcome:
     """One call's result as a step records it; `retryable` when another attempt might fare better.
 
-    `output` and `content` are as the history keeps them (maybe truncated); `value` is the output whole,
-    and `text` the result's text content, for the expressions of the steps after it.
+    `output` and `content` are as the history keeps them (maybe truncated). For the expressions of the steps
+    after it: `value` is the output whole, `blocks` the content blocks whole, `text` the result's text blocks
+    joined, `structured` its structured content.
     """
 
     ok: bool
@@ -31,6 +33,8 @@ class ToolOutcome:
     content: Any = None
     text: str | None = None
     value: Any = None
+    blocks: list[dict[str, Any]] | None = None
+    structured: Any = None
     retryable: bool = False
 
 
@@ -87,30 +91,45 @@ class ResultReader:
             return ToolOutcome(False, f"'{tool}' returned content that cannot be kept: {describe(exc)}")
         kept_content = bounded(content, max_bytes=self.max_output_bytes)
         text = result_text(result)
+        structured = result.structured_content
+        if structured is not None:
+            try:
+                check(structured, max_depth=self.max_depth)
+            except JsonProblem as problem:
+                if not result.is_error:
+                    refusal = self._refusal(tool, "output", problem)
+                    return ToolOutcome(False, refusal, content=kept_content.value, text=text, blocks=content)
+                structured = None  # an error's own words matter more than its details
         if result.is_error:
             # The tool said it failed: another attempt may succeed (a retry policy decides).
             message = text or f"'{tool}' reported an error"
-            return ToolOutcome(False, message, content=kept_content.value, text=text, retryable=True)
-        # Structured content if present, else the text content parsed as JSON, else the text.
-        try:
-            if result.structured_content is not None:
-                output = result.structured_content
-                check(output, max_depth=self.max_depth)
-            else:
-                output = None if text is None else parse_text(text, max_depth=self.max_depth)
-        except JsonProblem as problem:
-            return ToolOutcome(False, self._refusal(tool, "output", problem), content=kept_content.value, text=text)
-        if output is text and not kept_content.truncated:
+            return ToolOutcome(False, message, content=kept_content.value, text=text, blocks=content,
+                               structured=structured, retryable=True)
+        # Structured content if present, else the text content parsed as JSON, else the text, else the blocks.
+        if structured is not None:
+            output = structured
+        elif text is not None:
+            try:
+                output = parse_text(text, max_depth=self.max_depth)
+            except JsonProblem as problem:
+                refusal = self._refusal(tool, "output", problem)
+                return ToolOutcome(False, refusal, content=kept_content.value, text=text, blocks=content)
+        else:
+            output = content or None
+        if output is content:
+            kept_output = kept_content
+        elif output is text and not kept_content.truncated:
             # The text was checked with the content, and as JSON it is smaller than the content is.
             kept_output = Bounded(text, kept_content.size, False)
         else:
             kept_output = bounded(output, max_bytes=self.max_output_bytes)
-        notes = [
-            self.truncation(what, kept)
-            for what, kept in (("Output", kept_output), ("Raw content", kept_content))
-            if kept.truncated
-        ]
-        return ToolOutcome(True, "; ".join(notes), kept_output.value, kept_content.value, text, output)
+        # Output that is the content is one value: said once.
+        kept_parts = [("Output", kept_output)]
+        if kept_output is not kept_content:
+            kept_parts.append(("Raw content", kept_content))
+        notes = [self.truncation(what, kept) for what, kept in kept_parts if kept.truncated]
+        message = "; ".join(notes)
+        return ToolOutcome(True, message, kept_output.value, kept_content.value, text, output, content, structured)
 
     def _text_outcome(self, texts: list[str]) -> ToolOutcome | None:
         """The outcome of a result of plain text blocks (most are) when it is surely within the limits, found
@@ -131,7 +150,7 @@ class ResultReader:
                 return None
             kept_output = kept.value
         content = [{"type": "text", "text": block} for block in texts]
-        return ToolOutcome(True, "", kept_output, content, text, output)
+        return ToolOutcome(True, "", kept_output, content, text, output, content)
 
     def _refusal(self, tool: str, what: str, problem: JsonProblem) -> str:
         if problem.kind == "json_too_deep":
