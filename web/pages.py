@@ -1,4 +1,4 @@
-"""The HTML pages: catalog, scenario (with its run form), runs, a run watched live, tools.
+"""The HTML pages: catalog, scenario (with its run and preview form), runs, a run watched live, tools.
 
 Every page shows the current state without JavaScript; forms are plain POSTs answered with a 303.
 The run page's live updates come from `run_stream`, the HTML sibling of the JSON event stream.
@@ -7,6 +7,7 @@ The run page's live updates come from `run_stream`, the HTML sibling of the JSON
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -15,11 +16,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from web.api import require_run
+from web.checks import scenario_checks
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
+from web.graph import scenario_graph
+from web.preview import Preview, RunOfAnotherScenario
+from web.preview_api import preview_of, source_run
 from web.registry import RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
-from web.runs import InputInvalid, RunAlreadyFinished
+from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
@@ -30,6 +35,12 @@ from web.views import parameters, plan, run_list_item, run_view
 JSON_PREFIXES = ("/api/", "/healthz", "/openapi.json")
 EXPIRED_FORM = "This form had expired, so nothing was run. Check the values below and submit again."
 EXPIRED_PAGE = "This page had expired, so nothing was done. Reload the run and try again."
+# The scenario form's control naming the run whose outputs a preview takes (the input's controls are `in.…`).
+PREVIEW_RUN_FIELD = "outputs_from_run"
+# Recent runs offered as sources of outputs for a preview.
+RECENT_RUNS = 10
+# Items of a for_each the page shows with their arguments; the API shows as many as asked.
+PAGE_ITEMS_SHOWN = 10
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -58,9 +69,7 @@ async def submitted_form(request: Request) -> dict[str, list[str]]:
 
 async def index(request: Request) -> Response:
     catalog = request.state.catalog
-    return render(
-        request, "index.html", {"scenarios": list(catalog.scenarios.values()), "problems": catalog.problems}
-    )
+    return render(request, "index.html", {"scenarios": list(catalog.scenarios.values()), "problems": catalog.problems})
 
 
 async def scenario_page(request: Request) -> Response:
@@ -72,19 +81,43 @@ async def scenario_page(request: Request) -> Response:
         notice = f"Run {from_run} of this scenario was not found, so the form shows the example input."
         source = None
     form = build_form(scenario.input_schema, source.state.input if source else MISSING)
-    return scenario_response(request, scenario, form, source=source, notice=notice)
+    return await scenario_response(request, scenario, form, source=source, notice=notice)
 
 
-def scenario_response(
+@dataclass
+class PreviewForm:
+    """What the preview part of the scenario page shows: the run to take outputs from, and the outcome."""
+
+    run_id: str = ""
+    asked: bool = False  # the page answers a preview: its outcome, or why there is none
+    result: Preview | None = None
+    source: RunRecord | None = None
+    error: str | None = None
+
+
+async def scenario_response(
     request: Request,
     scenario: Scenario,
     form: RunForm,
     *,
     source: RunRecord | None = None,
     notice: str | None = None,
+    preview: PreviewForm | None = None,
     status_code: int = 200,
 ) -> Response:
-    context = {"scenario": scenario, "form": form, "source": source, "notice": notice, "steps": plan(scenario)}
+    recent = request.state.runs.page(scenario_id=scenario.scenario_id, limit=RECENT_RUNS).runs
+    context = {
+        "scenario": scenario,
+        "form": form,
+        "source": source,
+        "notice": notice,
+        "steps": plan(scenario),
+        "graph": scenario_graph(scenario),
+        "checks": await scenario_checks(scenario, request.state.pool),
+        # An edited run's outputs are the likeliest ones to preview with.
+        "preview": preview or PreviewForm(run_id=source.run_id if source else ""),
+        "recent_runs": recent,
+    }
     return render(request, "scenario.html", context, status_code)
 
 
@@ -93,9 +126,10 @@ async def scenario_run(request: Request) -> Response:
     service = request.state.run_service
     submitted = await submitted_form(request)
     run_input, form = read_form(scenario.input_schema, submitted, max_depth=request.app.state.settings.max_json_depth)
+    preview = PreviewForm(run_id=_first(submitted, PREVIEW_RUN_FIELD))
     if not form_token_valid(request, submitted):
         form.errors.insert(0, EXPIRED_FORM)
-        return scenario_response(request, scenario, form, status_code=403)
+        return await scenario_response(request, scenario, form, preview=preview, status_code=403)
     try:
         if not form.has_errors:
             return show_run(request, await service.start(scenario.scenario_id, run_input))
@@ -103,7 +137,38 @@ async def scenario_run(request: Request) -> Response:
         service.check_input(scenario, run_input)
     except InputInvalid as exc:
         add_errors(form, exc.errors)
-    return scenario_response(request, scenario, form, status_code=422)
+    return await scenario_response(request, scenario, form, preview=preview, status_code=422)
+
+
+async def scenario_preview(request: Request) -> Response:
+    """The scenario page again, the form as it was sent, with what each step would receive (no tool is called)."""
+    scenario = require_scenario(request, request.path_params["scenario_id"])
+    service = request.state.run_service
+    submitted = await submitted_form(request)
+    run_input, form = read_form(scenario.input_schema, submitted, max_depth=request.app.state.settings.max_json_depth)
+    preview = PreviewForm(run_id=_first(submitted, PREVIEW_RUN_FIELD), asked=True)
+    try:
+        run_input = service.check_input(scenario, run_input)
+    except InputInvalid as exc:
+        add_errors(form, exc.errors)
+    if form.has_errors:
+        return await scenario_response(request, scenario, form, preview=preview, status_code=422)
+    try:
+        preview.source = source_run(service, scenario, preview.run_id or None)
+    except (UnknownRun, RunOfAnotherScenario) as exc:
+        preview.error = _sentence(str(exc))
+        return await scenario_response(request, scenario, form, preview=preview, status_code=422)
+    preview.result = preview_of(request, scenario, run_input, preview.source, PAGE_ITEMS_SHOWN)
+    return await scenario_response(request, scenario, form, preview=preview)
+
+
+def _first(submitted: dict[str, list[str]], name: str) -> str:
+    values = submitted.get(name) or [""]
+    return values[0].strip()
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith(".") else f"{text}."
 
 
 async def runs_page(request: Request) -> Response:
@@ -151,7 +216,7 @@ async def run_again(request: Request) -> Response:
         form = build_form(exc.scenario.input_schema, record.state.input)
         add_errors(form, exc.errors)
         notice = "This run's input no longer fits the scenario. Correct it below to run again."
-        return scenario_response(request, exc.scenario, form, source=record, notice=notice, status_code=422)
+        return await scenario_response(request, exc.scenario, form, source=record, notice=notice, status_code=422)
 
 
 async def run_cancel(request: Request) -> Response:
@@ -217,6 +282,7 @@ routes = [
     Route("/", index, methods=["GET"], name="index"),
     Route("/scenarios/{scenario_id}", scenario_page, methods=["GET"], name="scenario"),
     Route("/scenarios/{scenario_id}", scenario_run, methods=["POST"], name="scenario_run"),
+    Route("/scenarios/{scenario_id}/preview", scenario_preview, methods=["POST"], name="scenario_preview"),
     Route("/runs", runs_page, methods=["GET"], name="runs"),
     Route("/runs/{run_id}", run_page, methods=["GET"], name="run"),
     Route("/runs/{run_id}/again", run_again, methods=["POST"], name="run_again"),
