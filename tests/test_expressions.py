@@ -362,7 +362,7 @@ def test_every_syntax_problem_of_a_value_is_reported_with_field_and_position() -
         ("{{ lipsum(10**9) }}", f"unknown name 'lipsum' {NAMES}"),
         ("{{ steps | length }}", "refer to steps by name (steps.<name>…)"),
         ("{{ steps[input.url].output }}", "refer to steps by name (steps.<name>…)"),
-        ("{{ steps.a.outptu }}", "steps.a has no field 'outptu' (fields: output, status, text)"),
+        ("{{ steps.a.outptu }}", "steps.a has no field 'outptu' (fields: output, status, text, content, structured)"),
         ("{{ run.name }}", "run has no field 'name' (fields: id)"),
         ("{{ input.url | uper }}", "unknown filter 'uper' (did you mean 'upper'?)"),
         ("{{ input.url is strnig }}", "unknown test 'strnig' (did you mean 'string'?)"),

@@ -22,7 +22,7 @@ from web.expression_sandbox import ENV, GLOBALS
 
 SCOPE_NAMES = ("input", "steps", "item", "item_index", "run")
 # What `steps.<name>` and `run` hold at run time: any other field is a typo that would silently be undefined.
-STEP_FIELDS = ("output", "status", "text")
+STEP_FIELDS = ("output", "status", "text", "content", "structured")
 RUN_FIELDS = ("id",)
 _NAMES_ALLOWED = frozenset(SCOPE_NAMES) | frozenset(GLOBALS)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any, Final, Protocol
 
 from jinja2 import nodes
@@ -470,3 +471,69 @@ def compile_expression(raw: str | bool, *, field: str) -> Node:
     if not isinstance(node, ValueNode):
         raise TemplateSyntaxProblem([f"{shape}, not text: {_compact(raw)}"])
     return node
+
+
+# --- What a value reads, for checking it against schemas before any run -----------------------------------
+
+# A plain read of the scope: its root name (`input`, `steps`, `item`…) and the keys after it.
+ReadPath = tuple[str, tuple[Segment, ...]]
+
+
+def read_paths(node: Node) -> list[ReadPath]:
+    """The plain reads in `node` (`input.zone`, `steps.a.output[0].url`), each once and longest first found.
+
+    A read stops where it stops being plain: `steps.a.output.items | first` reads `steps.a.output.items`,
+    `input.get('zone')` reads only `input`.
+    """
+    if isinstance(node, PathNode):
+        found = [(node.segments[0], tuple((True, segment) for segment in node.segments[1:]))]
+    elif isinstance(node, ValueNode):
+        found = _expression_reads(node.expression)
+    elif isinstance(node, TextNode):
+        found = [path for part in node.parts if isinstance(part, _Expression) for path in _expression_reads(part)]
+    elif isinstance(node, ObjectNode):
+        found = [path for child in node.items.values() for path in read_paths(child)]
+    elif isinstance(node, ListNode):
+        found = [path for child in node.nodes for path in read_paths(child)]
+    else:
+        found = []
+    return list(dict.fromkeys(found))
+
+
+def _expression_reads(expression: _Expression) -> list[ReadPath]:
+    return list(_reads_of(expression._body))
+
+
+@lru_cache(maxsize=4096)
+def _reads_of(body: str) -> tuple[ReadPath, ...]:
+    """Parsed once per distinct text: a scenario page checks its scenario on every view."""
+    expr, _ = parse(body)
+    if expr is None:  # compiled once already, so it parses
+        return ()
+    called = {id(call.node) for call in find(expr, nodes.Call)}
+    reads: list[ReadPath] = []
+    for read in find(expr, (nodes.Getattr, nodes.Getitem)):
+        # A method called is no field read: its owner is.
+        path = path_of(read.node if id(read) in called else read)
+        if path is not None and path[0] in SCOPE_NAMES:
+            reads.append(path)
+    # `input.a.b` contains the read of `input.a`: keep the longest of each chain.
+    return tuple(
+        (root, keys)
+        for root, keys in reads
+        if not any(other[0] == root and len(other[1]) > len(keys) and other[1][: len(keys)] == keys for other in reads)
+    )
+
+
+def render_path(root: str, segments: tuple[Segment, ...]) -> str:
+    """A read as an expression writes it: `steps.a.output[0].url`."""
+    return _render_path(root, segments)
+
+
+def bound_path(node: Node) -> ReadPath | None:
+    """The read a whole value is, when it is nothing else: `"{{ input.zone }}"` or `{"from": "input.zone"}`."""
+    if isinstance(node, PathNode):
+        return node.segments[0], tuple((True, segment) for segment in node.segments[1:])
+    if isinstance(node, ValueNode):
+        return node.expression._path
+    return None

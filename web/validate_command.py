@@ -1,88 +1,119 @@
-"""`stepline validate`: every scenario problem, and each step checked against its live tool."""
+"""`stepline validate`: every problem of every scenario file, each step checked against its live tool.
+
+One line per problem on stdout, `file: message` for an error and `file: warning: message` for a
+warning; the counts on stderr. `--json` prints one document instead (ValidationReport). Exit status 1
+when any error was found (a server that cannot be reached is one), else 0: warnings do not fail.
+
+The MCP servers' own stderr (banners, logs) never reaches the report: it is kept aside, and shown on
+stderr, each line prefixed, only when a server run as a process could not be reached.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Any
+import tempfile
+from typing import IO
 
-import jsonschema
-import referencing.exceptions
+from pydantic import BaseModel, Field
 
-from web.expressions import LiteralNode
-from web.mcp_config import load_mcp_config
-from web.mcp_pool import McpPool, ToolLookupError
-from web.mcp_server import ServerUnavailable
-from web.scenarios import Catalog, Problem, Scenario, load_catalog
+from web.checks import CatalogChecks, Check, ScenarioChecks, catalog_checks
+from web.mcp_config import StdioServer, load_mcp_config
+from web.mcp_pool import McpPool
+from web.scenarios import Catalog, load_catalog
 from web.settings import Settings
+
+# The end of what the servers wrote to stderr, shown when one fails: where the reason usually is.
+MAX_STDERR_LINES = 40
+STDERR_PREFIX = "mcp stderr | "
+
+
+class ValidationCounts(BaseModel):
+    files: int
+    valid: int = Field(description="Files without errors (with warnings or not).")
+    invalid: int
+    errors: int = Field(description="Errors of all files, and servers that could not be reached.")
+    warnings: int
+
+
+class ServerProblem(BaseModel):
+    server: str
+    message: str
+
+
+class ValidationReport(BaseModel):
+    valid: bool = Field(description="No errors anywhere: the exit status is 0.")
+    counts: ValidationCounts
+    servers: list[ServerProblem]
+    files: list[ScenarioChecks]
 
 
 async def validate_command(settings: Settings, *, as_json: bool = False) -> int:
     catalog = load_catalog(settings.scenarios)
-    problems = list(catalog.problems)
     configs = load_mcp_config(settings.mcp_config)
-    async with McpPool(configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool:
-        problems += await tool_problems(catalog, pool)
-    for problem in problems:
-        print(problem)
-    # A scenario that loads but calls a tool wrongly is not valid either.
-    with_problems = {problem.file for problem in problems}
-    valid = sum(1 for scenario_id in catalog.scenarios if f"{scenario_id}.json" not in with_problems)
-    print(f"{valid} valid scenario(s), {len(problems)} problem(s)", file=sys.stderr)
-    return 1 if problems else 0
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
+        pool = McpPool(configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat, errlog=errlog)
+        async with pool:
+            found = await catalog_checks(catalog, pool)
+        report = validation_report(catalog, found)
+        if as_json:
+            print(json.dumps(report.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        else:
+            print_report(found)
+        counts = report.counts
+        print(
+            f"{counts.valid} valid scenario(s), {counts.errors} problem(s), {counts.warnings} warning(s) "
+            f"in {counts.files} file(s)",
+            file=sys.stderr,
+        )
+        processes_down = [name for name in found.servers if isinstance(pool.servers[name].config, StdioServer)]
+        if processes_down:
+            show_server_stderr(errlog, processes_down)
+    return 0 if report.valid else 1
 
 
-async def tool_problems(catalog: Catalog, pool: McpPool) -> list[Problem]:
-    """Steps whose tool does not exist, or whose literal inputs break the tool's input schema.
-
-    A server that cannot be reached is reported once and its steps are not judged.
-    """
-    await pool.settle()
-    problems = [
-        Problem(f"mcpServers.{name}", f"server unreachable, its tools not checked: {health['error']}")
-        for name, health in pool.health().items()
-        if health["state"] != "ready"
+def validation_report(catalog: Catalog, found: CatalogChecks) -> ValidationReport:
+    files = [
+        ScenarioChecks.of(file, checks, scenario_id=file[: -len(".json")] if _loaded(catalog, file) else None)
+        for file, checks in found.files.items()
     ]
-    for scenario in catalog.scenarios.values():
-        problems += await _scenario_tool_problems(scenario, pool)
-    return problems
+    errors = sum(f.errors for f in files) + len(found.servers)
+    valid = sum(f.valid for f in files)
+    counts = ValidationCounts(
+        files=len(files),
+        valid=valid,
+        invalid=len(files) - valid,
+        errors=errors,
+        warnings=sum(f.warnings for f in files),
+    )
+    servers = [ServerProblem(server=name, message=check.message) for name, check in found.servers.items()]
+    return ValidationReport(valid=errors == 0, counts=counts, servers=servers, files=files)
 
 
-async def _scenario_tool_problems(scenario: Scenario, pool: McpPool) -> list[Problem]:
-    file = f"{scenario.scenario_id}.json"
-    problems = []
-    for step in scenario.plan.steps:
-        try:
-            tool = await pool.locate(step.tool, step.server)
-        except ServerUnavailable:
-            continue
-        except ToolLookupError as exc:
-            problems.append(Problem(file, f"{step.label}: {exc}"))
-            continue
-        arguments = step.input.items
-        # An argument the step never gives fails every run; one an expression may leave out is judged at run time.
-        required = tool.input_schema.get("required")
-        for key in required if isinstance(required, list) else []:
-            if isinstance(key, str) and key not in arguments:
-                problems.append(Problem(file, f"{step.label}.input: the tool requires '{key}', which is not given"))
-        literals = {key: node.value for key, node in arguments.items() if isinstance(node, LiteralNode)}
-        for key, message in literal_input_errors(tool.input_schema, literals):
-            problems.append(Problem(file, f"{step.label}.input.{key}: {message}"))
-    return problems
+def _loaded(catalog: Catalog, file: str) -> bool:
+    return file.endswith(".json") and file[: -len(".json")] in catalog.scenarios
 
 
-def literal_input_errors(schema: dict[str, Any], literals: dict[str, Any]) -> list[tuple[str, str]]:
-    """Check each literal on its own: values from paths and expressions are only known at run time."""
-    properties = schema.get("properties", {})
-    errors = []
-    for key, value in literals.items():
-        if key not in properties:
-            if schema.get("additionalProperties") is False:
-                errors.append((key, f"the tool has no input '{key}'"))
-            continue
-        # Evolved from the whole schema, so a $ref resolves against it ($defs or draft-07 definitions).
-        root = jsonschema.validators.validator_for(schema)(schema)
-        try:
-            errors.extend((key, error.message) for error in root.evolve(schema=properties[key]).iter_errors(value))
-        except referencing.exceptions.Unresolvable as exc:  # the tool's own schema is broken
-            errors.append((key, f"cannot be checked: the tool's input schema has a broken $ref ({exc})"))
-    return errors
+def print_report(found: CatalogChecks) -> None:
+    for check in found.servers.values():
+        print(check)
+    for checks in found.files.values():
+        for check in checks:
+            print(_line(check))
+
+
+def _line(check: Check) -> str:
+    return str(check) if check.severity == "error" else f"{check.file}: warning: {check.message}"
+
+
+def show_server_stderr(errlog: IO[str], failed: list[str]) -> None:
+    errlog.seek(0)
+    lines = errlog.read().splitlines()
+    names = ", ".join(f"'{name}'" for name in failed)
+    if not lines:
+        return
+    shown = lines[-MAX_STDERR_LINES:]
+    cut = f" (its last {len(shown)} lines)" if len(shown) < len(lines) else ""
+    print(f"MCP server(s) {names} could not be reached; what the servers wrote to stderr{cut}:", file=sys.stderr)
+    for line in shown:
+        print(f"{STDERR_PREFIX}{line}", file=sys.stderr)
