@@ -193,8 +193,8 @@ def test_a_large_tool_output_is_not_copied_into_the_page(app: InProcessApp) -> N
     # The page once carried the output twice over (tree and raw text): now a bounded part of it.
     assert len(page.content) < 2 * output_bytes
     assert len(page.content) < output_bytes / 4
-    assert "… truncated: the first 32 KB of" in page.text
-    assert f'The whole value is in <a href="/api/runs/{run_id}">the run\'s JSON</a>' in page.text
+    assert "… truncated: the first 64 KB of" in page.text
+    assert f'<a href="/api/runs/{run_id}/steps/big/output">The whole output</a>' in page.text
     assert "… 750 more (see the JSON)" in page.text
 
 

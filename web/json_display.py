@@ -163,8 +163,13 @@ class RawJson:
         return None if total is None else max(1, round(total / 1024))
 
 
-def raw_json(value: Any, limit: int = RAW_JSON_CHARS) -> RawJson:
+def raw_json(value: Any, limit: int = RAW_JSON_CHARS, *, in_bytes: bool = False) -> RawJson:
+    """The start of the value's JSON text: `limit` characters, or with `in_bytes` that many bytes of UTF-8."""
     text, truncated = _head(value, limit)
+    if in_bytes and not text.isascii():
+        encoded = text.encode()
+        if len(encoded) > limit:
+            text, truncated = encoded[:limit].decode("utf-8", "ignore"), True
     return RawJson(value, text, truncated)
 
 

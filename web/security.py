@@ -38,7 +38,9 @@ def content_security_policy(frame_ancestors: str) -> str:
             "default-src 'none'",
             "script-src 'self'",
             "style-src 'self'",
+            # A tool's images and audio are drawn from data: URLs the page writes from checked bytes.
             "img-src 'self' data:",
+            "media-src data:",
             "connect-src 'self'",
             "font-src 'self'",
             "form-action 'self'",

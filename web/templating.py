@@ -14,6 +14,7 @@ from starlette.templating import Jinja2Templates
 from web.events import RunStatus, StepStatus
 from web.json_display import json_is_short, json_tree, pretty_json, raw_json
 from web.resources import TEMPLATES
+from web.result_view import Limits, ResultView, byte_size, result_view
 from web.security import TOKEN_FIELD, form_token
 
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -119,3 +120,14 @@ def _form_token(context: Context) -> str:
 
 templates.env.globals["form_token"] = _form_token
 templates.env.globals["form_token_field"] = TOKEN_FIELD
+
+
+@pass_context
+def _step_result(context: Context, step: Any) -> ResultView:
+    """A run page step's (web.views.StepView) tool result, within the page limits the settings give."""
+    settings = context["request"].app.state.settings
+    return result_view(step.state, Limits(settings.page_output_bytes, settings.max_inline_image_bytes))
+
+
+templates.env.globals["step_result"] = _step_result
+templates.env.filters["byte_size"] = byte_size
