@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -12,7 +13,7 @@ from starlette.routing import Route
 
 from web.http_body import declared_charset, is_json_media_type
 from web.json_limits import JsonProblem, parse
-from web.mcp_server import ServerUnavailable
+from web.mcp_server import McpServer
 from web.registry import RunRecord
 from web.run_list import BadCursor
 from web.runs import RunAlreadyFinished, RunRefused, ScenarioGone, UnknownRun, UnknownScenario
@@ -155,19 +156,31 @@ async def get_scenario(request: Request) -> Response:
     return JSONResponse(raw)
 
 
+# Names the servers that could not be reached when /api/tools lists the others' tools (200).
+SERVERS_DOWN_HEADER = "Stepline-Servers-Down"
+
+
+def unavailable(server: McpServer) -> str:
+    reason = server.error or f"did not connect within {server.connect_timeout:g}s"
+    return f"MCP server '{server.name}' is unavailable: {reason}"
+
+
 async def list_tools(request: Request) -> Response:
-    try:
-        tools = await request.state.pool.tools()
-    except ServerUnavailable as exc:
-        raise HTTPException(502, str(exc)) from None
-    return JSONResponse(
-        [
-            ToolSummary(
-                name=t.name, description=t.description, input_schema=t.input_schema, server=t.server
-            ).model_dump(mode="json")
-            for t in tools
-        ]
-    )
+    """The reachable servers' tools; a header names those down, and 502 only when none can be reached."""
+    pool = request.state.pool
+    await pool.settle()
+    down = [server for server in pool.servers.values() if server.state != "ready"]
+    if down and len(down) == len(pool.servers):
+        raise HTTPException(502, "; ".join(unavailable(server) for server in down))
+    names = [server.name for server in down]
+    tools = [
+        ToolSummary(name=t.name, description=t.description, input_schema=t.input_schema, server=t.server)
+        for t in pool.known_tools()
+        if t.server not in names
+    ]
+    # Percent-encoded, so that any server name fits in a header and a comma only ever separates two.
+    headers = {SERVERS_DOWN_HEADER: ", ".join(quote(name, safe="") for name in names)} if names else None
+    return JSONResponse([tool.model_dump(mode="json") for tool in tools], headers=headers)
 
 
 async def healthz(request: Request) -> Response:

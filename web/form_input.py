@@ -169,9 +169,12 @@ def _number(made: Field, text: str, kind: str, line: str = "") -> Any:
 
 
 def _empty(made: Field) -> Any:
-    """What a control left blank means: null where allowed, else absent, else a missing answer."""
+    """What a control left blank means: null where allowed, else absent (the default, if it has one),
+    else a missing answer."""
     if made.nullable:
         return None if made.required else MISSING
+    if "default" in made.schema:
+        return MISSING  # the run gets the default, as an API caller who leaves it out does
     if made.required and made.kind not in ("group", "lines", "checkboxes"):
         made.errors.append("This field is required.")
     if made.kind == "group":

@@ -10,6 +10,7 @@ picks a `oneOf`/`anyOf` alternative, `~alt<i>` holds that alternative's fields.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -332,6 +333,48 @@ def _looks_like(schema: dict[str, Any], value: Any) -> bool:
         closed = schema.get("additionalProperties") is False
         return set(schema.get("required", [])) <= set(value) and (not closed or set(value) <= set(properties))
     return True
+
+
+# --- Defaults for what was left out --------------------------------------------------------------
+
+
+def with_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """`value` completed with the schema's defaults, as a form shows them: a property left out takes its
+    `default`, in nested objects and array items too, and an object left out is made of its properties'
+    defaults when they give it every property it requires. Returns a new value; `value` is unchanged.
+    """
+    return _with_defaults(schema, schema, value, 0)
+
+
+def _with_defaults(raw: Any, root: dict[str, Any], value: Any, depth: int) -> Any:
+    schema, _ = normalize(raw, root)
+    properties = schema.get("properties")
+    if isinstance(value, dict) and isinstance(properties, dict):
+        completed = dict(value)
+        for key, sub in properties.items():
+            if key in completed:
+                completed[key] = _with_defaults(sub, root, completed[key], depth + 1)
+            elif (made := _left_out(sub, root, depth + 1)) is not MISSING:
+                completed[key] = made
+        return completed
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [_with_defaults(schema["items"], root, item, depth + 1) for item in value]
+    return value
+
+
+def _left_out(raw: Any, root: dict[str, Any], depth: int) -> Any:
+    """What a property left out becomes: its default, an object of its properties' defaults, or MISSING."""
+    schema, _ = normalize(raw, root)
+    if "default" in schema:
+        return _with_defaults(raw, root, copy.deepcopy(schema["default"]), depth)
+    # No deeper than the form draws fieldsets: a recursive schema would otherwise make objects forever.
+    if depth > MAX_DEPTH or not isinstance(schema.get("properties"), dict):
+        return MISSING
+    made = _with_defaults(raw, root, {}, depth)
+    required = schema.get("required", [])
+    if not made or not isinstance(required, list) or any(key not in made for key in required):
+        return MISSING
+    return made
 
 
 def build_form(schema: dict[str, Any], initial: Any = MISSING) -> RunForm:

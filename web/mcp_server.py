@@ -12,6 +12,9 @@ What went wrong decides what happens to the session:
   and the supervisor reconnects.
 - The server stopped answering (alive, but nothing comes back): a call fails when its own timeout
   ends, and the heartbeat marks the server "not responding" without failing calls in flight.
+- A streamable HTTP server no longer knows the session (it restarted): a call it refused is sent again,
+  once, on a new session, and a refused heartbeat ping replaces the session before a call needs it. Any
+  other HTTP refusal fails the call with the server's status and words (web/mcp_http.py).
 """
 
 from __future__ import annotations
@@ -24,15 +27,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 import anyio
-import httpx2
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, INVALID_REQUEST, CallToolResult, Tool
+from mcp_types import CONNECTION_CLOSED, CallToolResult, Tool
 from pydantic import ValidationError
 
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
+from web.mcp_http import HttpRefusals, refusal_of, streamable_http
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,8 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.25, 5.0
 SILENT_HEARTBEATS = 3
 # How often a heartbeat looks at the server, to tell its silence from our own loop being too busy to hear it.
 LOOKS_PER_HEARTBEAT = 4
-# The MCP SDK's own HTTP client settings: 30 s to connect, send or get a pooled connection, 5 min
-# between bytes read (a server may hold a response stream open through a long call). Redirects stay
-# off: the SDK follows those that keep to the server's origin itself.
-HTTP_TIMEOUT = httpx2.Timeout(30.0, read=300.0)
+# Why a connection is replaced when the server refuses the session it knew (it restarted).
+SESSION_FORGOTTEN = "the server no longer knows the session"
 
 
 class ToolCallError(Exception):
@@ -94,11 +94,31 @@ class _Connection:
         # and its call waits for its timeout): how many, and the last one's description.
         self.unreadable = 0
         self.last_unreadable = ""
+        # Requests a streamable HTTP server refused with an HTTP error status, told in its own words.
+        self.refusals = HttpRefusals()
+        # Set once the server no longer knows the session: no call is sent on it any more.
+        self.forgotten = False
+
+    @property
+    def usable(self) -> bool:
+        return not self.forgotten and not self.closed.is_set()
 
     def close(self, reason: str = "the connection closed") -> None:
         if not self.closed.is_set():
             self.reason = reason
             self.closed.set()
+
+    def forget(self, grace: float) -> None:
+        """The server no longer knows the session: close it once the calls still on it have their answers.
+
+        Each of those calls is refused in turn and tried again on the new session; closing at once would
+        fail them as lost instead. `grace` bounds the wait for calls that never answer.
+        """
+        self.forgotten = True
+        if self.calls == 0:
+            self.close(SESSION_FORGOTTEN)
+        else:
+            asyncio.get_running_loop().call_later(grace, self.close, SESSION_FORGOTTEN)
 
 
 class McpServer:
@@ -127,6 +147,12 @@ class McpServer:
         self._changed = asyncio.Event()
         # Set once the first connection attempt has ended, either way.
         self.first_attempt_done = asyncio.Event()
+
+    @property
+    def forget_grace(self) -> float:
+        """How long a forgotten session waits for the calls still on it: the calls tried again must be
+        able to connect within their own connect timeout after it."""
+        return self.connect_timeout / 2
 
     def _set_state(self, state: str, error: str | None = None) -> None:
         self.state, self.error = state, error
@@ -180,7 +206,7 @@ class McpServer:
 
     @contextlib.asynccontextmanager
     async def _open(self, connection: _Connection) -> AsyncIterator[ClientSession]:
-        async with self._transport() as (read, write):
+        async with self._transport(connection) as (read, write):
             watched = _WatchedStream(
                 read, on_message=lambda item: self._heard(connection, item), on_end=connection.close
             )
@@ -190,6 +216,7 @@ class McpServer:
 
     def _heard(self, connection: _Connection, item: Any) -> None:
         connection.received += 1
+        connection.refusals.explain(item)
         if isinstance(item, Exception):
             connection.unreadable += 1
             connection.last_unreadable = _unreadable(item)
@@ -198,7 +225,7 @@ class McpServer:
             log.info("MCP server '%s' is answering again", self.name)
             self._set_state("ready")
 
-    def _transport(self) -> contextlib.AbstractAsyncContextManager[Any]:
+    def _transport(self, connection: _Connection) -> contextlib.AbstractAsyncContextManager[Any]:
         config = self.config
         if isinstance(config, StdioServer):
             params = StdioServerParameters(command=config.command, args=config.args, env=config.env, cwd=config.cwd)
@@ -206,7 +233,7 @@ class McpServer:
         assert isinstance(config, HttpServer)
         if config.transport == "sse":
             return sse_client(config.url, headers=config.headers)
-        return _streamable_http(config)
+        return streamable_http(config, connection.refusals)
 
     async def _watch(self, connection: _Connection) -> str:
         """Watch an open connection until it must be replaced; return why.
@@ -231,8 +258,13 @@ class McpServer:
             try:
                 # Any answer, an error too, is a message and proves the server alive; a closed
                 # connection is seen by the watch itself.
-                with contextlib.suppress(Exception):
-                    await connection.session.send_ping()
+                await connection.session.send_ping()
+            except MCPError as exc:
+                # A server that restarted is given a new session before a call needs it.
+                if _session_unknown(exc):
+                    connection.forget(self.forget_grace)
+            except Exception:
+                pass
             finally:
                 pinging = False
 
@@ -265,13 +297,13 @@ class McpServer:
     async def connection(self) -> _Connection:
         """The open connection, waiting a bounded time for a (re)connection or for the server to answer again."""
         connection = self._connection
-        if connection is not None and self.state == "ready" and not connection.closed.is_set():
+        if connection is not None and self.state == "ready" and connection.usable:
             return connection  # the usual case, without the cost of a cancel scope
         asked_retry = False
         with anyio.move_on_after(self.connect_timeout):
             while True:
                 connection = self._connection
-                if connection is not None and self.state == "ready" and not connection.closed.is_set():
+                if connection is not None and self.state == "ready" and connection.usable:
                     return connection
                 if self.state == "down" and connection is None:
                     if asked_retry:
@@ -294,7 +326,7 @@ class McpServer:
                 raise await self._failure(connection, exc) from None
             # The server restarted and forgot our session: it refused the call without running it,
             # so one retry on a new session is safe.
-            connection.close("the server forgot the session")
+            connection.forget(self.forget_grace)
         connection = await self.connection()
         try:
             return await self._call(connection, tool, arguments, timeout=timeout, on_progress=on_progress)
@@ -320,6 +352,8 @@ class McpServer:
                 return await connection.session.call_tool(tool, arguments, progress_callback=on_progress)
         finally:
             connection.calls -= 1
+            if connection.forgotten and connection.calls == 0:
+                connection.close(SESSION_FORGOTTEN)
         message = f"'{tool}' on MCP server '{self.name}' did not answer within {timeout:g}s"
         if connection.unreadable > unreadable_before:
             message += f"; meanwhile it sent a message that could not be read ({connection.last_unreadable})"
@@ -327,6 +361,10 @@ class McpServer:
 
     async def _failure(self, connection: _Connection, exc: MCPError) -> ToolCallError:
         """What a call that ended in a JSON-RPC error tells the user: the server's answer, or a lost connection."""
+        refusal = refusal_of(exc.error)
+        if refusal is not None:  # the HTTP server answered, so nothing was lost; its own words say why
+            code = f" (code {refusal.code})" if refusal.code is not None else ""
+            return ToolCallError(f"MCP server '{self.name}' answered {refusal}{code}")
         if exc.error.code == CONNECTION_CLOSED and await self._lost(connection):
             return ServerUnavailable(f"MCP server '{self.name}' closed the connection during the call")
         message = " ".join(exc.error.message.split())
@@ -346,7 +384,8 @@ class McpServer:
             try:
                 await connection.session.send_ping()
             except MCPError as exc:
-                return connection.closed.is_set() or exc.error.code == CONNECTION_CLOSED
+                answered = refusal_of(exc.error) is not None
+                return connection.closed.is_set() or (exc.error.code == CONNECTION_CLOSED and not answered)
             except Exception:
                 return True
             return False
@@ -361,8 +400,8 @@ def _unreadable(exc: Exception) -> str:
 
 
 def _session_unknown(exc: MCPError) -> bool:
-    # How the SDK reports streamable HTTP's 404 for a session id the server does not know.
-    return exc.error.code == INVALID_REQUEST and exc.error.message in {"Session not found", "Session terminated"}
+    refusal = refusal_of(exc.error)
+    return refusal is not None and refusal.session_unknown
 
 
 class _WatchedStream:
@@ -412,12 +451,3 @@ class _WatchedStream:
             raise
         self._on_message(item)
         return item
-
-
-@contextlib.asynccontextmanager
-async def _streamable_http(config: HttpServer) -> AsyncIterator[Any]:
-    async with (
-        httpx2.AsyncClient(headers=config.headers or None, timeout=HTTP_TIMEOUT) as http,
-        streamable_http_client(config.url, http_client=http) as streams,
-    ):
-        yield streams

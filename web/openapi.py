@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web import check_api, event_schemas, output_api, preview_api, schemas
+from web.api import SERVERS_DOWN_HEADER
 from web.event_schemas import RunFinishedEvent, RunStartedEvent, StepFinishedEvent, StepProgressEvent, StepStartedEvent
 from web.events import EventType, RunStatus
 from web.json_limits import dumps
@@ -277,7 +278,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "`steps` lists every step of the plan the run recorded when it started (`plan`), `pending` until it "
             "starts; `output` is the scenario's `output`, evaluated once the run has succeeded. A for_each step "
             "counts its items (`item_count`, `items_done`, `items_failed`); each item's result is in its "
-            "`step_item_finished` event, so the snapshot stays small however many items there are.",
+            "`step_item_finished` event, so the snapshot stays small however many items there are. Each step's "
+            "`content` is its tool result's MCP content blocks, whole (text, image, audio, resource_link, resource, "
+            "with their annotations).",
             "parameters": [RUN_ID_PARAM],
             "responses": {
                 "200": {
@@ -300,7 +303,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "`run_finished`. Each frame has `id:` (the event's `seq`), `event:` (its type) and `data:` (the event "
             f"as JSON, see `RunEvent`). Types: {EVENT_TYPES}. A skipped step has only its `step_finished`; a "
             "for_each step has one `step_started` (with `item_count`) and a `step_item_finished` per item; each "
-            "retry is announced by `step_retrying`. To resume after a dropped connection, send "
+            "retry is announced by `step_retrying`. A result is sent once: in `step_finished`, a content block "
+            'whose text the `output` reproduces is a reference to it (`{"type": "text", "text_from": "output"}`, '
+            "see `StepFinishedEvent`). To resume after a dropped connection, send "
             "`Last-Event-ID: <seq>` or `?last_event_id=<seq>`: nothing is lost or repeated. Comments (`: ping`) "
             "keep the connection alive while a step is slow.",
             "parameters": [
@@ -409,11 +414,24 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/tools": {
         "get": {
             "summary": "List the MCP tools",
-            "description": "The tools of every configured MCP server, each naming its server.",
+            "description": "The tools of every configured MCP server that can be reached, each naming its server. "
+            f"While some servers are down the others' tools are listed, and the `{SERVERS_DOWN_HEADER}` header "
+            "names those down (see `/healthz` for why); 502 only when no server can be reached.",
             "responses": {
-                "200": json_response("The tools", schemas.ToolSummary, many=True),
+                "200": {
+                    **json_response("The tools of the servers that can be reached", schemas.ToolSummary, many=True),
+                    "headers": {
+                        SERVERS_DOWN_HEADER: {
+                            "description": "Only while some servers are down: their names, comma-separated and "
+                            "percent-encoded. Their tools are not in the list.",
+                            "schema": {"type": "string"},
+                            "example": "remote",
+                        }
+                    },
+                },
                 "502": error_response(
-                    "A server cannot be reached",
+                    "No server can be reached: each one's reason",
+                    "MCP server 'demo' is unavailable: the connection closed; "
                     "MCP server 'remote' is unavailable: [Errno 111] Connect call failed ('127.0.0.1', 9000)",
                 ),
             },

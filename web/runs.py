@@ -1,6 +1,7 @@
 """The run service: start, rerun and cancel runs, for the API and the pages alike.
 
-The one place a run input is checked against its scenario's `input_schema` and a run is launched.
+The one place a run input is completed with its scenario's `input_schema` defaults and checked against
+it, and a run is launched.
 It speaks in domain errors (each a RunRefused); the HTTP layer decides how each is answered.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from web import registry
+from web.forms import with_defaults
 from web.registry import RunRecord, RunRegistry
 from web.runner import Runner
 from web.scenarios import Catalog, Scenario
@@ -73,26 +75,27 @@ class RunService:
             raise UnknownRun(run_id)
         return record
 
-    def check_input(self, scenario: Scenario, run_input: Any) -> None:
-        """Raise InputInvalid, with every problem, unless `run_input` matches the scenario's input_schema."""
-        errors = scenario.input_errors(run_input)
+    def check_input(self, scenario: Scenario, run_input: Any) -> Any:
+        """`run_input` completed with the input_schema's defaults, as a run gets it; InputInvalid, with
+        every problem, unless that matches the input_schema."""
+        completed = with_defaults(scenario.input_schema, run_input)
+        errors = scenario.input_errors(completed)
         if errors:
             raise InputInvalid(scenario, errors)
+        return completed
 
     async def start(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
         """A new run, recorded (StoreError when the history cannot be written) and started."""
         scenario = self.scenario(scenario_id)
-        self.check_input(scenario, run_input)
-        return await self.runner.launch(scenario, run_input)
+        return await self.runner.launch(scenario, self.check_input(scenario, run_input))
 
     async def rerun(self, run_id: str) -> RunRecord:
-        """A new run of a run's scenario with its input, checked against the scenario as it is now."""
+        """A new run of a run's scenario with its input, completed and checked against the scenario as it is now."""
         source = self.run(run_id)
         scenario = self.catalog.get(source.state.scenario_id)
         if scenario is None:
             raise ScenarioGone(source)
-        self.check_input(scenario, source.state.input)
-        return await self.runner.launch(scenario, source.state.input)
+        return await self.runner.launch(scenario, self.check_input(scenario, source.state.input))
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel a queued or running run; it has usually recorded its ending when this returns."""
