@@ -171,14 +171,6 @@ class McpPool:
         with contextlib.suppress(ServerUnavailable):
             await server.connection()
 
-    async def tools(self) -> list[ToolInfo]:
-        """Every server's tools; ServerUnavailable if any server cannot be reached."""
-        await self.settle()
-        down = [s for s in self.servers.values() if s.state != "ready"]
-        if down:
-            raise ServerUnavailable("; ".join(f"MCP server '{s.name}' is unavailable: {s.error}" for s in down))
-        return self.known_tools()
-
     def known_tools(self) -> list[ToolInfo]:
         """The tools of the servers connected now (or at their last connection)."""
         return _tool_infos(self.servers.values())

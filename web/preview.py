@@ -14,11 +14,12 @@ from enum import StrEnum
 from typing import Any
 
 from web.events import StepStatus
-from web.expressions import OMIT, EvaluationError, Node, PathNode
+from web.expressions import OMIT, EvaluationError, Node
 from web.mcp_pool import ToolInfo
 from web.plan import Plan, PlannedStep
 from web.run_state import RunState, StepState
 from web.scenarios import Scenario
+from web.step_inputs import StepInputError, for_each_items, missing_required, required_arguments
 
 # What `run.id` reads in a preview: no run exists, and a real id would point at another run.
 PREVIEW_RUN_ID = "preview"
@@ -238,23 +239,12 @@ class _Previewer:
     def _for_each(self, step: PlannedStep, for_each: Node, preview: StepPreview) -> StepPreview:
         if self._waits(preview, for_each, "to know its items"):
             return preview
-        where = f"{step.label}.for_each: {for_each.describe()}"
         try:
-            items = for_each.evaluate(self.scope)
-        except EvaluationError as exc:
+            items = for_each_items(step, for_each, self.scope, self.max_for_each_items)
+        except StepInputError as exc:
             return _failed(preview, str(exc))
-        if items is OMIT:
-            return _failed(preview, f"{where} is undefined")
-        if not isinstance(items, list):
-            return _failed(preview, f"{where} gives {_kind(items)}, not a list")
         preview.item_count = len(items)
         preview.for_each = items[: self.max_items]
-        if len(items) > self.max_for_each_items:
-            return _failed(
-                preview,
-                f"{where} gives {len(items):,} items, more than the {self.max_for_each_items:,} "
-                "allowed (STEPLINE_MAX_FOR_EACH_ITEMS)",
-            )
         if self._arguments_wait(step, preview):
             return preview
         failures: list[tuple[int, str]] = []
@@ -342,44 +332,19 @@ class _Previewer:
                 omitted[key] = node
             else:
                 arguments[key] = value
-        missing = self._missing_required(step, omitted)
+        missing = missing_required(self._required(step), omitted)
         if missing:
             errors.append(missing)
         return arguments, omitted, errors
 
-    def _missing_required(self, step: PlannedStep, omitted: dict[str, Node]) -> str | None:
-        """A required argument left out (the tool's schema, when the tool is known, or required_input_fields)."""
-        required = set(step.required) | self._tool_required(step)
-        for key, node in omitted.items():
-            if key in required:
-                if isinstance(node, PathNode):  # worded as a run words it
-                    return f"required input '{key}' is missing: '{node.path}' found nothing"
-                return f"required argument '{key}' is missing: {node.describe()} is undefined"
-        return None
-
-    def _tool_required(self, step: PlannedStep) -> set[str]:
+    def _required(self, step: PlannedStep) -> set[str]:
+        """The step's required arguments: its tool's, when the tool is known, and its required_input_fields."""
         matches = [t for t in self.tools if t.name == step.tool and (step.server is None or t.server == step.server)]
-        if len(matches) != 1:  # unknown, or ambiguous: a run would fail on that, the checks say so
-            return set()
-        required = matches[0].input_schema.get("required")
-        return {name for name in required if isinstance(name, str)} if isinstance(required, list) else set()
+        # Unknown, or ambiguous: a run would fail on that, and the checks say so.
+        return required_arguments(step, matches[0].input_schema if len(matches) == 1 else None)
 
 
 def _failed(preview: StepPreview, message: str) -> StepPreview:
     preview.status = PreviewStatus.ERROR
     preview.error = preview.message = message
     return preview
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"

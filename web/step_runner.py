@@ -15,16 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from web.events import StepStatus, step_finished, step_item_finished, step_progress, step_retrying, step_started
-from web.expressions import OMIT, EvaluationError, Node, PathNode
+from web.expressions import OMIT, EvaluationError, Node
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool, ToolInfo, ToolLookupError
 from web.mcp_server import ServerUnavailable, ToolCallError, describe
 from web.plan import PlannedStep
 from web.registry import RunRecord
 from web.run_state import utc_now
+from web.step_inputs import StepInputError, for_each_items, missing_required, required_arguments
 from web.tool_result import ResultReader, ToolOutcome
-
-ENV_MAX_FOR_EACH_ITEMS = "STEPLINE_MAX_FOR_EACH_ITEMS"
 
 
 class RunContext:
@@ -58,10 +57,6 @@ class RunContext:
         return info
 
 
-class _Failed(Exception):
-    """A step (or item) that fails before its call: a binding, a condition, a list that cannot be iterated."""
-
-
 class StepRun:
     """One planned step of one run, from its condition to its step_finished."""
 
@@ -82,7 +77,7 @@ class StepRun:
             if step.for_each is not None:
                 return await self._run_for_each(step.for_each, scope)
             arguments, omitted = evaluate_input(step, scope)
-        except _Failed as failure:
+        except StepInputError as failure:
             self._start(None)
             return self._finish(StepStatus.FAILED, str(failure))
         outcome, _ = await self._attempts(arguments, omitted, None)
@@ -147,27 +142,11 @@ class StepRun:
         try:
             value = when.evaluate(scope)
         except EvaluationError as exc:
-            raise _Failed(str(exc)) from None
+            raise StepInputError(str(exc)) from None
         return value is not OMIT and bool(value)
 
-    def _items(self, for_each: Node, scope: Mapping[str, Any]) -> list[Any]:
-        try:
-            items = for_each.evaluate(scope)
-        except EvaluationError as exc:
-            raise _Failed(str(exc)) from None
-        where = f"{self.step.label}.for_each: {for_each.describe()}"
-        if items is OMIT:
-            raise _Failed(f"{where} is undefined")
-        if not isinstance(items, list):
-            raise _Failed(f"{where} gives {_kind(items)}, not a list")
-        limit = self.context.max_for_each_items
-        if len(items) > limit:
-            allowed = f"more than the {limit:,} allowed ({ENV_MAX_FOR_EACH_ITEMS})"
-            raise _Failed(f"{where} gives {len(items):,} items, {allowed}")
-        return items
-
     async def _run_for_each(self, for_each: Node, scope: Mapping[str, Any]) -> StepStatus:
-        items = self._items(for_each, scope)
+        items = for_each_items(self.step, for_each, scope, self.context.max_for_each_items)
         count = len(items)
         self._start(None, item_count=count)
         values: list[Any] = [None] * count
@@ -180,7 +159,7 @@ class StepRun:
             attempt = 1
             try:
                 arguments, omitted = evaluate_input(self.step, item_scope)
-            except _Failed as failure:
+            except StepInputError as failure:
                 outcome = ToolOutcome(False, str(failure))
             else:
                 outcome, attempt = await self._attempts(arguments, omitted, index)
@@ -252,7 +231,7 @@ class StepRun:
             return ToolOutcome(False, str(exc), retryable=True)
         except ToolLookupError as exc:
             return ToolOutcome(False, str(exc))
-        missing = _missing_required(tool, step, omitted)
+        missing = missing_required(required_arguments(step, tool.input_schema), omitted) if omitted else None
         if missing:
             return ToolOutcome(False, missing)
 
@@ -316,24 +295,8 @@ def evaluate_input(step: PlannedStep, scope: Mapping[str, Any]) -> tuple[dict[st
             else:
                 arguments[key] = value
     except EvaluationError as exc:
-        raise _Failed(str(exc)) from None
+        raise StepInputError(str(exc)) from None
     return arguments, omitted
-
-
-def _missing_required(tool: ToolInfo, step: PlannedStep, omitted: dict[str, Node]) -> str | None:
-    """Why the call cannot be made: a required argument was left out (the tool's schema, or required_input_fields)."""
-    if not omitted:
-        return None
-    required = set(step.required)
-    schema_required = tool.input_schema.get("required")
-    if isinstance(schema_required, list):
-        required.update(name for name in schema_required if isinstance(name, str))
-    for key, node in omitted.items():
-        if key in required:
-            if isinstance(node, PathNode):  # worded as version 1 always did
-                return f"required input '{key}' is missing: '{node.path}' found nothing"
-            return f"required argument '{key}' is missing: {node.describe()} is undefined"
-    return None
 
 
 async def _each(name: str, indexes: range, work: Any, parallel: int) -> None:
@@ -378,20 +341,6 @@ async def settle(tasks: Collection[asyncio.Task[Any]]) -> bool:
         except asyncio.CancelledError:
             interrupted = True
     return interrupted
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
 
 
 def _finite(number: float | None) -> float | None:
