@@ -146,6 +146,18 @@ def test_the_snapshot_documents_output_plan_dependencies_attempts_and_items(open
     assert any(s["item_count"] for s in schemas["StepStateModel"]["examples"])
 
 
+def test_a_steps_content_and_its_whole_output_are_documented(openapi: dict[str, Any]) -> None:
+    schemas = openapi["components"]["schemas"]
+    route = openapi["paths"]["/api/runs/{run_id}/steps/{step_name}/output"]["get"]
+
+    assert "content" in schemas["StepStateModel"]["properties"]
+    assert {block["type"] for s in schemas["StepStateModel"]["examples"] for block in s["content"] or []} >= {
+        "text", "image", "resource_link"}
+    assert "text_from" in schemas["StepFinishedEvent"]["properties"]["content"]["description"]
+    assert set(route["responses"]) == {"200", "404", "409"}
+    assert route["responses"]["200"]["content"]["application/json"]["example"]
+
+
 # --- Real runs -------------------------------------------------------------------------------------
 
 

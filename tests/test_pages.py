@@ -118,11 +118,12 @@ def run_rows(html: str) -> list[str]:
 
 
 def stream_frames(client: httpx.Client, path: str, **kwargs: Any) -> list[Frame]:
-    """Every frame of an HTML stream, read until the server ends it (when its run has ended)."""
+    """Every frame of an HTML stream but the graph's nodes (tests/test_graph.py), read until the server ends
+    it (when its run has ended)."""
     response = client.get(path, **kwargs)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    return list(frames(parse_text(response.text)))
+    return [frame for frame in frames(parse_text(response.text)) if not frame.event.startswith("node-")]
 
 
 # --- What each page shows ----------------------------------------------------------------------

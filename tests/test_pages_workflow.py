@@ -291,9 +291,10 @@ def status_of(article: str) -> str:
 
 
 def stream_frames(app: InProcessApp, run_id: str) -> list[Frame]:
+    """The stream's frames but the graph's nodes (tests/test_graph.py)."""
     response = app.get(f"/runs/{run_id}/stream")
     assert response.status_code == 200, response.text
-    return list(frames(parse_text(response.text)))
+    return [frame for frame in frames(parse_text(response.text)) if not frame.event.startswith("node-")]
 
 
 def wait_for_event(app: InProcessApp, run_id: str, wanted: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from web.api import require_run
 from web.checks import scenario_checks
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
-from web.graph import scenario_graph
+from web.graph import run_graph, scenario_graph
 from web.preview import Preview, RunOfAnotherScenario
 from web.preview_api import preview_of, source_run
 from web.registry import RunRecord
@@ -202,7 +202,7 @@ async def run_page(request: Request) -> Response:
     scenario = request.state.catalog.get(record.state.scenario_id)
     # State and seq are read together, with no await between: the stream resumes exactly here.
     view = run_view(record.state, scenario, len(record.events))
-    return render(request, "run.html", {"run": view, "live": not record.is_finished})
+    return render(request, "run.html", {"run": view, "graph": run_graph(view), "live": not record.is_finished})
 
 
 async def run_again(request: Request) -> Response:

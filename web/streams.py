@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from web.events import EventType, StepStatus
+from web.graph import step_node
 from web.registry import RunRecord
 from web.scenarios import Scenario
 from web.store_rows import event_json
@@ -118,10 +119,11 @@ def json_frame(event: dict[str, Any]) -> bytes:
 def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -> FrameRenderer:
     """Each event as the fragment it changes, for the run page's htmx SSE extension.
 
-    Step events send that step's `_step.html` as event `step-<index>`; run_started sends
-    `_run_status.html` as `run-status`; run_finished sends it as `run-finished` (the page closes
-    its stream on that name), with, for runs recorded before skipped steps had events of their own,
-    the steps that never ran, swapped out of band.
+    Step events send that step's `_step.html` as event `step-<index>`, after its node of the graph
+    (`_graph_node.html`) as event `node-<index>`; run_started sends `_run_status.html` as `run-status`;
+    run_finished sends it as `run-finished` (the page closes its stream on that name), with, for runs
+    recorded before skipped steps had events of their own, the cards and nodes of the steps that never
+    ran, swapped out of band.
 
     A fragment is drawn once per event, when a stream first needs it, from the run's state at that
     moment (the event's or later), and every viewer is sent those bytes. Each step's last event comes
@@ -130,8 +132,8 @@ def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -
     the latest, and can neither repeat a step nor leave one behind.
 
     A step event drawn once the step has a later event is sent as its id alone: the later event's
-    fragment, drawn no earlier, shows everything this one would. A replay, or a stream that falls
-    behind a for_each step's items, draws each step once instead of once per event.
+    fragments, drawn no earlier, show everything this one's would. A replay, or a stream that falls
+    behind a for_each step's items, draws each step (card and node) once instead of once per event.
     """
     # All a fragment takes from its request: the proxy's path prefix and the embedded mode of its links.
     variant = ("html", request.scope.get("root_path", ""), is_embedded(request))
@@ -153,21 +155,28 @@ def _draw(request: Request, record: RunRecord, scenario: Scenario | None, event:
             return ServerSentEvent(id=str(event["seq"])).encode()
     view = run_view(record.state, scenario, event["seq"])
     context = {"request": request, "run": view}
+    node = b""
     if event["type"].startswith("step_"):
-        name = f"step-{event['index']}"
-        html = templates.get_template("_step.html").render({**context, "step": view.step(event["index"])})
+        step = view.step(event["index"])
+        name = f"step-{step.index}"
+        html = templates.get_template("_step.html").render({**context, "step": step})
+        # The step's node in the graph goes first, with no id: the card's id then covers both.
+        face = templates.get_template("_graph_node.html").render({**context, "face": step_node(step)})
+        node = ServerSentEvent(data=face, event=f"node-{step.index}").encode()
     else:
         name = "run-finished" if event["type"] == EventType.RUN_FINISHED else "run-status"
         html = templates.get_template("_run_status.html").render({**context, "stream": True})
         if name == "run-finished":
             # Steps that never ran have a skipped event of their own, except in runs recorded before that.
             step_template = templates.get_template("_step.html")
+            node_template = templates.get_template("_graph_node.html")
+            never_ran = [step for step in view.steps if step.status == StepStatus.SKIPPED and step.state is None]
+            html += "".join(step_template.render({**context, "step": step, "oob": True}) for step in never_ran)
             html += "".join(
-                step_template.render({**context, "step": step, "oob": True})
-                for step in view.steps
-                if step.status == StepStatus.SKIPPED and step.state is None
+                node_template.render({**context, "face": step_node(step), "oob": True}) for step in never_ran
             )
-    return ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS).encode()
+    frame = ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS).encode()
+    return node + frame
 
 
 def event_stream(request: Request, record: RunRecord, render: FrameRenderer, *, after: int) -> Response:
