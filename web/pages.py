@@ -7,6 +7,7 @@ The run page's live updates come from `run_stream`, the HTML sibling of the JSON
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
+from web.step_cards import cards
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -202,7 +204,13 @@ async def run_page(request: Request) -> Response:
     scenario = request.state.catalog.get(record.state.scenario_id)
     # State and seq are read together, with no await between: the stream resumes exactly here.
     view = run_view(record.state, scenario, len(record.events))
-    return render(request, "run.html", {"run": view, "graph": run_graph(view), "live": not record.is_finished})
+    context = {
+        "run": view,
+        "graph": run_graph(view),
+        "card": functools.partial(cards.card, request, view),
+        "live": not record.is_finished,
+    }
+    return render(request, "run.html", context)
 
 
 async def run_again(request: Request) -> Response:

@@ -26,7 +26,23 @@ def path_for(request: Request, name: str, /, **path_params: Any) -> str:
     Behind a reverse proxy the Host header names the upstream, so an absolute URL built from it
     would send the browser around the proxy; a path from the root is right on both sides of it.
     """
-    return request.scope.get("root_path", "") + str(request.app.url_path_for(name, **path_params))
+    return request.scope.get("root_path", "") + _route_path(request.app, name, path_params)
+
+
+# Paths found by route name, per app: finding one tries every route in turn, and a page names the same
+# few routes dozens of times. Bounded: the paths of the runs viewed lately.
+ROUTE_PATHS_KEPT = 4096
+
+
+def _route_path(app: Any, name: str, path_params: dict[str, Any]) -> str:
+    paths: dict[tuple[Any, ...], str] | None = getattr(app.state, "route_paths", None)
+    if paths is None or len(paths) >= ROUTE_PATHS_KEPT:
+        paths = app.state.route_paths = {}
+    key = (name, *path_params.items())
+    path = paths.get(key)
+    if path is None:
+        path = paths[key] = str(app.url_path_for(name, **path_params))
+    return path
 
 
 def is_embedded(request: Request) -> bool:
