@@ -1,4 +1,4 @@
-"""`stepline serve | validate`: the command line (also `python -m web`)."""
+"""`stepline serve | validate | run`: the command line (also `python -m web`)."""
 
 from __future__ import annotations
 
@@ -61,10 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("--json", action="store_true", help="print the report as one JSON document")
     _add_sources(validate)
 
-    run = commands.add_parser("run", help="run a scenario and show its progress")
+    run = commands.add_parser(
+        "run",
+        help="run a scenario and show its progress",
+        description="Run a scenario and show its progress: in this process, with the configured scenarios and MCP "
+        "servers, or on a running Stepline (--server). A run in this process is not recorded in the run history "
+        "unless --data-dir is given. Ctrl-C cancels the run and waits for it to end; a second Ctrl-C stops waiting.",
+        epilog="Exit status: 0 the run succeeded; 1 it failed or was cancelled; 2 it could not start "
+        "(bad input, unknown scenario, server unreachable).",
+    )
     run.add_argument("scenario", metavar="SCENARIO", help="the scenario's id")
     run.add_argument("--input", dest="input_json", metavar="JSON", help="the run input, a JSON object")
-    run.add_argument("--input-file", type=Path, metavar="FILE", help="a file holding the run input (JSON)")
+    run.add_argument("--input-file", type=Path, metavar="FILE", help="a file holding the run input (JSON); - for stdin")
     run.add_argument(
         "-i",
         dest="input_pairs",
@@ -74,7 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         help="one input field (repeatable); VALUE is read as JSON when it parses, else as text",
     )
     run.add_argument("--server", metavar="URL", help="run on a Stepline server at URL instead of in this process")
-    run.add_argument("--json", action="store_true", help="print the run's final snapshot as JSON")
+    run.add_argument(
+        "--json", action="store_true", help="print the run's final snapshot as JSON on stdout (progress goes to stderr)"
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="record the run in the history in this folder (default: not recorded; a running `stepline serve` "
+        "holds its own data directory, use --server to run there)",
+    )
     _add_sources(run)
 
     args = parser.parse_args(argv)
