@@ -48,6 +48,8 @@ class CatalogWatcher:
             self._wake.clear()
             try:
                 await self.rescan()
+            except (OSError, RuntimeError) as exc:  # out of descriptors or threads: the next tick tries again
+                log.warning("Scenario folder %s not checked this time: %s", self.catalog.folder, exc)
             except Exception:  # a watcher that dies would silently freeze the catalog
                 log.exception("Could not rescan the scenario folder %s", self.catalog.folder)
 

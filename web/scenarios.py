@@ -10,6 +10,7 @@ last good version) and every problem it has is reported, each with its file, ste
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
@@ -339,6 +340,10 @@ def load_catalog(folder: Path) -> Catalog:
     return catalog
 
 
+# A file that cannot be opened for these reasons is not broken: the process has no descriptor left.
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
 class ScenarioFileError(Exception):
     """Every problem of one file, each naming where it is (`steps.2 (chain).input.url: …`)."""
 
@@ -350,7 +355,11 @@ class ScenarioFileError(Exception):
 def load_scenario_file(path: Path) -> tuple[dict[str, Any], Scenario]:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        if exc.errno in OUT_OF_DESCRIPTORS:  # the process's trouble, not the file's: try it again later
+            raise
+        raise ScenarioFileError([f"cannot read: {exc}"]) from None
+    except UnicodeDecodeError as exc:
         raise ScenarioFileError([f"cannot read: {exc}"]) from None
     try:
         raw = json.loads(text)
