@@ -134,6 +134,9 @@ def test_a_broken_edit_keeps_the_last_good_version_and_shows_why(app: InProcessA
     assert "fragile.json : kept the last good version" in page
     assert "invalid JSON at line 1, column 51" in page
     assert "fragile · 1 step · the last good version: its file has problems" in page
+    scenario_page = app.get("/scenarios/fragile").text
+    assert "This is the last good version of <code>fragile.json</code>" in scenario_page
+    assert "invalid JSON at line 1, column 51" in scenario_page
     # The last good version goes on serving, runs included.
     assert names(app)["fragile"] == "Fragile"
     assert run_to_end(app.client, "fragile")["steps"][0]["output"] == {"text": "GOOD"}

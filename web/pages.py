@@ -119,6 +119,8 @@ async def scenario_response(
         # An edited run's outputs are the likeliest ones to preview with.
         "preview": preview or PreviewForm(run_id=source.run_id if source else ""),
         "recent_runs": recent,
+        # A broken edit of the file: the page serves the last good version, and says why.
+        "file_problems": [p for p in request.state.catalog.problems if p.file == f"{scenario.scenario_id}.json"],
     }
     return render(request, "scenario.html", context, status_code)
 

@@ -435,7 +435,7 @@ class ServerHealth(BaseModel):
 
     state: Literal["connecting", "ready", "down"]
     transport: Literal["stdio", "streamable-http", "sse"]
-    tools: int
+    tools: int = Field(description="The tools the server offers now: 0 unless its state is ready.")
     error: str | None
 
 
