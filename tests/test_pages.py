@@ -604,3 +604,4 @@ def test_server_errors_are_a_friendly_page_and_stay_json_under_api(tmp_path: Pat
         assert "Something went wrong" in page.text and "a bug" not in page.text
         api_error = client.get("/api/scenarios")
         assert api_error.status_code == 500 and api_error.json() == {"detail": "Internal server error"}
+

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import PROJECT_ROOT
-from inprocess import InProcessApp, in_process
+from inprocess import BASE_URL, InProcessApp, _WithLifespanState, in_process
 from servers.nesting import nested
+from ui_support import BehindProxy
 
 from web.json_display import pretty_json
 from web.templating import templates
@@ -221,3 +223,22 @@ def test_the_json_block_draws_any_depth(kind: str) -> None:
     assert COLLAPSED in html
     assert "Raw JSON" in html
     assert MARKUP not in html and "&lt;script&gt;" in html
+
+
+def test_a_finished_runs_page_is_kept_drawn_but_never_for_another_path_prefix(app: InProcessApp) -> None:
+    """A finished run's graph and step cards are drawn once and kept: never served to another prefix."""
+    run_id = start(app, "big_output", {"items": 850, "chars": 1000})
+    finished_stream(app, run_id)
+    plain = app.get(f"/runs/{run_id}").text
+    assert plain == app.get(f"/runs/{run_id}").text  # the kept drawing: the same page
+
+    async def through_the_proxy() -> str:
+        proxied = BehindProxy(_WithLifespanState(app.app, app.state), "/portal")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=proxied), base_url=BASE_URL) as client:
+            return (await client.get(f"/runs/{run_id}")).text
+
+    prefixed = app.call(through_the_proxy())
+    # The big step's card links its whole output.
+    assert f'href="/api/runs/{run_id}/steps/big/output"' in plain and "/portal/" not in plain
+    assert f'href="/portal/api/runs/{run_id}/steps/big/output"' in prefixed
+    assert f'href="/api/runs/{run_id}/steps/big/output"' not in prefixed

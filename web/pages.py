@@ -20,7 +20,7 @@ from web.api import require_run
 from web.checks import scenario_checks
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
-from web.graph import run_graph, scenario_graph
+from web.graph import scenario_graph
 from web.preview import Preview, RunOfAnotherScenario
 from web.preview_api import preview_of, source_run
 from web.registry import RunRecord
@@ -28,7 +28,7 @@ from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
 from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun
 from web.scenarios import Scenario
 from web.security import form_token_valid, route_path
-from web.step_cards import cards
+from web.step_cards import finished_parts
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -208,8 +208,8 @@ async def run_page(request: Request) -> Response:
     view = run_view(record.state, scenario, len(record.events))
     context = {
         "run": view,
-        "graph": run_graph(view),
-        "card": functools.partial(cards.card, request, view),
+        "graph_drawn": finished_parts.graph(request, view),
+        "card": functools.partial(finished_parts.card, request, view),
         "live": not record.is_finished,
     }
     return render(request, "run.html", context)

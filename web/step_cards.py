@@ -1,59 +1,66 @@
-"""The step cards of a run page. A finished run's cards never change, and its page is mostly cards:
-each is drawn once and kept (bounded in bytes), so viewing that page again costs little."""
+"""The parts of a run page that a finished run never changes: its graph and its step cards. The page of
+a finished run is mostly these; each is drawn once and kept (bounded in bytes), so viewing it again costs little."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from markupsafe import Markup
 from starlette.requests import Request
 
+from web.graph import run_graph
 from web.templating import is_embedded, templates
 from web.views import RunView, StepView
 
-CARD_BYTES_KEPT = 32 * 1024 * 1024
+DRAWN_BYTES_KEPT = 32 * 1024 * 1024
 
 
-class CardCache:
-    """Drawn cards by (run, step, the request's prefix and mode), oldest dropped first past `max_bytes`.
+class FinishedRunParts:
+    """Drawn parts by (run, part, the request's prefix and mode), oldest dropped first past `max_bytes`.
 
     Each entry holds the scenario it was drawn with: a scenario file reloaded since may describe the
-    steps differently, and its cards are drawn again.
+    steps differently, and its parts are drawn again. A live run's parts are drawn every time.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._cards: OrderedDict[tuple[Any, ...], tuple[object, Markup]] = OrderedDict()
+        self._parts: OrderedDict[tuple[Any, ...], tuple[object, Markup]] = OrderedDict()
         self._bytes = 0
 
     def card(self, request: Request, run: RunView, step: StepView) -> Markup:
-        if not run.state.is_finished:
-            return _draw(request, run, step)
-        key = (run.state.run_id, step.index, request.scope.get("root_path", ""), is_embedded(request))
-        entry = self._cards.get(key)
-        if entry is not None and entry[0] is run.scenario:
-            self._cards.move_to_end(key)
-            return entry[1]
-        html = _draw(request, run, step)
-        self._put(key, run.scenario, html)
-        return html
+        context = {"request": request, "run": run, "step": step}
+        return self._part(request, run, step.index, lambda: _render("_step.html", context))
+
+    def graph(self, request: Request, run: RunView) -> Markup:
+        context = {"request": request, "run": run, "graph": run_graph(run)}
+        return self._part(request, run, "graph", lambda: _render("_graph.html", context))
 
     def clear(self) -> None:
-        self._cards.clear()
+        self._parts.clear()
         self._bytes = 0
 
-    def _put(self, key: tuple[Any, ...], scenario: object, html: Markup) -> None:
-        if (old := self._cards.pop(key, None)) is not None:
+    def _part(self, request: Request, run: RunView, part: object, draw: Callable[[], Markup]) -> Markup:
+        if not run.state.is_finished:
+            return draw()
+        key = (run.state.run_id, part, request.scope.get("root_path", ""), is_embedded(request))
+        entry = self._parts.get(key)
+        if entry is not None and entry[0] is run.scenario:
+            self._parts.move_to_end(key)
+            return entry[1]
+        html = draw()
+        if (old := self._parts.pop(key, None)) is not None:
             self._bytes -= len(old[1])
-        self._cards[key] = (scenario, html)
+        self._parts[key] = (run.scenario, html)
         self._bytes += len(html)
-        while self._bytes > self.max_bytes and self._cards:
-            self._bytes -= len(self._cards.popitem(last=False)[1][1])
+        while self._bytes > self.max_bytes and self._parts:
+            self._bytes -= len(self._parts.popitem(last=False)[1][1])
+        return html
 
 
-def _draw(request: Request, run: RunView, step: StepView) -> Markup:
-    return Markup(templates.get_template("_step.html").render({"request": request, "run": run, "step": step}))
+def _render(template: str, context: dict[str, Any]) -> Markup:
+    return Markup(templates.get_template(template).render(context))
 
 
-cards = CardCache(CARD_BYTES_KEPT)
+finished_parts = FinishedRunParts(DRAWN_BYTES_KEPT)
