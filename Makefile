@@ -37,13 +37,6 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; fi; \
 	fi
 
-test: $(TEST_STAMP) $(REFERENCE_STAMP) browser
-	$(BIN)/ruff check web tests
-	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
-
-lint: $(TEST_STAMP)
-	$(BIN)/ruff check web tests
-
 # The MCP reference server from npm, at the version its lock file pins: a peer for the benchmarks,
 # and a server whose results hold every kind of content for the tests.
 REFERENCE := tests/reference
@@ -56,6 +49,13 @@ $(REFERENCE_STAMP): $(REFERENCE)/package-lock.json
 	fi
 	npm ci --prefix $(REFERENCE) --no-audit --no-fund --loglevel=error
 	touch $(REFERENCE_STAMP)
+
+test: $(TEST_STAMP) $(REFERENCE_STAMP) browser
+	$(BIN)/ruff check web tests
+	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
+
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check web tests
 
 bench: $(TEST_STAMP) $(REFERENCE_STAMP)
 	$(BIN)/python -m tests.benchmarks.run_all
