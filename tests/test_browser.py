@@ -136,10 +136,13 @@ def test_newcomer_runs_the_demo_from_home_and_watches_each_step(browser: Browser
     expect(page.locator("#step-0 .badge")).to_contain_text(re.compile("Running|Succeeded"))
     expect_finished(page)
     expect_all_steps(page)
-    # Each step the page saw running showed its progress bar (fed by step_progress), however briefly.
-    seen_running = [step for step, seen in step_states(page).items() if "running" in seen]
-    assert STEPS[-1] in seen_running
-    assert {step: True for step in seen_running}.items() <= page.evaluate("window.__progress").items()
+    # Each step the page saw start showed its progress bar (fed by step_progress), however briefly. A step
+    # already running when the page was drawn may end before the stream catches up: its progress, then
+    # outdated, is rightly never drawn.
+    states = step_states(page)
+    seen_starting = [step for step, seen in states.items() if "running" in seen and seen[0] != "running"]
+    assert STEPS[-1] in seen_starting
+    assert {step: True for step in seen_starting}.items() <= page.evaluate("window.__progress").items()
     assert_watched_live(page)
     expect(page.locator("#run-status .badge")).to_have_text("✓ Succeeded")
     expect(page).to_have_title("News Source Discovery V1: success · Stepline")  # the tab tells too

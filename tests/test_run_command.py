@@ -391,13 +391,15 @@ class CuttingProxy:
             self.requests.append(data)
             if b"/events" in data and not self.cut.is_set():
                 streaming.set()
-            upstream.sendall(data)
+            if not _send(upstream, data):
+                break
         _close(client, upstream)
 
     def _to_client(self, upstream: socket.socket, client: socket.socket, streaming: threading.Event) -> None:
         seen = b""
         while data := _recv(upstream):
-            client.sendall(data)
+            if not _send(client, data):
+                break
             seen += data
             if streaming.is_set() and b"event: step_finished" in seen and not self.cut.is_set():
                 self.cut.set()
@@ -413,6 +415,15 @@ def _recv(sock: socket.socket) -> bytes:
         return sock.recv(65536)
     except OSError:
         return b""
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Whether `data` went out: the other direction may have closed both sockets meanwhile."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
 
 
 def _close(*socks: socket.socket) -> None:
