@@ -18,6 +18,8 @@ from web.result_view import Limits, ResultView, byte_size, result_view
 from web.security import TOKEN_FIELD, form_token
 
 templates = Jinja2Templates(directory=TEMPLATES)
+# Templates are files of the package, never edited under a running server: not checked for changes at each use.
+templates.env.auto_reload = False
 
 
 def path_for(request: Request, name: str, /, **path_params: Any) -> str:
