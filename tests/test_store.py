@@ -49,16 +49,27 @@ OUTLET_OUTPUT = {"domain": "daily.example.com", "name": "Harbor Daily"}
 def old_events(run_id: str, *, finished: bool) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = [
         {"type": "run_started", "scenario_id": OUTLET, "started_at": f"{DAY}T10:00:00.100+00:00"},
-        {"type": "step_started", "step_name": "lookup_outlet", "index": 0,
-         "started_at": f"{DAY}T10:00:00.101+00:00", "input": {"domain": "daily.example.com"}},
+        {
+            "type": "step_started",
+            "step_name": "lookup_outlet",
+            "index": 0,
+            "started_at": f"{DAY}T10:00:00.101+00:00",
+            "input": {"domain": "daily.example.com"},
+        },
     ]
     if finished:
         events += [
-            {"type": "step_finished", "step_name": "lookup_outlet", "index": 0, "status": "success",
-             "started_at": f"{DAY}T10:00:00.101+00:00", "finished_at": f"{DAY}T10:00:01.500+00:00",
-             "message": "", "output": OUTLET_OUTPUT},
-            {"type": "run_finished", "status": "success", "finished_at": f"{DAY}T10:00:01.501+00:00",
-             "message": ""},
+            {
+                "type": "step_finished",
+                "step_name": "lookup_outlet",
+                "index": 0,
+                "status": "success",
+                "started_at": f"{DAY}T10:00:00.101+00:00",
+                "finished_at": f"{DAY}T10:00:01.500+00:00",
+                "message": "",
+                "output": OUTLET_OUTPUT,
+            },
+            {"type": "run_finished", "status": "success", "finished_at": f"{DAY}T10:00:01.501+00:00", "message": ""},
         ]
     return [{"type": e["type"], "run_id": run_id, "seq": n, **e} for n, e in enumerate(events, 1)]
 
@@ -72,20 +83,35 @@ def write_v1_file(data_dir: Path) -> dict[str, list[dict[str, Any]]]:
         with connection:
             connection.execute(
                 "INSERT INTO runs VALUES (?, ?, 'success', '', ?, ?, ?, ?)",
-                (OLD_DONE, OUTLET, '{"domain":"daily.example.com"}', f"{DAY}T10:00:00.000+00:00",
-                 f"{DAY}T10:00:00.100+00:00", f"{DAY}T10:00:01.501+00:00"),
+                (
+                    OLD_DONE,
+                    OUTLET,
+                    '{"domain":"daily.example.com"}',
+                    f"{DAY}T10:00:00.000+00:00",
+                    f"{DAY}T10:00:00.100+00:00",
+                    f"{DAY}T10:00:01.501+00:00",
+                ),
             )
             connection.execute(
                 "INSERT INTO runs VALUES (?, ?, 'running', '', ?, ?, ?, NULL)",
-                (OLD_RUNNING, OUTLET, '{"domain":"daily.example.com"}', f"{DAY}T11:00:00.000+00:00",
-                 f"{DAY}T10:00:00.100+00:00"),
+                (
+                    OLD_RUNNING,
+                    OUTLET,
+                    '{"domain":"daily.example.com"}',
+                    f"{DAY}T11:00:00.000+00:00",
+                    f"{DAY}T10:00:00.100+00:00",
+                ),
             )
             for run_events in written.values():
                 connection.executemany(
                     "INSERT INTO events VALUES (?, ?, ?, ?)",
                     [
-                        (e["run_id"], e["seq"], e["type"],
-                         json.dumps({k: v for k, v in e.items() if k not in ("type", "run_id", "seq")}))
+                        (
+                            e["run_id"],
+                            e["seq"],
+                            e["type"],
+                            json.dumps({k: v for k, v in e.items() if k not in ("type", "run_id", "seq")}),
+                        )
                         for e in run_events
                     ],
                 )
@@ -126,8 +152,16 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
     try:
         row = RunRow("run-1", "scenario", "queued", "", {"n": 1}, "2026-03-01T10:00:00.000+00:00", None, None)
         events = [
-            {"type": "step_progress", "run_id": "run-1", "seq": seq, "step_name": "s", "index": 0,
-             "progress": seq, "total": None, "message": f"step {seq} ✓"}
+            {
+                "type": "step_progress",
+                "run_id": "run-1",
+                "seq": seq,
+                "step_name": "s",
+                "index": 0,
+                "progress": seq,
+                "total": None,
+                "message": f"step {seq} ✓",
+            }
             for seq in range(1, 3001)
         ]
         # Handing writes over never waits for the disk: not even while another connection holds the
@@ -203,7 +237,9 @@ def insert_old_run(data_dir: Path, run_id: str, age: timedelta) -> None:
     created = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
     with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection, connection:
         connection.execute(
-            "INSERT INTO runs VALUES (?, ?, 'success', '', '{}', ?, ?, ?)", (run_id, OUTLET, created, created, created)
+            "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_at, finished_at) "
+            "VALUES (?, ?, 'success', '', '{}', ?, ?, ?)",
+            (run_id, OUTLET, created, created, created),
         )
         connection.execute(
             "INSERT INTO events VALUES (?, 1, 'run_finished', ?)",

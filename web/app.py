@@ -18,10 +18,12 @@ from starlette.types import Receive, Scope, Send
 
 from web import api, check_api, openapi, output_api, pages, preview_api
 from web.api import RequestInvalid
+from web.auth import Authenticator
 from web.catalog_reload import CatalogWatcher
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
+from web.permissions import guard_routes
 from web.registry import RunRegistry
 from web.resources import STATIC
 from web.runner import Runner
@@ -106,7 +108,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    guard_routes(app.routes)
     app.state.settings = settings
+    app.state.authenticator = Authenticator(settings, tokens=None)
     app.state.form_tokens = FormTokens(settings.secret)
     app.state.stop_runs = registry.stop_live
     app.state.stream_budget = StreamBudget(

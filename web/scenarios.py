@@ -106,6 +106,16 @@ class StepV2(StepSettings, Step):
         return name
 
 
+class ScenarioAccess(BaseModel):
+    """Who may see and who may run a scenario: group names (or user names), each list None for everyone
+    whose role allows it. Whoever may run a scenario may see it; an admin may do both whatever the lists."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    view: list[str] | None = None
+    run: list[str] | None = None
+
+
 class Scenario(BaseModel):
     """What the rest of the service reads of a scenario, whatever its version; `plan` is its compiled graph.
 
@@ -118,6 +128,7 @@ class Scenario(BaseModel):
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     steps: Sequence[Step] = Field(min_length=1)
+    access: ScenarioAccess | None = None
     _plan: Plan = PrivateAttr()
 
     @field_validator("input_schema")

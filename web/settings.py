@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from web.access import Role
 from web.resources import SCENARIOS
 
 
@@ -31,6 +32,16 @@ class Settings(BaseSettings):
     - ``STEPLINE_RELOAD_SECONDS``: how often the scenario folder is checked for changed, added or removed
       files (1); ``0`` turns the check off.
     - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
+
+    Access (see the README's "Access control"):
+
+    - ``STEPLINE_AUTH_HEADER``: the header the portal's proxy names the user in, e.g. ``X-Forwarded-User``;
+      believed only from ``STEPLINE_TRUSTED_PROXIES`` (addresses or networks, comma-separated).
+    - ``STEPLINE_GROUPS_HEADER``: the header the proxy lists the user's groups in (comma-separated).
+    - ``STEPLINE_ROLE_MAP``: groups to roles, e.g. ``readers=viewer,ops=operator,admins=admin``;
+      ``*=viewer`` gives every proxy user a role. A proxy user whose groups map to no role is refused.
+    - ``STEPLINE_ALLOW_ANONYMOUS``: the role of requests that name nobody (none: they are refused,
+      except on a loopback-bound server, where they are admin as before access control).
 
     Limits (each answered with its own status; see the README's "Limits"):
 
@@ -94,5 +105,10 @@ class Settings(BaseSettings):
     stream_send_timeout: float = Field(10.0, gt=0)
     max_connections: int = Field(4000, ge=1)
     header_timeout: float = Field(10.0, gt=0)
+    auth_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+$")
+    groups_header: str | None = Field(None, pattern=r"^[A-Za-z0-9-]+$")
+    trusted_proxies: str = ""
+    role_map: str = ""
+    allow_anonymous: Role | None = None
     allowed_hosts: str | None = None
     forwarded_allow_ips: str = ""

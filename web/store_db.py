@@ -53,6 +53,22 @@ MIGRATIONS: list[str] = [
     CREATE INDEX runs_by_status ON runs (status, created_at, run_id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     """,
+    # 3: who started each run (its identity's name; NULL for runs from before access control), and the
+    # API tokens: a token itself is never stored, only its SHA-256.
+    """
+    ALTER TABLE runs ADD COLUMN started_by TEXT;
+    CREATE INDEX runs_by_starter ON runs (started_by, created_at, run_id);
+    CREATE TABLE tokens (
+        name TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        scenarios TEXT,
+        created_at TEXT NOT NULL,
+        expires_at TEXT,
+        revoked_at TEXT,
+        last_used_at TEXT
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
