@@ -250,7 +250,10 @@ class RunRegistry:
             store.on_prune = self._forget
             store.on_refuse = self._refused
 
-    def create(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
+    def create(
+        self, scenario_id: str, run_input: dict[str, Any], *, started_by: dict[str, str] | None = None
+    ) -> RunRecord:
+        """`started_by`: who started it (web.access.Identity.audit), None for nobody named."""
         sink = self.store.add_event if self.store is not None else None
         record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now(), sink=sink)
         if self.store is not None:
@@ -330,7 +333,7 @@ class RunRegistry:
         if self.store is not None:
             await self.store.sync()
 
-    async def cancel(self, run_id: str) -> RunRecord | None:
+    async def cancel(self, run_id: str, *, cancelled_by: dict[str, str] | None = None) -> RunRecord | None:
         """Cancel a live run and wait (briefly) for it to record its ending; None when unknown.
 
         Raises RunAlreadyFinished. The running tool call is cancelled with the task, which makes the
@@ -390,8 +393,9 @@ class RunRegistry:
             ended.append(row.run_id)
         await self.store.sync()
         if ended:
-            log.warning("%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)",
-                        len(ended))
+            log.warning(
+                "%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)", len(ended)
+            )
         return ended
 
     def history_health(self) -> dict[str, Any] | None:

@@ -48,13 +48,15 @@ class Runner:
         self.max_for_each_items = max_for_each_items
         self.reader = ResultReader(max_depth=max_json_depth, max_output_bytes=max_output_bytes)
 
-    async def launch(self, scenario: Scenario, run_input: dict[str, Any]) -> RunRecord:
+    async def launch(
+        self, scenario: Scenario, run_input: dict[str, Any], *, started_by: dict[str, str] | None = None
+    ) -> RunRecord:
         """Record a queued run and start it in the background, once it is on disk: what a 202 promises.
 
         Raises StoreError when the history cannot be written; the run is then recorded as failed
         (not started) rather than left queued for ever.
         """
-        record = self.registry.create(scenario.scenario_id, run_input)
+        record = self.registry.create(scenario.scenario_id, run_input, started_by=started_by)
         try:
             await self.registry.sync()
         except BaseException as exc:
@@ -221,4 +223,3 @@ class _Execution:
             if kept.truncated:
                 message = "; ".join(filter(None, [message, self.context.reader.truncation("Output", kept)]))
         self.record.emit(run_finished(status=RunStatus.SUCCESS, finished_at=utc_now(), message=message, output=output))
-

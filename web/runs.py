@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from web import registry
+from web.access import Identity
 from web.forms import with_defaults
 from web.registry import RunRecord, RunRegistry
 from web.runner import Runner
@@ -84,24 +85,28 @@ class RunService:
             raise InputInvalid(scenario, errors)
         return completed
 
-    async def start(self, scenario_id: str, run_input: dict[str, Any]) -> RunRecord:
-        """A new run, recorded (StoreError when the history cannot be written) and started."""
+    async def start(self, scenario_id: str, run_input: dict[str, Any], *, by: Identity | None = None) -> RunRecord:
+        """A new run, recorded (StoreError when the history cannot be written) and started; `by` who asked."""
         scenario = self.scenario(scenario_id)
-        return await self.runner.launch(scenario, self.check_input(scenario, run_input))
+        return await self.runner.launch(scenario, self.check_input(scenario, run_input), started_by=_audit(by))
 
-    async def rerun(self, run_id: str) -> RunRecord:
+    async def rerun(self, run_id: str, *, by: Identity | None = None) -> RunRecord:
         """A new run of a run's scenario with its input, completed and checked against the scenario as it is now."""
         source = self.run(run_id)
         scenario = self.catalog.get(source.state.scenario_id)
         if scenario is None:
             raise ScenarioGone(source)
-        return await self.runner.launch(scenario, self.check_input(scenario, source.state.input))
+        return await self.runner.launch(scenario, self.check_input(scenario, source.state.input), started_by=_audit(by))
 
-    async def cancel(self, run_id: str) -> RunRecord:
+    async def cancel(self, run_id: str, *, by: Identity | None = None) -> RunRecord:
         """Cancel a queued or running run; it has usually recorded its ending when this returns."""
         record = self.run(run_id)
         try:
-            await self.runs.cancel(run_id)
+            await self.runs.cancel(run_id, cancelled_by=_audit(by))
         except registry.RunAlreadyFinished:
             raise RunAlreadyFinished(record) from None
         return record
+
+
+def _audit(identity: Identity | None) -> dict[str, str] | None:
+    return identity.audit() if identity is not None else None
