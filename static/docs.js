@@ -6,5 +6,6 @@
     dom_id: "#swagger-ui",
     deepLinking: true,
     validatorUrl: null, // never ask an outside validator about our document
+    persistAuthorization: true, // a token pasted in "Authorize" survives reloading the page
   });
 })();

@@ -246,7 +246,7 @@ def test_openapi_documents_the_header_naming_servers_down(demo_app: InProcessApp
     responses = demo_app.get("/openapi.json").json()["paths"]["/api/tools"]["get"]["responses"]
 
     assert "Stepline-Servers-Down" in responses["200"]["headers"]
-    assert set(responses) == {"200", "502"}
+    assert set(responses) == {"200", "401", "403", "502"}
 
 
 # --- A streamable-HTTP server that forgot our session ---------------------------------------------

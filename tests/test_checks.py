@@ -254,7 +254,7 @@ def test_an_unknown_scenario_is_404_naming_it(app: InProcessApp) -> None:
 def test_the_route_is_documented_and_its_answers_fit_the_schema(app: InProcessApp) -> None:
     document = app.get("/openapi.json").json()
     operation = document["paths"]["/api/scenarios/{scenario_id}/checks"]["get"]
-    assert set(operation["responses"]) == {"200", "404"}
+    assert set(operation["responses"]) == {"200", "401", "403", "404"}
     schema = {"$ref": "#/components/schemas/ScenarioChecks", "components": document["components"]}
     validator = jsonschema.Draft202012Validator(schema)
 

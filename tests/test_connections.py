@@ -39,7 +39,7 @@ def small_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServe
 @pytest.fixture(scope="module")
 def exposed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer]:
     """On every address, behind a proxy on this machine, with a 1 s header timeout (only loopback traffic is sent)."""
-    args = ("--host", "0.0.0.0", "--forwarded-allow-ips", "127.0.0.1")
+    args = ("--host", "0.0.0.0", "--forwarded-allow-ips", "127.0.0.1", "--allow-anonymous", "admin")
     server = start_server(tmp_path_factory.mktemp("exposed"), *args, env=HEADER_TIMEOUT)
     yield server
     server.stop()
@@ -141,7 +141,7 @@ def test_a_slowloris_is_closed_after_the_header_timeout_however_it_trickles(expo
 
 def test_binding_beyond_the_loopback_warns_there_is_no_authentication(exposed_server: StepServer) -> None:
     log = exposed_server.log()
-    assert "Listening on 0.0.0.0" in log and "no authentication yet" in log
+    assert "Listening on 0.0.0.0" in log and "requests that name nobody are served with the admin role" in log
     # Any host name is served there, and the configured proxy's X-Forwarded-For is believed.
     headers = {"Host": "stepline.example.com", "X-Forwarded-For": "203.0.113.9"}
     assert httpx.get(f"{exposed_server.url}/healthz", headers=headers).status_code == 200

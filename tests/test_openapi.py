@@ -154,7 +154,7 @@ def test_a_steps_content_and_its_whole_output_are_documented(openapi: dict[str, 
     assert {block["type"] for s in schemas["StepStateModel"]["examples"] for block in s["content"] or []} >= {
         "text", "image", "resource_link"}
     assert "text_from" in schemas["StepFinishedEvent"]["properties"]["content"]["description"]
-    assert set(route["responses"]) == {"200", "404", "409"}
+    assert set(route["responses"]) == {"200", "401", "403", "404", "409"}
     assert route["responses"]["200"]["content"]["application/json"]["example"]
 
 

@@ -550,7 +550,7 @@ def test_form_redirects_and_live_streams_carry_the_prefix(tmp_path: Path) -> Non
         assert stream.startswith(f"{PREFIX}{run_path}/stream?")
         cancel(app.client, run_id)
         frame = stream_frames(app.client, stream.removeprefix(PREFIX))[-1]
-        assert f'action="{PREFIX}/runs/' in frame.data  # links inside streamed fragments too
+        assert f'href="{PREFIX}/api/runs/' in frame.data  # links inside streamed fragments too
 
 
 def test_embed_view_drops_the_chrome_and_keeps_itself_in_links(demo_app: InProcessApp) -> None:

@@ -335,7 +335,7 @@ def test_a_body_not_sent_as_json_is_415(demo_app: InProcessApp) -> None:
 def test_the_route_is_documented_with_examples_that_validate(demo_app: InProcessApp) -> None:
     document = demo_app.get("/openapi.json").json()
     operation = document["paths"]["/api/scenarios/{scenario_id}/preview"]["post"]
-    assert set(operation["responses"]) == {"200", "404", "413", "415", "422"}
+    assert set(operation["responses"]) == {"200", "401", "403", "404", "413", "415", "422"}
     schemas = document["components"]["schemas"]
     for name in ("PreviewRequest", "PreviewResponse", "StepPreviewModel"):
         validator = jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", **document})

@@ -247,6 +247,7 @@ def test_the_list_pages_newest_first_without_gaps_or_repeats(make_app: Callable[
         "created_at": first_page["runs"][0]["created_at"],
         "started_at": created[-1]["started_at"],
         "finished_at": created[-1]["finished_at"],
+        "started_by": "anonymous",
     }
     assert list_runs(app, limit=7).json()["next_cursor"] is None
 

@@ -66,26 +66,27 @@ def _listed(identity: Identity, allowed: Collection[str] | None) -> bool:
     return allowed is None or identity.name in allowed or not identity.groups.isdisjoint(allowed)
 
 
-def may_view(identity: Identity | None, scenario: ScenarioWithAccess | None, scenario_id: str | None = None) -> bool:
-    """Whether `identity` may see a scenario and its runs. A scenario no longer in the catalog (None) is judged
-    by role and token limit alone, by its id."""
+def may_view(identity: Identity | None, scenario: ScenarioWithAccess | None) -> bool:
+    """Whether `identity` may see a scenario and its runs. The runs of a scenario no longer in the catalog
+    (None) are an admin's to see: whom its file let see them cannot be known any more."""
     if identity is None or not identity.has(Role.VIEWER):
         return False
     if identity.has(Role.ADMIN):
         return True
-    scenario_id = scenario.scenario_id if scenario is not None else scenario_id
-    if identity.scenarios is not None and scenario_id not in identity.scenarios:
+    if scenario is None:
         return False
-    access = scenario.access if scenario is not None else None
+    if identity.scenarios is not None and scenario.scenario_id not in identity.scenarios:
+        return False
+    access = scenario.access
     if access is None:
         return True
     # Who may run a scenario may see it.
     return _listed(identity, access.view) or (access.run is not None and _listed(identity, access.run))
 
 
-def may_run(identity: Identity | None, scenario: ScenarioWithAccess | None, scenario_id: str | None = None) -> bool:
+def may_run(identity: Identity | None, scenario: ScenarioWithAccess | None) -> bool:
     """Whether `identity` may start, cancel or rerun runs of a scenario (it may see it, with an operator's role)."""
-    if not may_view(identity, scenario, scenario_id) or identity is None or not identity.has(Role.OPERATOR):
+    if not may_view(identity, scenario) or identity is None or not identity.has(Role.OPERATOR):
         return False
     if identity.has(Role.ADMIN):
         return True

@@ -11,12 +11,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from web.access import Role
 from web.http_body import declared_charset, is_json_media_type
 from web.json_limits import JsonProblem, parse
 from web.mcp_server import McpServer
+from web.permissions import identity_of
 from web.registry import RunRecord
 from web.run_list import BadCursor
-from web.runs import RunAlreadyFinished, RunRefused, ScenarioGone, UnknownRun, UnknownScenario
+from web.runs import RunAlreadyFinished, RunForbidden, RunRefused, ScenarioGone, UnknownRun, UnknownScenario
 from web.schemas import (
     Health,
     RunList,
@@ -82,18 +84,20 @@ REFUSAL_STATUS: dict[type[RunRefused], int] = {
     UnknownScenario: 404,
     UnknownRun: 404,
     ScenarioGone: 404,
+    RunForbidden: 403,
     RunAlreadyFinished: 409,
 }
 
 
 def require_run(request: Request) -> RunRecord:
-    return request.state.run_service.run(request.path_params["run_id"])
+    """The path's run, if the asker may see it: UnknownRun (404) otherwise, as if there were none."""
+    return request.state.run_service.run(request.path_params["run_id"], identity_of(request))
 
 
 async def post_run(request: Request) -> Response:
     """Start a run and answer 202 once it is on disk (a StoreError is answered 503 by the app)."""
     body = await read_json(request, ScenarioRunRequest)
-    record = await request.state.run_service.start(body.scenario_id, body.input)
+    record = await request.state.run_service.start(body.scenario_id, body.input, by=identity_of(request))
     # queued, or already failed when its input could not be recorded
     return model_response(RunSubmitResponse.of(record.state), 202)
 
@@ -101,8 +105,13 @@ async def post_run(request: Request) -> Response:
 async def list_runs(request: Request) -> Response:
     query = read_query(request, RunListQuery)
     try:
-        page = request.state.runs.page(
-            scenario_id=query.scenario_id, status=query.status, limit=query.limit, cursor=query.cursor
+        page = request.state.run_service.runs_page(
+            identity_of(request),
+            scenario_id=query.scenario_id,
+            status=query.status,
+            started_by=query.started_by,
+            limit=query.limit,
+            cursor=query.cursor,
         )
     except BadCursor as exc:
         raise RequestInvalid([{"loc": ["query", "cursor"], "msg": str(exc), "type": "value_error"}]) from None
@@ -110,13 +119,13 @@ async def list_runs(request: Request) -> Response:
 
 
 async def cancel_run(request: Request) -> Response:
-    record = await request.state.run_service.cancel(request.path_params["run_id"])
+    record = await request.state.run_service.cancel(request.path_params["run_id"], by=identity_of(request))
     return model_response(ScenarioRunResponse.of(record.state), 202)
 
 
 async def rerun(request: Request) -> Response:
     """A new run of the same scenario with the same input, checked against the scenario as it is now."""
-    record = await request.state.run_service.rerun(request.path_params["run_id"])
+    record = await request.state.run_service.rerun(request.path_params["run_id"], by=identity_of(request))
     return model_response(RunSubmitResponse.of(record.state), 202)
 
 
@@ -134,7 +143,7 @@ async def get_run_events(request: Request) -> Response:
 
 
 async def list_scenarios(request: Request) -> Response:
-    catalog = request.state.catalog
+    """The scenarios the asker may see."""
     summaries = [
         ScenarioSummary(
             id=s.scenario_id,
@@ -143,17 +152,15 @@ async def list_scenarios(request: Request) -> Response:
             input_schema=s.input_schema,
             step_count=len(s.steps),
         ).model_dump(mode="json")
-        for s in catalog.scenarios.values()
+        for s in request.state.run_service.scenarios(identity_of(request))
     ]
     return JSONResponse(summaries)
 
 
 async def get_scenario(request: Request) -> Response:
     scenario_id = request.path_params["scenario_id"]
-    raw = request.state.catalog.raw.get(scenario_id)
-    if raw is None:
-        raise HTTPException(404, f"Unknown scenario_id: {scenario_id}")
-    return JSONResponse(raw)
+    request.state.run_service.scenario(scenario_id, identity_of(request))
+    return JSONResponse(request.state.catalog.raw[scenario_id])
 
 
 # Names the servers that could not be reached when /api/tools lists the others' tools (200).
@@ -187,9 +194,12 @@ async def healthz(request: Request) -> Response:
     servers = request.state.pool.health()
     history = request.state.runs.history_health()
     healthy = all(s["state"] == "ready" for s in servers.values()) and (history is None or history["state"] == "ok")
-    return model_response(
-        Health.model_validate({"status": "ok" if healthy else "degraded", "servers": servers, "history": history})
-    )
+    status = "ok" if healthy else "degraded"
+    identity = identity_of(request)
+    if identity is None or not identity.has(Role.ADMIN):
+        # Open to all, for load balancers and monitors: servers' errors, tool counts and paths are for admins.
+        return JSONResponse({"status": status, "servers": {name: {"state": s["state"]} for name, s in servers.items()}})
+    return model_response(Health.model_validate({"status": status, "servers": servers, "history": history}))
 
 
 routes = [

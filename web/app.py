@@ -33,6 +33,7 @@ from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
 from web.store import RETRY_AFTER_SECONDS, RunStore, StoreError
 from web.stream_budget import StreamBudget
+from web.tokens import TokenBook
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     guard_routes(app.routes)
     app.state.settings = settings
-    app.state.authenticator = Authenticator(settings, tokens=None)
+    app.state.authenticator = Authenticator(settings, tokens=TokenBook(store.path) if store is not None else None)
     app.state.form_tokens = FormTokens(settings.secret)
     app.state.stop_runs = registry.stop_live
     app.state.stream_budget = StreamBudget(

@@ -5,8 +5,8 @@
 - The proxy's header (`auth_header`, with `groups_header`): believed only from `trusted_proxies`; the
   same header from anywhere else is refused 403 and logged. Groups map to a role (`role_map`); a user
   whose groups map to none is refused 403.
-- Neither: anonymous, with the `allow_anonymous` role, or admin on a loopback-bound server (only this
-  machine can reach it); else nobody (None), whom every guarded route answers 401.
+- Neither: anonymous, with the `allow_anonymous` role, or admin on a loopback-bound server with no proxy
+  header configured (only this machine can reach it); else nobody (None), whom every guarded route answers 401.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ class Authenticator:
         self.proxies = TrustedProxies(settings.trusted_proxies)
         self.role_map = parse_role_map(settings.role_map)
         self.tokens = tokens
-        self.anonymous_role = settings.allow_anonymous or (Role.ADMIN if is_loopback(settings.host) else None)
+        # On a loopback-bound server only this machine can reach it: nobody named is admin, as before access
+        # control, unless a proxy names the users (then a direct request must not pass for one of them).
+        local_admin = Role.ADMIN if is_loopback(settings.host) and self.header is None else None
+        self.anonymous_role = settings.allow_anonymous or local_admin
 
     def identify(self, request: Request) -> Identity | None:
         """The request's identity; None when it names nobody and anonymous requests are not allowed.

@@ -5,20 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web.checks import CheckItem, ScenarioChecks, scenario_checks
 from web.openapi_parts import error_response, json_response, path_param
+from web.permissions import identity_of
 
 
 async def get_checks(request: Request) -> Response:
     scenario_id = request.path_params["scenario_id"]
-    scenario = request.state.catalog.get(scenario_id)
-    if scenario is None:
-        raise HTTPException(404, f"Unknown scenario_id: {scenario_id}")
+    scenario = request.state.run_service.scenario(scenario_id, identity_of(request))
     checks = await scenario_checks(scenario, request.state.pool)
     report = ScenarioChecks.of(f"{scenario_id}.json", checks, scenario_id)
     return JSONResponse(report.model_dump(mode="json"))
@@ -42,7 +40,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [path_param("scenario_id", "The scenario's id.", "outlet_story_origins_v2")],
             "responses": {
                 "200": json_response("The problems, errors and warnings (none: an empty list)", ScenarioChecks),
-                "404": error_response("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
+                "404": error_response(
+                    "Unknown scenario_id, or a scenario you may not see", "Unknown scenario_id: outlet_story_origins_v9"
+                ),
             },
         }
     }

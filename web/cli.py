@@ -1,4 +1,4 @@
-"""`stepline serve | validate | run`: the command line (also `python -m web`)."""
+"""`stepline serve | validate | run | token`: the command line (also `python -m web`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from web.access import Role
 from web.hosts import HostPolicy
 from web.mcp_config import McpConfigError
 from web.settings import Settings
 from web.store import StoreError
+from web.token_command import add_token_commands, token_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,6 +57,32 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds a connection may take to send a request's headers, or sit idle between requests (default 10)",
     )
+    serve.add_argument(
+        "--auth-header",
+        help="the header the portal's proxy names the signed-in user in, e.g. X-Forwarded-User; believed only "
+        "from --trusted-proxies (default: none)",
+    )
+    serve.add_argument(
+        "--groups-header",
+        help="the header the proxy lists the user's groups in (comma-separated), e.g. X-Forwarded-Groups",
+    )
+    serve.add_argument(
+        "--trusted-proxies",
+        help="addresses or networks (comma-separated, * for any) whose --auth-header is believed; "
+        "from anywhere else it is refused with 403",
+    )
+    serve.add_argument(
+        "--role-map",
+        help="groups to roles, e.g. readers=viewer,ops=operator,admins=admin (*=viewer: any proxy user); "
+        "a proxy user in no mapped group is refused",
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        metavar="ROLE",
+        choices=[role.value for role in Role],
+        help="the role of requests that name nobody: viewer, operator or admin (default: refused, except on a "
+        "loopback address, where they are admin)",
+    )
     _add_sources(serve)
 
     validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")
@@ -93,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "holds its own data directory, use --server to run there)",
     )
     _add_sources(run)
+    add_token_commands(commands)
 
     args = parser.parse_args(argv)
     flags = {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
@@ -119,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             from web.validate_command import validate_command
 
             return asyncio.run(validate_command(settings, as_json=args.json))
+        if args.command == "token":
+            return token_command(args, settings)
         from web.run_command import run_command
 
         return run_command(args, settings)
@@ -133,6 +164,10 @@ def _add_sources(parser: argparse.ArgumentParser) -> None:
 
 
 def serve_command(settings: Settings) -> int:
-    from web.server import serve
+    from web.server import ServeRefused, serve
 
-    return 0 if serve(settings) else 3
+    try:
+        return 0 if serve(settings) else 3
+    except ServeRefused as exc:
+        print(f"stepline: {exc}", file=sys.stderr)
+        return 2

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 from web.events import EventType, RunStatus, StepStatus
-from web.schemas import PIXEL_PNG, PlanStep, first_example
+from web.schemas import CANCELLED_BY, PIXEL_PNG, STARTED_BY, Actor, PlanStep, first_example
 
 # A run of story_origin_check_v2 on the demo server, another whose article is the first report, and a run of
 # outlet_story_origins_v2 (for_each).
@@ -70,7 +70,8 @@ class _StepEvent(_Event):
 class RunStartedEvent(_Event):
     model_config = _examples(
         {"type": "run_started", "run_id": RUN_ID, "seq": 1, "scenario_id": "story_origin_check_v2",
-         "started_at": "2026-04-24T09:30:02.114+00:00", "plan": PLAN}
+         "started_at": "2026-04-24T09:30:02.114+00:00", "plan": PLAN,
+         "started_by": {"name": "alice", "source": "proxy"}}
     )
 
     type: Literal[EventType.RUN_STARTED]
@@ -79,6 +80,7 @@ class RunStartedEvent(_Event):
     plan: list[PlanStep] | None = Field(
         None, description="The steps this run follows, in index order; absent for runs recorded before plans were."
     )
+    started_by: Actor | None = Field(None, description=STARTED_BY)
 
 
 class StepStartedEvent(_StepEvent):
@@ -213,10 +215,15 @@ class RunFinishedEvent(_Event):
                     "first_outlet": "Port Alder Community Notes (community newsletter)", "citation_hops": 3,
                     "chain": "Metro Signal (2024-03-07) traces back to Port Alder Community Notes (2024-03-05) in 3 "
                     "hops: Metro Signal → Riverside Ledger → Coastline Gazette → Port Alder Community Notes.",
-                    "archived_copy": None}},
+                    "archived_copy": None},
+         "cancelled_by": None},
         {"type": "run_finished", "run_id": "0b8f3e52-5a1d-4c8e-9f61-2d7c4a9e8b10", "seq": 5, "status": "failed",
          "finished_at": "2026-04-24T09:25:13.590+00:00",
-         "message": "Step 'lookup_outlet' failed: Unknown outlet: nowhere.example.com", "output": None},
+         "message": "Step 'lookup_outlet' failed: Unknown outlet: nowhere.example.com", "output": None,
+         "cancelled_by": None},
+        {"type": "run_finished", "run_id": "9c2d4e61-3b7a-4f08-a5c9-1e6f2d8b7a40", "seq": 4, "status": "cancelled",
+         "finished_at": "2026-04-24T09:52:40.207+00:00", "message": "Cancelled by request", "output": None,
+         "cancelled_by": {"name": "ci-bot", "source": "token"}},
     )
 
     type: Literal[EventType.RUN_FINISHED]
@@ -224,6 +231,7 @@ class RunFinishedEvent(_Event):
     finished_at: str
     message: str
     output: Any = Field(None, description="The scenario's `output`, evaluated; null unless the run succeeded.")
+    cancelled_by: Actor | None = Field(None, description=CANCELLED_BY)
 
 
 EVENT_MODELS: dict[EventType, type[BaseModel]] = {

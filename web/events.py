@@ -13,6 +13,8 @@ from typing import Any
 from web.step_content import recorded_content
 
 Event = dict[str, Any]
+# Who acted on a run, as runs record it: `{"name", "source"}` (web.access.Identity.audit), never a credential.
+Actor = dict[str, Any]
 
 
 class RunStatus(StrEnum):
@@ -56,9 +58,20 @@ TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatu
 TERMINAL_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 
 
-def run_started(*, scenario_id: str, started_at: str, plan: list[dict[str, Any]] | None) -> Event:
-    """`plan`: each step's summary (web.plan.PlannedStep.summary), the plan this run follows."""
-    return {"type": EventType.RUN_STARTED.value, "scenario_id": scenario_id, "started_at": started_at, "plan": plan}
+def run_started(
+    *, scenario_id: str, started_at: str, plan: list[dict[str, Any]] | None, started_by: Actor | None = None
+) -> Event:
+    """`plan`: each step's summary (web.plan.PlannedStep.summary), the plan this run follows.
+
+    `started_by`: who started the run; its record fills it in when left None (web.registry.RunRecord.emit).
+    """
+    return {
+        "type": EventType.RUN_STARTED.value,
+        "scenario_id": scenario_id,
+        "started_at": started_at,
+        "plan": plan,
+        "started_by": started_by,
+    }
 
 
 def step_started(
@@ -175,11 +188,15 @@ def step_finished(
     }
 
 
-def run_finished(*, status: RunStatus, finished_at: str, message: str, output: Any = None) -> Event:
+def run_finished(
+    *, status: RunStatus, finished_at: str, message: str, output: Any = None, cancelled_by: Actor | None = None
+) -> Event:
+    """`cancelled_by`: who cancelled the run; its record fills it in when left None (web.registry.RunRecord.emit)."""
     return {
         "type": EventType.RUN_FINISHED.value,
         "status": RunStatus(status).value,
         "finished_at": finished_at,
         "message": message,
         "output": output,
+        "cancelled_by": cancelled_by,
     }

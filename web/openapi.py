@@ -11,12 +11,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from web import check_api, event_schemas, output_api, preview_api, schemas
+from web import api, check_api, event_schemas, output_api, preview_api, schemas
 from web.api import SERVERS_DOWN_HEADER
 from web.event_schemas import RunFinishedEvent, RunStartedEvent, StepFinishedEvent, StepProgressEvent, StepStartedEvent
 from web.events import EventType, RunStatus
 from web.json_limits import dumps
 from web.openapi_parts import error_response, error_responses, json_response, path_param, query_param, ref
+from web.permissions import ROUTE_ROLES, SIGN_IN
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from web.schemas import examples_of, first_example
 from web.templating import templates
@@ -73,7 +74,12 @@ class OpenApiSchema(GenerateJsonSchema):
 
 
 RUN_ID_PARAM = path_param("run_id", "The run's id, as POST /api/runs returned it.", schemas.RUN_ID)
-UNKNOWN_RUN = error_response("Unknown run_id", f"Unknown run_id: {schemas.RUN_ID}")
+UNKNOWN_RUN = error_response(
+    "Unknown run_id, or a run of a scenario you may not see", f"Unknown run_id: {schemas.RUN_ID}"
+)
+UNKNOWN_SCENARIO = error_response(
+    "Unknown scenario_id, or a scenario you may not see", "Unknown scenario_id: news_source_discovery_v9"
+)
 INVALID = json_response("The request does not validate", schemas.ValidationErrorResponse)
 STRICT_INVALID = {
     "description": "The body is not strict JSON (not UTF-8, malformed, NaN or Infinity, a lone surrogate, or nested "
@@ -143,6 +149,82 @@ CANCELLED_RUN = {
         ),
     ],
 }
+HEALTH_SUMMARY = {
+    "type": "object",
+    "title": "HealthSummary",
+    "description": "What /healthz tells anyone but an admin.",
+    "required": ["status", "servers"],
+    "properties": {
+        "status": {"enum": ["ok", "degraded"]},
+        "servers": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["state"],
+                "properties": {"state": {"enum": ["connecting", "ready", "down"]}},
+            },
+        },
+    },
+}
+# Every route behind the guard may answer these (web.permissions); each operation refers to them once.
+SECURITY_RESPONSES = {
+    "Unauthorized": {
+        **error_response(
+            "Nobody identified: send `Authorization: Bearer <token>` (see `stepline token create`), or come through "
+            "the portal's proxy. A token that is unknown, expired, revoked or malformed gets the same answer.",
+            SIGN_IN,
+        ),
+        "headers": {
+            "WWW-Authenticate": {"schema": {"type": "string"}, "description": 'Always `Bearer realm="stepline"`.'}
+        },
+    },
+    "Forbidden": error_responses(
+        "Identified, but not allowed: the role is too low for this operation, or the identity header came from an "
+        "address that is not a trusted proxy",
+        role_too_low="Refused: this needs the operator role; yours is viewer",
+        untrusted_proxy="Refused: the identity header is accepted only from the configured proxies",
+    ),
+}
+ROUTED = [*api.routes, *output_api.routes, *check_api.routes, *preview_api.routes]
+
+
+def secured(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """`paths` with each guarded operation's 401 and 403 (unless it describes its own 403), from the permission
+    table, so no operation can forget them."""
+    guarded = {
+        (route.path, method.lower())
+        for route in ROUTED
+        if isinstance(route, Route) and ROUTE_ROLES[route.name] is not None
+        for method in route.methods or ()
+    }
+    result: dict[str, dict[str, Any]] = {}
+    for path, operations in paths.items():
+        result[path] = {}
+        for method, operation in operations.items():
+            if (path, method) in guarded:
+                responses = {**operation["responses"], "401": {"$ref": "#/components/responses/Unauthorized"}}
+                responses.setdefault("403", {"$ref": "#/components/responses/Forbidden"})
+                operation = {**operation, "responses": dict(sorted(responses.items()))}
+            result[path][method] = operation
+    return result
+
+
+NOT_ALLOWED_TO_RUN = "(its run list names neither you nor your groups)"
+# Starting, rerunning and cancelling are judged by the scenario's run list too (web.runs.RunForbidden).
+RUN_FORBIDDEN = error_responses(
+    "Identified, but not allowed: the role is too low, the scenario's `access.run` list names neither you nor "
+    "your groups, or the identity header came from an address that is not a trusted proxy; nothing was done",
+    role_too_low="Refused: this needs the operator role; yours is viewer",
+    not_on_the_run_list=f"Refused: you may not run scenario '{schemas.SCENARIO_ID}' {NOT_ALLOWED_TO_RUN}",
+    untrusted_proxy="Refused: the identity header is accepted only from the configured proxies",
+)
+CANCEL_FORBIDDEN = error_responses(
+    "Identified, but not allowed: the role is too low, the run's scenario's `access.run` list names neither you "
+    "nor your groups, or the identity header came from an address that is not a trusted proxy",
+    role_too_low="Refused: this needs the operator role; yours is viewer",
+    not_on_the_run_list=f"Refused: you may not cancel runs of scenario '{schemas.SCENARIO_ID}' {NOT_ALLOWED_TO_RUN}",
+    untrusted_proxy="Refused: the identity header is accepted only from the configured proxies",
+)
 RUN_EXAMPLES = dict(
     zip(["running", "a workflow that has ended"], schemas.examples_of(schemas.ScenarioRunResponse), strict=True)
 )
@@ -165,7 +247,8 @@ PATHS: dict[str, dict[str, Any]] = {
             },
             "responses": {
                 "202": json_response("Run accepted (and recorded on disk)", schemas.RunSubmitResponse),
-                "404": error_response("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
+                "403": RUN_FORBIDDEN,
+                "404": UNKNOWN_SCENARIO,
                 "413": error_response(
                     "The body is larger than the limit (`STEPLINE_MAX_BODY_BYTES`, 1 MiB by default); nothing was run",
                     "Request body too large: the limit is 1,048,576 bytes, and this one has 104,857,600 bytes.",
@@ -181,11 +264,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": {
             "summary": "List runs, newest first",
             "description": "Every run in the history (it survives restarts; see `--retention-days` and "
-            "`--retention-runs`), newest first, optionally filtered by scenario and status. Pages are `limit` "
-            "runs long; pass the answer's `next_cursor` as `cursor` for the next page, until it is null. A "
-            "cursor marks a position, so runs started meanwhile never shift a page: no run is repeated or "
-            "skipped. An empty `scenario_id`, `limit` or `cursor` counts as not given; an empty `status` is "
-            "refused (422).",
+            "`--retention-runs`) of the scenarios you may see, newest first, optionally filtered by scenario, status "
+            "and who started them. Pages are `limit` runs long; pass the answer's `next_cursor` as `cursor` for the "
+            "next page, until it is null. A cursor marks a position, so runs started meanwhile never shift a page: no "
+            "run is repeated or skipped. An empty `scenario_id`, `started_by`, `limit` or `cursor` counts as not "
+            "given; an empty `status` is refused (422).",
             "parameters": [
                 query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
                 query_param(
@@ -193,6 +276,12 @@ PATHS: dict[str, dict[str, Any]] = {
                     "Only runs with this status.",
                     {"type": "string", "enum": [status.value for status in RunStatus]},
                     "failed",
+                ),
+                query_param(
+                    "started_by",
+                    "Only runs started by this name: a user the portal signed in, or an API token's name.",
+                    {"type": "string", "maxLength": schemas.MAX_NAME_CHARS},
+                    "alice",
                 ),
                 query_param(
                     "limit",
@@ -244,6 +333,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         "application/json": {"schema": ref(schemas.ScenarioRunResponse), "example": CANCELLED_RUN}
                     },
                 },
+                "403": CANCEL_FORBIDDEN,
                 "404": UNKNOWN_RUN,
                 "409": error_response(
                     "The run has already finished", f"Run {schemas.RUN_ID} has already finished (success)"
@@ -259,8 +349,9 @@ PATHS: dict[str, dict[str, Any]] = {
             "parameters": [RUN_ID_PARAM],
             "responses": {
                 "202": json_response("The new run, accepted", schemas.RunSubmitResponse),
+                "403": RUN_FORBIDDEN,
                 "404": error_responses(
-                    "Unknown run, or its scenario no longer exists",
+                    "Unknown run (or a run of a scenario you may not see), or its scenario no longer exists",
                     unknown_run=f"Unknown run_id: {schemas.RUN_ID}",
                     scenario_gone=f"Scenario '{schemas.SCENARIO_ID}' of run {schemas.RUN_ID} no longer exists",
                 ),
@@ -363,8 +454,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/scenarios": {
         "get": {
             "summary": "List the scenarios",
-            "description": "Every valid scenario in the scenario folder, with its input schema. Broken files are "
-            "left out (see `stepline validate`).",
+            "description": "Every valid scenario in the scenario folder that you may see (its `access.view` or "
+            "`access.run` list names you or one of your groups, or it has none), with its input schema. Broken "
+            "files are left out (see `stepline validate`).",
             "responses": {"200": json_response("The scenarios", schemas.ScenarioSummary, many=True)},
         }
     },
@@ -407,7 +499,7 @@ PATHS: dict[str, dict[str, Any]] = {
                         }
                     },
                 },
-                "404": error_response("Unknown scenario_id", "Unknown scenario_id: news_source_discovery_v9"),
+                "404": UNKNOWN_SCENARIO,
             },
         }
     },
@@ -440,9 +532,25 @@ PATHS: dict[str, dict[str, Any]] = {
     "/healthz": {
         "get": {
             "summary": "Health",
-            "description": "Always 200 while the service runs; `degraded` when an MCP server is not ready or "
-            "the run history cannot be written (its writes are then held in memory and retried).",
-            "responses": {"200": json_response("Each MCP server's state, and the run history's", schemas.Health)},
+            "description": "Always 200 while the service runs, to anyone, credentials or not; `degraded` when an MCP "
+            "server is not ready or the run history cannot be written (its writes are then held in memory and "
+            "retried). Admins see the details (`Health`: each server's transport, tool count and error, the history "
+            "file and its error); anyone else sees the status and each server's state only.",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "The service's state: in detail for admins, in summary for anyone else",
+                    "content": {
+                        "application/json": {
+                            "schema": {"anyOf": [ref(schemas.Health), HEALTH_SUMMARY]},
+                            "examples": {
+                                "as an admin": {"value": first_example(schemas.Health)},
+                                "as anyone else": {"value": {"status": "ok", "servers": {"demo": {"state": "ready"}}}},
+                            },
+                        }
+                    },
+                }
+            },
         }
     },
 }
@@ -462,8 +570,20 @@ def openapi_document(root_path: str) -> dict[str, Any]:
             "description": "Run multi-step MCP tool scenarios and watch them live.",
         },
         "servers": [{"url": root_path or "/"}],
-        "paths": {**PATHS, **output_api.PATHS, **check_api.PATHS, **preview_api.PATHS},
-        "components": {"schemas": definitions.get("$defs", {})},
+        "paths": secured({**PATHS, **output_api.PATHS, **check_api.PATHS, **preview_api.PATHS}),
+        # A token, or nothing: anonymous requests are served on a loopback-bound server (or when allowed).
+        "security": [{"bearerAuth": []}, {}],
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "responses": SECURITY_RESPONSES,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token from `stepline token create NAME --role ROLE`.",
+                }
+            },
+        },
     }
 
 

@@ -76,7 +76,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": json_response("The step's output", StepOutput),
                 "404": error_responses(
-                    "Unknown run, or the run has no such step",
+                    "Unknown run (or a run of a scenario you may not see), or the run has no such step",
                     unknown_run=f"Unknown run_id: {RUN_ID}",
                     unknown_step=f"Run {RUN_ID} has no step 'serach' (steps: fetch_article, {STEP_NAME}, "
                     "pick_earliest, trace_citations)",

@@ -2,6 +2,10 @@
 
 Every page shows the current state without JavaScript; forms are plain POSTs answered with a 303.
 The run page's live updates come from `run_stream`, the HTML sibling of the JSON event stream.
+
+Each page shows what its asker may see (web.access): a scenario or run they may not see is the same
+404 as one that does not exist; the forms and buttons to run, rerun or cancel are shown only to those
+who may, and their POSTs answer 403 to anyone else.
 """
 
 from __future__ import annotations
@@ -16,17 +20,19 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from web.access import Identity, IdentitySource, Role, may_run
 from web.api import require_run
 from web.checks import scenario_checks
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
 from web.graph import scenario_graph
+from web.permissions import identity_of
 from web.preview import Preview, RunOfAnotherScenario
 from web.preview_api import preview_of, source_run
 from web.registry import RunRecord
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
-from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun
-from web.scenarios import Scenario
+from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun, UnknownScenario
+from web.scenarios import Problem, Scenario
 from web.security import form_token_valid, route_path
 from web.step_cards import finished_parts
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
@@ -43,19 +49,50 @@ PREVIEW_RUN_FIELD = "outputs_from_run"
 RECENT_RUNS = 10
 # Items of a for_each the page shows with their arguments; the API shows as many as asked.
 PAGE_ITEMS_SHOWN = 10
+# The run list's "started by" filter value that means the asker.
+ME = "me"
+# Each page is drawn for its asker (what they may see and do): no shared cache may hand it to someone else.
+PAGE_HEADERS = {"Cache-Control": "private"}
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> Response:
     return templates.TemplateResponse(
-        request, name, {"embed": is_embedded(request), **context}, status_code=status_code
+        request, name, {**page_context(request), **context}, status_code=status_code, headers=PAGE_HEADERS
     )
 
 
+def page_context(request: Request) -> dict[str, Any]:
+    """What every page's frame shows: embedded or not, and who is signed in."""
+    return {"embed": is_embedded(request), "signed_in": signed_in(request)}
+
+
+def signed_in(request: Request) -> Identity | None:
+    """The identity the page header names: none for nobody, nor for the anonymous admin of a loopback-bound
+    server (the only user there is); an anonymous role someone configured is named."""
+    identity = identity_of(request)
+    if identity is None:
+        return None
+    if identity.source == IdentitySource.ANONYMOUS and request.app.state.settings.allow_anonymous is None:
+        return None
+    return identity
+
+
 def require_scenario(request: Request, scenario_id: str) -> Scenario:
-    scenario = request.state.catalog.get(scenario_id)
-    if scenario is None:
-        raise HTTPException(404, f"There is no scenario '{scenario_id}'.")
-    return scenario
+    """The scenario, if the asker may see it; else the same 404 as for a scenario that does not exist."""
+    try:
+        return request.state.run_service.scenario(scenario_id, identity_of(request))
+    except UnknownScenario:
+        raise HTTPException(404, f"There is no scenario '{scenario_id}'.") from None
+
+
+def may_run_scenario(request: Request, scenario_id: str) -> bool:
+    return may_run(identity_of(request), request.state.catalog.get(scenario_id))
+
+
+def require_may_run(request: Request, scenario_id: str, action: str) -> None:
+    """RunForbidden (403) unless the asker may run the scenario: checked before the form is read, so that they
+    are told this, not that the form expired or its values do not fit."""
+    request.state.run_service.require_may_run(identity_of(request), scenario_id, action)
 
 
 def show_run(request: Request, record: RunRecord) -> Response:
@@ -70,8 +107,24 @@ async def submitted_form(request: Request) -> dict[str, list[str]]:
 
 
 async def index(request: Request) -> Response:
+    identity = identity_of(request)
+    scenarios = request.state.run_service.scenarios(identity)
+    context = {
+        "scenarios": scenarios,
+        "runnable": {s.scenario_id for s in scenarios if may_run(identity, s)},
+        "problems": visible_problems(request, identity),
+    }
+    return render(request, "index.html", context)
+
+
+def visible_problems(request: Request, identity: Identity | None) -> list[Problem]:
+    """The catalog's load problems the asker may read: those of a kept version they may see; those of a file
+    that did not load (whose access is unknown), for admins only."""
     catalog = request.state.catalog
-    return render(request, "index.html", {"scenarios": list(catalog.scenarios.values()), "problems": catalog.problems})
+    service = request.state.run_service
+    visible = {f"{s.scenario_id}.json" for s in service.scenarios(identity)}
+    is_admin = identity is not None and identity.has(Role.ADMIN)
+    return [p for p in catalog.problems if p.file in visible or (is_admin and not p.kept)]
 
 
 async def scenario_page(request: Request) -> Response:
@@ -110,6 +163,7 @@ async def scenario_response(
     recent = request.state.runs.page(scenario_id=scenario.scenario_id, limit=RECENT_RUNS).runs
     context = {
         "scenario": scenario,
+        "can_run": may_run_scenario(request, scenario.scenario_id),
         "form": form,
         "source": source,
         "notice": notice,
@@ -127,6 +181,7 @@ async def scenario_response(
 
 async def scenario_run(request: Request) -> Response:
     scenario = require_scenario(request, request.path_params["scenario_id"])
+    require_may_run(request, scenario.scenario_id, "run")
     service = request.state.run_service
     submitted = await submitted_form(request)
     run_input, form = read_form(scenario.input_schema, submitted, max_depth=request.app.state.settings.max_json_depth)
@@ -136,7 +191,7 @@ async def scenario_run(request: Request) -> Response:
         return await scenario_response(request, scenario, form, preview=preview, status_code=403)
     try:
         if not form.has_errors:
-            return show_run(request, await service.start(scenario.scenario_id, run_input))
+            return show_run(request, await service.start(scenario.scenario_id, run_input, by=identity_of(request)))
         # Some controls could not be read: nothing runs, but the other fields' problems show in the same round.
         service.check_input(scenario, run_input)
     except InputInvalid as exc:
@@ -158,7 +213,7 @@ async def scenario_preview(request: Request) -> Response:
     if form.has_errors:
         return await scenario_response(request, scenario, form, preview=preview, status_code=422)
     try:
-        preview.source = source_run(service, scenario, preview.run_id or None)
+        preview.source = source_run(service, scenario, preview.run_id or None, identity_of(request))
     except (UnknownRun, RunOfAnotherScenario) as exc:
         preview.error = _sentence(str(exc))
         return await scenario_response(request, scenario, form, preview=preview, status_code=422)
@@ -176,22 +231,37 @@ def _sentence(text: str) -> str:
 
 
 async def runs_page(request: Request) -> Response:
+    """The runs of the scenarios the asker may see, newest first; `started_by=me` (or a name): whose runs."""
     catalog = request.state.catalog
+    service = request.state.run_service
+    identity = identity_of(request)
     # Empty form fields mean "any", so the filter form can be submitted as it is.
     scenario_id = request.query_params.get("scenario_id") or None
     status = request.query_params.get("status") or None
+    started_by = request.query_params.get("started_by") or None
     cursor = request.query_params.get("cursor") or None
     if status is not None and status not in RUN_STATUSES:
         raise HTTPException(422, f"There is no run status '{status}'; choose one of {', '.join(RUN_STATUSES)}.")
+    starter = identity.name if started_by == ME and identity is not None else started_by
     try:
-        page = request.state.runs.page(scenario_id=scenario_id, status=status, limit=DEFAULT_PAGE_SIZE, cursor=cursor)
+        page = service.runs_page(
+            identity,
+            scenario_id=scenario_id,
+            status=status,
+            started_by=starter,
+            limit=DEFAULT_PAGE_SIZE,
+            cursor=cursor,
+        )
     except BadCursor:
         raise HTTPException(422, "This link to older runs is not valid; start again from the newest.") from None
-    filters = {"scenario_id": scenario_id, "status": status}
+    filters = {"scenario_id": scenario_id, "status": status, "started_by": started_by}
     context = {
         "runs": [run_list_item(row, catalog.get(row.scenario_id)) for row in page.runs],
         "filters": filters,
-        "scenarios": list(catalog.scenarios.values()),
+        "me": ME,
+        # Named users only: on a loopback-bound server with no sign-in, every run is the anonymous admin's.
+        "my_name": named.name if (named := signed_in(request)) is not None else None,
+        "scenarios": service.scenarios(identity),
         "statuses": RUN_STATUSES,
         "older": page_path(request, "runs", query={**filters, "cursor": page.next_cursor})
         if page.next_cursor
@@ -211,16 +281,18 @@ async def run_page(request: Request) -> Response:
         "graph_drawn": finished_parts.graph(request, view),
         "card": functools.partial(finished_parts.card, request, view),
         "live": not record.is_finished,
+        "can_run": may_run_scenario(request, record.state.scenario_id),
     }
     return render(request, "run.html", context)
 
 
 async def run_again(request: Request) -> Response:
     record = require_run(request)
+    require_may_run(request, record.state.scenario_id, "run")
     if not form_token_valid(request, await submitted_form(request)):
         raise HTTPException(403, EXPIRED_PAGE)
     try:
-        return show_run(request, await request.state.run_service.rerun(record.run_id))
+        return show_run(request, await request.state.run_service.rerun(record.run_id, by=identity_of(request)))
     except InputInvalid as exc:
         # The scenario changed since: offer this run's input in the form, with what no longer fits.
         form = build_form(exc.scenario.input_schema, record.state.input)
@@ -231,11 +303,12 @@ async def run_again(request: Request) -> Response:
 
 async def run_cancel(request: Request) -> Response:
     record = require_run(request)
+    require_may_run(request, record.state.scenario_id, "cancel runs of")
     if not form_token_valid(request, await submitted_form(request)):
         raise HTTPException(403, EXPIRED_PAGE)
     # A run that ended meanwhile needs nothing more: its page tells how it ended.
     with contextlib.suppress(RunAlreadyFinished):
-        await request.state.run_service.cancel(record.run_id)
+        await request.state.run_service.cancel(record.run_id, by=identity_of(request))
     return show_run(request, record)
 
 
@@ -270,6 +343,7 @@ def wants_html(request: Request) -> bool:
 
 
 ERROR_TITLES = {
+    401: "Sign-in required",
     403: "Not allowed",
     404: "Page not found",
     405: "Not possible here",
@@ -284,8 +358,10 @@ def error_page(
     request: Request, status_code: int, detail: str | None, headers: dict[str, str] | None = None
 ) -> Response:
     title = ERROR_TITLES.get(status_code, "Something went wrong")
-    context = {"embed": is_embedded(request), "status_code": status_code, "title": title, "detail": detail}
-    return templates.TemplateResponse(request, "error.html", context, status_code=status_code, headers=headers)
+    context = {**page_context(request), "status_code": status_code, "title": title, "detail": detail}
+    return templates.TemplateResponse(
+        request, "error.html", context, status_code=status_code, headers={**PAGE_HEADERS, **(headers or {})}
+    )
 
 
 routes = [

@@ -9,8 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from web.access import Identity
 from web.api import RequestInvalid, model_response, read_json
 from web.openapi_parts import error_responses, json_response, path_param, ref
+from web.permissions import identity_of
 from web.preview import DEFAULT_ITEMS_SHOWN, Preview, PreviewStatus, RunOfAnotherScenario, preview_scenario
 from web.registry import RunRecord
 from web.runs import RunService
@@ -147,11 +149,12 @@ class PreviewResponse(BaseModel):
         return cls.model_validate(preview, from_attributes=True)
 
 
-def source_run(service: RunService, scenario: Scenario, run_id: str | None) -> RunRecord | None:
-    """The run to take outputs from: UnknownRun if there is none, RunOfAnotherScenario if it is not this scenario's."""
+def source_run(service: RunService, scenario: Scenario, run_id: str | None, by: Identity | None) -> RunRecord | None:
+    """The run to take outputs from: UnknownRun if there is none `by` may see, RunOfAnotherScenario if it is not
+    this scenario's."""
     if run_id is None:
         return None
-    record = service.run(run_id)
+    record = service.run(run_id, by)
     if record.state.scenario_id != scenario.scenario_id:
         raise RunOfAnotherScenario(run_id, record.state.scenario_id, scenario.scenario_id)
     return record
@@ -177,11 +180,12 @@ def preview_of(
 
 async def post_preview(request: Request) -> Response:
     service: RunService = request.state.run_service
-    scenario = service.scenario(request.path_params["scenario_id"])
+    by = identity_of(request)
+    scenario = service.scenario(request.path_params["scenario_id"], by)
     body = await read_json(request, PreviewRequest)
     run_input = service.check_input(scenario, body.input)
     try:
-        source = source_run(service, scenario, body.outputs_from_run)
+        source = source_run(service, scenario, body.outputs_from_run, by)
     except RunOfAnotherScenario as exc:
         raise RequestInvalid([{"loc": ["body", "outputs_from_run"], "msg": str(exc), "type": "value_error"}]) from None
     preview = preview_of(request, scenario, run_input, source, body.max_items)
@@ -216,7 +220,7 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {
                 "200": json_response("Every step previewed", PreviewResponse),
                 "404": error_responses(
-                    "The scenario, or the run to take outputs from, does not exist",
+                    "The scenario, or the run to take outputs from, does not exist or is one you may not see",
                     unknown_scenario="Unknown scenario_id: story_origin_check_v9",
                     unknown_run=f"Unknown run_id: {RUN_ID}",
                 ),

@@ -21,10 +21,10 @@ import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from web.events import Event, EventType, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
+from web.events import Actor, Event, EventType, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
@@ -44,13 +44,15 @@ WAKE_INTERVAL_SECONDS = 0.005
 class Ending:
     """How a run stopped from outside ends: its status and message, and how its running steps end.
 
-    Steps that had not started end skipped, saying the run's message (`not_run`).
+    Steps that had not started end skipped, saying the run's message (`not_run`). `by`: who stopped it,
+    for a cancel someone asked for.
     """
 
     status: RunStatus
     message: str
     step_message: str
     step_status: StepStatus = StepStatus.CANCELLED
+    by: Actor | None = None
 
     @property
     def not_run(self) -> str:
@@ -88,9 +90,12 @@ class RunRecord:
         run_input: dict[str, Any],
         created_at: str,
         *,
+        started_by: Actor | None = None,
         sink: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self.state = RunState(run_id=run_id, scenario_id=scenario_id, input=run_input, created_at=created_at)
+        self.state = RunState(
+            run_id=run_id, scenario_id=scenario_id, input=run_input, created_at=created_at, started_by=started_by
+        )
         self.events: list[dict[str, Any]] = []
         self.task: asyncio.Task[None] | None = None
         # Set before the task is cancelled from outside: how the runner should record the ending.
@@ -106,8 +111,12 @@ class RunRecord:
     def restore(
         cls, row: RunRow, events: list[dict[str, Any]], *, sink: Callable[[dict[str, Any]], None] | None = None
     ) -> RunRecord:
-        """A run rebuilt from its stored row and events: the same fold as when it ran."""
-        record = cls(row.run_id, row.scenario_id, row.input, row.created_at, sink=sink)
+        """A run rebuilt from its stored row and events: the same fold as when it ran.
+
+        Its run_started says who started it; a run that never started has only the row's name, source unknown.
+        """
+        started_by = {"name": row.started_by, "source": None} if row.started_by is not None else None
+        record = cls(row.run_id, row.scenario_id, row.input, row.created_at, started_by=started_by, sink=sink)
         for event in events:
             record.events.append(event)
             record.state.apply(event)
@@ -130,12 +139,28 @@ class RunRecord:
         # `type` first, then the run's own keys, then the event's fields.
         event = RecordedEvent(type=fields["type"], run_id=state.run_id, seq=len(self.events) + 1)
         event.update(fields)
+        self._audit(event)
         self.events.append(event)
         state.apply(event)
         if self._sink is not None:
             self._sink(event)
         self._wake(state.is_finished)
         return event
+
+    def _audit(self, event: Event) -> None:
+        """Say who started the run on its run_started, and who cancelled it on its run_finished.
+
+        The record knows both (from `create` and `cancel`), so whoever writes those events needs no notion
+        of identities.
+        """
+        kind = event["type"]
+        if kind == EventType.RUN_STARTED and event.get("started_by") is None and self.state.started_by is not None:
+            event["started_by"] = self.state.started_by
+        elif kind == EventType.RUN_FINISHED and event.get("cancelled_by") is None:
+            stop = self.stop_reason
+            # Only a cancel that took effect: a run that ended its own way meanwhile was not cancelled by anyone.
+            if stop is not None and stop.by is not None and event["status"] == stop.status:
+                event["cancelled_by"] = stop.by
 
     def amend(self, stored: list[dict[str, Any]], run_input: dict[str, Any] | None = None) -> None:
         """Take the history's version of events (and input) it had to repair, and fold the events again."""
@@ -250,12 +275,10 @@ class RunRegistry:
             store.on_prune = self._forget
             store.on_refuse = self._refused
 
-    def create(
-        self, scenario_id: str, run_input: dict[str, Any], *, started_by: dict[str, str] | None = None
-    ) -> RunRecord:
+    def create(self, scenario_id: str, run_input: dict[str, Any], *, started_by: Actor | None = None) -> RunRecord:
         """`started_by`: who started it (web.access.Identity.audit), None for nobody named."""
         sink = self.store.add_event if self.store is not None else None
-        record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now(), sink=sink)
+        record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now(), started_by=started_by, sink=sink)
         if self.store is not None:
             # Queued ahead of the run's first event, so the row is on disk before or with it.
             self.store.add_run(summary_of(record.state))
@@ -288,22 +311,31 @@ class RunRegistry:
         *,
         scenario_id: str | None = None,
         status: str | None = None,
+        started_by: str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         cursor: str | None = None,
     ) -> RunPage:
-        """Runs newest first, filtered, `limit` at a time; BadCursor for a cursor this never gave."""
+        """Runs newest first, filtered (`started_by`: the starter's name), `limit` at a time; BadCursor for a
+        cursor this never gave."""
         before = decode_cursor(cursor) if cursor else None
         if self.store is None:
-            rows = self._page_in_memory(scenario_id, status, limit + 1, before)
+            rows = self._page_in_memory(scenario_id, status, started_by, limit + 1, before)
         else:
-            rows = self.store.list_runs(scenario_id=scenario_id, status=status, limit=limit + 1, before=before)
+            rows = self.store.list_runs(
+                scenario_id=scenario_id, status=status, started_by=started_by, limit=limit + 1, before=before
+            )
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         # A live run's row trails its events by a batch; show what memory knows now.
         fresh = [summary_of(self._runs[row.run_id].state) if row.run_id in self._runs else row for row in rows[:limit]]
         return RunPage([row for row in fresh if status is None or row.status == status], next_cursor)
 
     def _page_in_memory(
-        self, scenario_id: str | None, status: str | None, limit: int, before: tuple[str, str] | None
+        self,
+        scenario_id: str | None,
+        status: str | None,
+        started_by: str | None,
+        limit: int,
+        before: tuple[str, str] | None,
     ) -> list[RunRow]:
         rows = sorted(
             (summary_of(record.state) for record in self._runs.values()),
@@ -315,6 +347,7 @@ class RunRegistry:
             for row in rows
             if (scenario_id is None or row.scenario_id == scenario_id)
             and (status is None or row.status == status)
+            and (started_by is None or row.started_by == started_by)
             and (before is None or (row.created_at, row.run_id) < before)
         ][:limit]
 
@@ -333,18 +366,19 @@ class RunRegistry:
         if self.store is not None:
             await self.store.sync()
 
-    async def cancel(self, run_id: str, *, cancelled_by: dict[str, str] | None = None) -> RunRecord | None:
+    async def cancel(self, run_id: str, *, cancelled_by: Actor | None = None) -> RunRecord | None:
         """Cancel a live run and wait (briefly) for it to record its ending; None when unknown.
 
         Raises RunAlreadyFinished. The running tool call is cancelled with the task, which makes the
-        MCP client send the server its cancellation notification.
+        MCP client send the server its cancellation notification. Its run_finished names `cancelled_by`.
         """
         record = self.get(run_id)
         if record is None:
             return None
         if record.is_finished:
             raise RunAlreadyFinished(record)
-        record.stop_reason = record.stop_reason or CANCELLED_BY_REQUEST
+        # The first reason to stop wins: a second cancel, or one during a shutdown, changes nothing.
+        record.stop_reason = record.stop_reason or replace(CANCELLED_BY_REQUEST, by=cancelled_by)
         if record.task is None:
             _close_unfinished(record)
             return record

@@ -41,6 +41,7 @@ def summary_of(state: RunState) -> RunRow:
         created_at=state.created_at,
         started_at=state.started_at,
         finished_at=state.finished_at,
+        started_by=state.started_by["name"] if state.started_by is not None else None,
     )
 
 

@@ -171,6 +171,11 @@ class RunState:
     # None for runs recorded before plans were.
     plan: list[dict[str, Any]] | None = None
     output: Any = None
+    # Who acted on the run, each `{"name", "source"}` (web.access.Identity.audit); None when nobody named did,
+    # and for runs recorded before access control. A person answering a request is recorded on the answer's
+    # own event, the same way.
+    started_by: dict[str, Any] | None = None
+    cancelled_by: dict[str, Any] | None = None
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event["type"]
@@ -178,11 +183,13 @@ class RunState:
             self.status = RunStatus.RUNNING.value
             self.started_at = event["started_at"]
             self.plan = event.get("plan")
+            self.started_by = event.get("started_by") or self.started_by
         elif kind == EventType.RUN_FINISHED:
             self.status = event["status"]
             self.finished_at = event["finished_at"]
             self.message = event.get("message") or ""
             self.output = event.get("output")
+            self.cancelled_by = event.get("cancelled_by")
         elif kind in STEP_EVENTS:
             step = self.steps.get(event["step_name"])
             if step is None:
@@ -203,7 +210,13 @@ class RunState:
 
     def refold(self, events: list[dict[str, Any]]) -> None:
         """Fold `events` again from the start, into this same object (views may hold it)."""
-        fresh = RunState(run_id=self.run_id, scenario_id=self.scenario_id, input=self.input, created_at=self.created_at)
+        fresh = RunState(
+            run_id=self.run_id,
+            scenario_id=self.scenario_id,
+            input=self.input,
+            created_at=self.created_at,
+            started_by=self.started_by,
+        )
         for event in events:
             fresh.apply(event)
         self.__dict__.update(fresh.__dict__)

@@ -1,7 +1,10 @@
 """The run service: start, rerun and cancel runs, for the API and the pages alike.
 
 The one place a run input is completed with its scenario's `input_schema` defaults and checked against
-it, and a run is launched.
+it, and a run is launched; and the one place each scenario's permissions are judged for whoever asks
+(`by`, which every caller must pass: an Identity, or None for the service's own callers, not judged).
+A scenario or run its asker may not see is unknown to them (UnknownScenario, UnknownRun); one they may
+see but not run is RunForbidden.
 It speaks in domain errors (each a RunRefused); the HTTP layer decides how each is answered.
 """
 
@@ -10,11 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from web import registry
-from web.access import Identity
+from web.access import Identity, Role, may_run, may_view
 from web.forms import with_defaults
 from web.registry import RunRecord, RunRegistry
+from web.run_list import MAX_PAGE_SIZE, RunPage, encode_cursor
 from web.runner import Runner
 from web.scenarios import Catalog, Scenario
+from web.store import RunRow
 
 
 class RunRefused(Exception):
@@ -41,6 +46,19 @@ class ScenarioGone(RunRefused):
         self.record = record
 
 
+class RunForbidden(RunRefused):
+    """Its asker may see the scenario but not run it (nor start, rerun or cancel its runs)."""
+
+    def __init__(self, scenario_id: str, action: str, by: Identity) -> None:
+        why = (
+            f"this needs the {Role.OPERATOR.value} role; yours is {by.role.value}"
+            if not by.has(Role.OPERATOR)
+            else "its run list names neither you nor your groups"
+        )
+        super().__init__(f"Refused: you may not {action} scenario '{scenario_id}' ({why})")
+        self.scenario_id = scenario_id
+
+
 class InputInvalid(RunRefused):
     """The input does not match the scenario's input_schema: `errors` are `{loc, msg, type}` entries."""
 
@@ -64,17 +82,54 @@ class RunService:
         self.runs = runs
         self.runner = runner
 
-    def scenario(self, scenario_id: str) -> Scenario:
+    def scenario(self, scenario_id: str, by: Identity | None) -> Scenario:
+        """The scenario, if `by` may see it (UnknownScenario otherwise, as if it did not exist)."""
         scenario = self.catalog.get(scenario_id)
-        if scenario is None:
+        if scenario is None or (by is not None and not may_view(by, scenario)):
             raise UnknownScenario(scenario_id)
         return scenario
 
-    def run(self, run_id: str) -> RunRecord:
+    def scenarios(self, by: Identity | None) -> list[Scenario]:
+        """The catalog's scenarios `by` may see, in id order."""
+        return [s for s in self.catalog.scenarios.values() if by is None or may_view(by, s)]
+
+    def run(self, run_id: str, by: Identity | None) -> RunRecord:
+        """The run, if `by` may see its scenario (UnknownRun otherwise, as if it did not exist)."""
         record = self.runs.get(run_id)
-        if record is None:
+        if record is None or not self._may_view_runs_of(by, record.state.scenario_id):
             raise UnknownRun(run_id)
         return record
+
+    def runs_page(self, by: Identity | None, *, limit: int, cursor: str | None = None, **filters: Any) -> RunPage:
+        """The run list's page (filtered as RunRegistry.page is) of the runs `by` may see; BadCursor.
+
+        The history is read a page at a time until `limit` visible runs are found or it ends, so a page is
+        full whatever share of the runs is hidden; the cursor is that of the last run shown.
+        """
+        scenario_id = filters.get("scenario_id")
+        if scenario_id is not None and not self._may_view_runs_of(by, scenario_id):
+            return RunPage([], None)
+        shown: list[RunRow] = []
+        batch = limit
+        while True:
+            page = self.runs.page(limit=batch, cursor=cursor, **filters)
+            shown.extend(row for row in page.runs if self._may_view_runs_of(by, row.scenario_id))
+            if len(shown) >= limit or page.next_cursor is None:
+                break
+            # Hidden runs are skipped by the largest page the history serves.
+            cursor, batch = page.next_cursor, MAX_PAGE_SIZE
+        more = len(shown) > limit or page.next_cursor is not None
+        shown = shown[:limit]
+        return RunPage(shown, encode_cursor(shown[-1]) if more and shown else None)
+
+    def _may_view_runs_of(self, by: Identity | None, scenario_id: str) -> bool:
+        # The runs of a scenario gone from the catalog are an admin's to see (web.access.may_view).
+        return by is None or may_view(by, self.catalog.get(scenario_id))
+
+    def require_may_run(self, by: Identity | None, scenario_id: str, action: str) -> None:
+        """RunForbidden (403) unless `by` may run the scenario (`action`: "run", "cancel runs of")."""
+        if by is not None and not may_run(by, self.catalog.get(scenario_id)):
+            raise RunForbidden(scenario_id, action, by)
 
     def check_input(self, scenario: Scenario, run_input: Any) -> Any:
         """`run_input` completed with the input_schema's defaults, as a run gets it; InputInvalid, with
@@ -85,22 +140,25 @@ class RunService:
             raise InputInvalid(scenario, errors)
         return completed
 
-    async def start(self, scenario_id: str, run_input: dict[str, Any], *, by: Identity | None = None) -> RunRecord:
+    async def start(self, scenario_id: str, run_input: dict[str, Any], *, by: Identity | None) -> RunRecord:
         """A new run, recorded (StoreError when the history cannot be written) and started; `by` who asked."""
-        scenario = self.scenario(scenario_id)
+        scenario = self.scenario(scenario_id, by)
+        self.require_may_run(by, scenario_id, "run")
         return await self.runner.launch(scenario, self.check_input(scenario, run_input), started_by=_audit(by))
 
-    async def rerun(self, run_id: str, *, by: Identity | None = None) -> RunRecord:
+    async def rerun(self, run_id: str, *, by: Identity | None) -> RunRecord:
         """A new run of a run's scenario with its input, completed and checked against the scenario as it is now."""
-        source = self.run(run_id)
+        source = self.run(run_id, by)
         scenario = self.catalog.get(source.state.scenario_id)
         if scenario is None:
             raise ScenarioGone(source)
+        self.require_may_run(by, scenario.scenario_id, "run")
         return await self.runner.launch(scenario, self.check_input(scenario, source.state.input), started_by=_audit(by))
 
-    async def cancel(self, run_id: str, *, by: Identity | None = None) -> RunRecord:
+    async def cancel(self, run_id: str, *, by: Identity | None) -> RunRecord:
         """Cancel a queued or running run; it has usually recorded its ending when this returns."""
-        record = self.run(run_id)
+        record = self.run(run_id, by)
+        self.require_may_run(by, record.state.scenario_id, "cancel runs of")
         try:
             await self.runs.cancel(run_id, cancelled_by=_audit(by))
         except registry.RunAlreadyFinished:

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from web.access import IdentitySource
+from web.auth import MAX_NAME_CHARS
 from web.events import RunStatus, StepStatus
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage
 from web.run_state import RunState, StepState
@@ -40,6 +42,22 @@ def text_content(value: Any) -> list[dict[str, Any]]:
 def attributes(source: object, model: type[BaseModel]) -> dict[str, Any]:
     """The attributes of `source` that `model` has fields for: a state read into a response model."""
     return {name: getattr(source, name) for name in model.model_fields if hasattr(source, name)}
+
+
+class Actor(BaseModel):
+    """Who acted on a run, as the run recorded it: a name and where it came from, never a credential."""
+
+    model_config = _examples({"name": "alice", "source": "proxy"}, {"name": "ci-bot", "source": "token"})
+
+    name: str = Field(description="The user the portal's proxy named, the API token's name, or `anonymous`.")
+    source: IdentitySource | None = Field(
+        description="`proxy` (the portal signed them in), `token` (an API token) or `anonymous`; null when the "
+        "history kept only the name (a run cancelled before it started, read back after a restart)."
+    )
+
+
+STARTED_BY = "Who started the run; null for runs recorded before access control."
+CANCELLED_BY = "Who cancelled the run; null unless someone named cancelled it."
 
 
 class ScenarioRunRequest(BaseModel):
@@ -275,6 +293,8 @@ class ScenarioRunResponse(BaseModel):
             "steps": NEWS_STEPS,
             "output": None,
             "plan": NEWS_PLAN,
+            "started_by": {"name": "alice", "source": "proxy"},
+            "cancelled_by": None,
         },
         {
             "run_id": "3f9a1c2e-7b4d-4e0a-9c61-5d2e8f7a9b30",
@@ -350,6 +370,8 @@ class ScenarioRunResponse(BaseModel):
                 },
                 first_example(PlanStep),
             ],
+            "started_by": {"name": "ci-bot", "source": "token"},
+            "cancelled_by": None,
         },
     )
 
@@ -370,6 +392,8 @@ class ScenarioRunResponse(BaseModel):
     plan: list[PlanStep] | None = Field(
         None, description="The steps this run follows, as recorded when it started, whatever the file says since."
     )
+    started_by: Actor | None = Field(None, description=STARTED_BY)
+    cancelled_by: Actor | None = Field(None, description=CANCELLED_BY)
 
     @classmethod
     def of(cls, state: RunState) -> ScenarioRunResponse:
@@ -504,10 +528,13 @@ class RunListQuery(BaseModel):
 
     scenario_id: str | None = None
     status: RunStatus | None = None
+    started_by: str | None = Field(
+        None, max_length=MAX_NAME_CHARS, description="Only runs started by this name (a user, a token's name)."
+    )
     limit: int = Field(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     cursor: str | None = None
 
-    @field_validator("scenario_id", "limit", "cursor", mode="before")
+    @field_validator("scenario_id", "started_by", "limit", "cursor", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any, info: Any) -> Any:
         if value == "":
@@ -526,6 +553,7 @@ class RunSummary(BaseModel):
             "created_at": "2026-04-24T09:27:59.873+00:00",
             "started_at": "2026-04-24T09:27:59.874+00:00",
             "finished_at": "2026-04-24T09:28:05.750+00:00",
+            "started_by": "alice",
         }
     )
 
@@ -537,6 +565,10 @@ class RunSummary(BaseModel):
     created_at: str = Field(description="When the run was accepted (ISO 8601, UTC); the list's order.")
     started_at: str | None = Field(description="When its first step began; null while queued.")
     finished_at: str | None
+    started_by: str | None = Field(
+        None, description="The name of who started it (its snapshot also says from where); null for runs "
+        "recorded before access control."
+    )
 
     @classmethod
     def of(cls, row: RunRow) -> RunSummary:
@@ -557,6 +589,7 @@ class RunList(BaseModel):
                     "created_at": "2026-04-24T09:25:12.041+00:00",
                     "started_at": "2026-04-24T09:25:12.043+00:00",
                     "finished_at": "2026-04-24T09:25:13.590+00:00",
+                    "started_by": "ci-bot",
                 },
             ],
             "next_cursor": NEXT_CURSOR,

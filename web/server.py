@@ -11,6 +11,9 @@ When descriptors run out all the same, asyncio's accept loop logs a traceback fo
 `accept()` (up to the listen backlog per second); here that becomes one warning now and then.
 
 SIGHUP reads the scenario folder and the mcpServers config again, without a restart.
+
+A server reachable from other machines starts only with a way to know who calls it (the portal's proxy
+header, API tokens, or anonymous requests explicitly allowed): never as an open door, never as a locked one.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import math
 import resource
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -28,8 +32,12 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from web.hosts import is_loopback
+from web.auth import parse_role_map
+from web.hosts import TrustedProxies, is_loopback
 from web.settings import Settings
+from web.store import DB_NAME
+from web.store_db import connect
+from web.tokens import TokenAdmin, now_utc
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +52,68 @@ RETRY_AFTER_SECONDS = 1
 # byte does not meet a closed socket, whose reset would discard the 408 before the client reads it.
 LINGER_SECONDS = 2.0
 OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-# What gets past the DNS-rebinding checks is still anyone on the network.
-EXPOSED_WARNING = (
-    "Listening on %s, which is reachable from other machines: Stepline has no authentication yet, "
-    "so anyone who can reach this address can start runs and read their history. "
-    "Bind to 127.0.0.1 behind an authenticating reverse proxy, or restrict access with a firewall."
+# Anonymous requests allowed beyond the loopback: whoever can reach the address has that role.
+ANONYMOUS_EXPOSED_WARNING = (
+    "Listening on %s, which is reachable from other machines: requests that name nobody are served with "
+    "the %s role (--allow-anonymous), so anyone who can reach this address has it."
 )
+NO_IDENTITY_SOURCE = (
+    "not starting: {host} is reachable from other machines, and no one could be identified there. Configure "
+    "one of: --auth-header X-Forwarded-User --trusted-proxies ADDRESS (the portal's proxy names the user), "
+    "an API token (stepline token create NAME --role ROLE --data-dir {data_dir}), "
+    "or --allow-anonymous ROLE (anyone who can reach the address gets ROLE). Or bind to 127.0.0.1."
+)
+
+
+class ServeRefused(Exception):
+    """Why `stepline serve` will not start, saying what to configure."""
+
+
+def check_access(settings: Settings) -> None:
+    """Refuse an identity configuration that cannot work, or a server others can reach but nobody could use."""
+    try:
+        parse_role_map(settings.role_map)
+    except ValueError as exc:
+        raise ServeRefused(f"--role-map (STEPLINE_ROLE_MAP): {exc}") from None
+    try:
+        proxies = TrustedProxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ServeRefused(f"--trusted-proxies (STEPLINE_TRUSTED_PROXIES): {str(exc).partition(': ')[2]}") from None
+    if settings.auth_header and not (proxies.anyone or proxies.networks):
+        raise ServeRefused(
+            f"--auth-header {settings.auth_header} needs --trusted-proxies: the addresses of the proxies that set "
+            "it (e.g. 127.0.0.1 or 10.0.0.0/8). From anywhere else the header is refused, so nobody would be "
+            "identified by it."
+        )
+    if settings.auth_header and not settings.role_map:
+        raise ServeRefused(
+            f"--auth-header {settings.auth_header} needs --role-map: the role of each group, e.g. "
+            "readers=viewer,ops=operator,admins=admin (*=viewer for any user the proxy names). Without it every "
+            "user the proxy names would be refused."
+        )
+    if is_loopback(settings.host) or settings.auth_header or settings.allow_anonymous is not None:
+        return
+    if not active_tokens(settings):
+        raise ServeRefused(NO_IDENTITY_SOURCE.format(host=settings.host or "every address", data_dir=settings.data_dir))
+
+
+def active_tokens(settings: Settings) -> int:
+    """API tokens neither revoked nor expired in the history database; none when history is off or the file does
+    not exist yet."""
+    path = settings.data_dir / DB_NAME
+    if not settings.history or not path.is_file():
+        return 0
+    try:
+        connection = connect(path)
+    except sqlite3.Error:
+        return 0
+    try:
+        now = now_utc()
+        return sum(1 for token in TokenAdmin(connection).tokens() if token.state(now) == "active")
+    except sqlite3.Error:  # no tokens table yet (a file from before tokens): none
+        return 0
+    finally:
+        connection.close()
 
 
 def _plain_response(status: str, text: str, *extra_headers: str) -> bytes:
@@ -256,11 +320,12 @@ def connection_cap(requested: int, descriptors: int) -> int:
 
 
 def serve(settings: Settings) -> bool:
-    """Serve the app until a signal stops it; False when it could not start."""
+    """Serve the app until a signal stops it; False when it could not start, ServeRefused when it should not."""
     from web.app import create_app
 
-    if not is_loopback(settings.host):
-        log.warning(EXPOSED_WARNING, settings.host or "every address")
+    check_access(settings)
+    if not is_loopback(settings.host) and settings.allow_anonymous is not None:
+        log.warning(ANONYMOUS_EXPOSED_WARNING, settings.host or "every address", settings.allow_anonymous.value)
     max_connections = connection_cap(settings.max_connections, raise_descriptor_limit())
     config = uvicorn.Config(
         create_app(settings),

@@ -65,6 +65,8 @@ class RunRow:
     created_at: str
     started_at: str | None
     finished_at: str | None
+    # Who started it (their name; see the run's run_started for the source); None for nobody named.
+    started_by: str | None = None
 
 
 StoredRun = tuple[RunRow, list[dict[str, Any]]]
@@ -227,7 +229,13 @@ class RunStore:
         return [(_run_row(row), self._events(row[0])) for row in rows]
 
     def list_runs(
-        self, *, scenario_id: str | None, status: str | None, limit: int, before: tuple[str, str] | None
+        self,
+        *,
+        scenario_id: str | None,
+        status: str | None,
+        limit: int,
+        before: tuple[str, str] | None,
+        started_by: str | None = None,
     ) -> list[RunRow]:
         """Newest first; `before` is the (created_at, run_id) the previous page ended with."""
         where, params = [], []
@@ -237,6 +245,9 @@ class RunStore:
         if status is not None:
             where.append("status = ?")
             params.append(status)
+        if started_by is not None:
+            where.append("started_by = ?")
+            params.append(started_by)
         if before is not None:
             where.append("(created_at, run_id) < (?, ?)")
             params.extend(before)
@@ -360,7 +371,8 @@ class RunStore:
         events = [row.event for row in rows if row.event is not None]
         with transaction(connection):
             connection.executemany(
-                "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [row.run for row in rows if row.run is not None],
             )
             connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
@@ -483,12 +495,14 @@ class RunStore:
             self.on_commit(saved)
 
 
-RUN_COLUMNS = "run_id, scenario_id, status, message, input, created_at, started_at, finished_at"
+RUN_COLUMNS = "run_id, scenario_id, status, message, input, created_at, started_at, finished_at, started_by"
 
 
 def _run_row(row: tuple[Any, ...]) -> RunRow:
-    run_id, scenario_id, status, message, run_input, created_at, started_at, finished_at = row
-    return RunRow(run_id, scenario_id, status, message, loads(run_input), created_at, started_at, finished_at)
+    run_id, scenario_id, status, message, run_input, created_at, started_at, finished_at, started_by = row
+    return RunRow(
+        run_id, scenario_id, status, message, loads(run_input), created_at, started_at, finished_at, started_by
+    )
 
 
 def _highest_seq(rows: list[Row]) -> dict[str, int]:

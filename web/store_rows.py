@@ -45,7 +45,7 @@ class Row:
     op: tuple[str, Any]
     run_id: str
     seq: int = 0  # 0 for the run's own row
-    run: tuple[str, str, str, str, str, str] | None = None
+    run: tuple[str, str, str, str, str, str, str | None] | None = None
     event: tuple[str, int, str, str] | None = None
     started: tuple[str, str] | None = None
     finished: tuple[str, str, str, str] | None = None
@@ -123,7 +123,8 @@ def encode_run(op: tuple[str, Any], refusals: dict[str, Refusal]) -> Row:
         input_text = dumps(repaired)
         refusal = refusals.setdefault(run.run_id, Refusal(run.run_id, f"the run's input contains {_what(exc)}"))
         refusal.input = repaired
-    params = (run.run_id, text(run.scenario_id), run.status, text(run.message), input_text, run.created_at)
+    started_by = text(run.started_by) if run.started_by is not None else None
+    params = (run.run_id, text(run.scenario_id), run.status, text(run.message), input_text, run.created_at, started_by)
     return Row(op, run.run_id, run=params)
 
 
