@@ -74,6 +74,7 @@ def bench_identify(home: Path) -> None:
         groups_header="X-Forwarded-Groups",
         trusted_proxies="127.0.0.1",
         role_map="ops=operator,*=viewer",
+        allow_anonymous=Role.VIEWER,
     )
     book = TokenBook(data_dir / DB_NAME)
     authenticator = Authenticator(settings, tokens=book)
