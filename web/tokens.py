@@ -24,7 +24,7 @@ from typing import Any
 from web.access import Identity, IdentitySource, Role
 from web.auth import TokenRefused
 from web.store import DB_NAME
-from web.store_db import StoreError, connect, migrate, reason
+from web.store_db import StoreError, connect, open_database, reason
 
 log = logging.getLogger(__name__)
 
@@ -118,27 +118,11 @@ def check_name(name: str) -> str:
 def open_token_database(data_dir: Path) -> sqlite3.Connection:
     """The history file in `data_dir`, created or migrated if need be. Takes no lock on the directory: a
     running server keeps it, and SQLite's own locking (WAL, a busy timeout) lets both write the file."""
-    path = data_dir / DB_NAME
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from None
-    try:
-        connection = connect(path)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open run history {path}: {reason(exc)}") from None
-    try:
-        # The server's settings, so a file the command creates is the file the server expects.
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = NORMAL")
-        migrate(connection, path)
-    except sqlite3.Error as exc:
-        connection.close()
-        raise StoreError(f"cannot write run history {path}: {reason(exc)}") from None
-    except BaseException:
-        connection.close()
-        raise
-    return connection
+    return open_database(data_dir / DB_NAME)
 
 
 class TokenAdmin:
