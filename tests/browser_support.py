@@ -297,6 +297,54 @@ http {{
 }}
 """
 
+# The portal signs its users in: every request under the prefix is first checked by its sign-in service
+# (`auth_request`), whose answer names the user and groups Stepline is told in X-Forwarded-User and
+# X-Forwarded-Groups. These replace whatever a client sent under those names. nginx reaches Stepline
+# from `proxy_address`, the one address Stepline trusts those headers from.
+SIGNED_IN_NGINX_CONF = """
+daemon off;
+master_process off;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    default_type text/html;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location = /portal/sign-in {{
+            proxy_pass http://127.0.0.1:{auth_port}/sign-in;
+        }}
+        location = /_portal_check {{
+            internal;
+            proxy_pass http://127.0.0.1:{auth_port}/check;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+        }}
+        location {prefix}/ {{
+            auth_request /_portal_check;
+            auth_request_set $portal_user $upstream_http_x_auth_user;
+            auth_request_set $portal_groups $upstream_http_x_auth_groups;
+            proxy_set_header X-Forwarded-User $portal_user;
+            proxy_set_header X-Forwarded-Groups $portal_groups;
+            proxy_bind {proxy_address};
+            proxy_pass http://127.0.0.1:{app_port}/;
+        }}
+    }}
+    # A portal on another origin that embeds Stepline in an iframe.
+    server {{
+        listen 127.0.0.1:{portal_port};
+        root {tmp}/portal;
+    }}
+}}
+"""
+
 PORTAL_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Portal</title><link rel="icon" href="data:,"></head>
 <body><h1>Intranet portal</h1>
@@ -335,14 +383,24 @@ class Nginx:
 
 
 def start_nginx(
-    tmp: Path, app_port: int, prefix: str, *, port: int | None = None, portal_port: int | None = None
+    tmp: Path,
+    app_port: int,
+    prefix: str,
+    *,
+    port: int | None = None,
+    portal_port: int | None = None,
+    template: str = NGINX_CONF,
+    **values: object,
 ) -> Nginx:
+    """nginx with `template` (NGINX_CONF, or SIGNED_IN_NGINX_CONF with `auth_port` and `proxy_address`)."""
     port, portal_port = port or free_port(), portal_port or free_port()
     (tmp / "portal").mkdir(parents=True, exist_ok=True)
     src = f"http://127.0.0.1:{port}{prefix}/?embed=1"
     (tmp / "portal" / "index.html").write_text(PORTAL_PAGE.format(src=src))
     conf = tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, portal_port=portal_port, app_port=app_port, prefix=prefix))
+    conf.write_text(
+        template.format(tmp=tmp, port=port, portal_port=portal_port, app_port=app_port, prefix=prefix, **values)
+    )
     process = subprocess.Popen(
         [str(NGINX), "-c", str(conf), "-p", str(tmp), "-e", str(tmp / "error.log")],
         stdout=subprocess.DEVNULL,
