@@ -165,6 +165,8 @@ def test_reload_and_a_dropped_stream_recover_every_step_once(browser: Browser, l
         wait_seen(page, "running", "step-2", "step-3")
         page.evaluate("window.__stay = true")
         seen_before_drop = max(resume_point(r) for r in watch.stream_requests())
+        # On a loaded machine the run may end while the page catches up: then no stream is left to cut.
+        live_at_drop = get_run(live.url, run_id)["status"] == "running"
         assert proxy.drop() >= 1  # the page's stream (and any other connection) is cut mid-run
         expect_finished(page)
         expect_all_steps(page)
@@ -172,8 +174,9 @@ def test_reload_and_a_dropped_stream_recover_every_step_once(browser: Browser, l
         assert [s["status"] for s in get_run(live.url, run_id)["steps"]] == ["success"] * 4
         # The stream came back from where it was, not from the start.
         streams = watch.stream_requests()
-        assert len(streams) >= 3, [r.url for r in streams]
-        assert resume_point(streams[-1]) > seen_before_drop
+        if live_at_drop:
+            assert len(streams) >= 3, [r.url for r in streams]
+            assert resume_point(streams[-1]) > seen_before_drop
         watch.assert_clean({proxy.url}, allowed_errors=CUT_STREAM_ERRORS)
     finally:
         proxy.close()
