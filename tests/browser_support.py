@@ -267,7 +267,8 @@ class TcpProxy:
         self.drop()
 
 
-NGINX_CONF = """
+# What every nginx here shares: one process in the foreground, its files in {tmp}; servers follow.
+NGINX_HTTP = """
 daemon off;
 master_process off;
 worker_processes 1;
@@ -282,6 +283,9 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+"""
+
+NGINX_CONF = NGINX_HTTP + """
     # Stepline under a prefix the proxy strips, with nginx's default buffering.
     server {{
         listen 127.0.0.1:{port};
@@ -301,21 +305,7 @@ http {{
 # (`auth_request`), whose answer names the user and groups Stepline is told in X-Forwarded-User and
 # X-Forwarded-Groups. These replace whatever a client sent under those names. nginx reaches Stepline
 # from `proxy_address`, the one address Stepline trusts those headers from.
-SIGNED_IN_NGINX_CONF = """
-daemon off;
-master_process off;
-worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    default_type text/html;
-    client_body_temp_path {tmp}/client_body;
-    proxy_temp_path {tmp}/proxy;
-    fastcgi_temp_path {tmp}/fastcgi;
-    uwsgi_temp_path {tmp}/uwsgi;
-    scgi_temp_path {tmp}/scgi;
+SIGNED_IN_NGINX_CONF = NGINX_HTTP + """
     server {{
         listen 127.0.0.1:{port};
         location = /portal/sign-in {{

@@ -202,3 +202,12 @@ SLOWEST_MODULES_FIRST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: position for position, name in enumerate(SLOWEST_MODULES_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Chromium for one test module (tests/browser_support.py: Debian's, driven by Playwright)."""
+    from browser_support import chromium
+
+    with chromium() as browser:
+        yield browser

@@ -18,7 +18,6 @@ from browser_support import (
     Nginx,
     TcpProxy,
     assert_picture,
-    chromium,
     origin_of,
     read_picture,
     resume_point,
@@ -44,12 +43,6 @@ STEPS = [f"step-{i}" for i in range(4)]
 STATUS_422 = r"status of 422"
 # What a cut connection rightly logs: the broken response, and htmx reporting the stream's error.
 CUT_STREAM_ERRORS = (r"ERR_INCOMPLETE_CHUNKED_ENCODING", r"^error: \[object Event\]$")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from browser_support import (
     SIGNED_IN_NGINX_CONF,
     Nginx,
     Watcher,
-    chromium,
     start_nginx,
     watched_page,
 )
@@ -61,12 +60,6 @@ class Portal:
     def client(self, user: str) -> httpx.Client:
         """An API caller going through the portal, signed in as `user`."""
         return httpx.Client(base_url=self.url, cookies={COOKIE: user}, timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_support import CHROMIUM, chromium, read_picture, screenshot_folder, watched_page
+from browser_support import CHROMIUM, read_picture, screenshot_folder, watched_page
 from conftest import StepServer, start_server
 from playwright.sync_api import Browser, Page, expect
 from runs import start_run, wait_finished
@@ -103,12 +103,6 @@ def fifty() -> dict[str, Any]:
         needs = sorted({f"s{(n * k * 7 + k) % n:02d}" for k in range(1, 2 + n % 3)})
         steps.append({"name": f"s{n:02d}", "tool": "lookup_outlet", "input": {"domain": DOMAIN}, "needs": needs})
     return v2("graph_fifty_v2", "Fifty steps", steps)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

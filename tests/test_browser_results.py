@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, assert_picture, chromium, screenshot_folder, watched_page
+from browser_support import CHROMIUM, assert_picture, screenshot_folder, watched_page
 from conftest import StepServer, start_server
 from playwright.sync_api import Browser, Locator, Page, expect
 from reference_server import reference_server
@@ -31,12 +31,6 @@ AUDIO_LOADED = """
   audio.load();
 })
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")

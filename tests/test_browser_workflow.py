@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_support import CHROMIUM, assert_picture, chromium, screenshot_folder, watched_page
+from browser_support import CHROMIUM, assert_picture, screenshot_folder, watched_page
 from conftest import PROJECT_ROOT, StepServer, start_server
 from playwright.sync_api import Browser, expect
 from runs import start_run
@@ -48,12 +48,6 @@ MOST_RUNNING = """
   }).observe(document, {subtree: true, childList: true, attributes: true, attributeFilter: ["data-status"]});
 })();
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as browser:
-        yield browser
 
 
 @pytest.fixture(scope="module")
