@@ -21,6 +21,7 @@ from web.api import RequestInvalid
 from web.auth import Authenticator
 from web.catalog_reload import CatalogWatcher
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
+from web.inbox import Inbox
 from web.mcp_config import load_mcp_config
 from web.mcp_pool import McpPool
 from web.permissions import guard_routes
@@ -28,6 +29,7 @@ from web.registry import RunRegistry
 from web.resources import STATIC
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
+from web.sampling_model import SamplingModel
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
@@ -68,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_json_depth=settings.max_json_depth,
                 max_output_bytes=settings.max_output_bytes,
                 max_for_each_items=settings.max_for_each_items,
+                inbox=Inbox(),
+                wait_timeout=settings.wait_timeout,
             )
             service = RunService(catalog, registry, runner)
 
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await pool.reload_config(settings.mcp_config)
 
             yield {
+                "sampling": SamplingModel.from_settings(settings),
                 "catalog": catalog,
                 "pool": pool,
                 "runs": registry,

@@ -83,6 +83,32 @@ def main(argv: list[str] | None = None) -> int:
         help="the role of requests that name nobody: viewer, operator or admin (default: refused, except on a "
         "loopback address, where they are admin)",
     )
+    serve.add_argument(
+        "--root",
+        dest="roots",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        help="a folder offered to MCP servers that ask for roots (repeatable)",
+    )
+    serve.add_argument(
+        "--sampling-url",
+        metavar="URL",
+        help="an OpenAI-compatible endpoint (…/v1) a person may send a server's sampling request to, reviewing "
+        "the reply before it goes back; its key is read from --sampling-key-env",
+    )
+    serve.add_argument("--sampling-model", metavar="MODEL", help="the model asked at --sampling-url (gpt-4o-mini)")
+    serve.add_argument(
+        "--sampling-key-env",
+        metavar="VAR",
+        help="the environment variable holding the sampling endpoint's API key (STEPLINE_SAMPLING_API_KEY)",
+    )
+    serve.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a request waits for a person unless its step says (default 86400, a day)",
+    )
     _add_sources(serve)
 
     validate = commands.add_parser("validate", help="check every scenario (and its tools, when servers answer)")

@@ -20,6 +20,7 @@ Actor = dict[str, Any]
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # a person must answer a request before it can go on
     SUCCESS = "success"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -28,6 +29,7 @@ class RunStatus(StrEnum):
 class StepStatus(StrEnum):
     PENDING = "pending"  # not started yet: never recorded, only shown
     RUNNING = "running"
+    WAITING = "waiting"  # a person must answer a request before it can go on
     SUCCESS = "success"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -41,7 +43,26 @@ class EventType(StrEnum):
     STEP_RETRYING = "step_retrying"
     STEP_ITEM_FINISHED = "step_item_finished"
     STEP_FINISHED = "step_finished"
+    INPUT_REQUESTED = "input_requested"
+    INPUT_ANSWERED = "input_answered"
+    INPUT_DRAFTED = "input_drafted"
     RUN_FINISHED = "run_finished"
+
+
+class RequestKind(StrEnum):
+    """What a person is asked for (web.inbox)."""
+
+    ELICITATION = "elicitation"  # a form: values for a server's requestedSchema
+    URL = "url"  # a page to visit (a login, a payment), confirmed by the person
+    SAMPLING = "sampling"  # a model completion, written or reviewed by the person
+    APPROVAL = "approval"  # a scenario's approval step
+
+
+class AnswerAction(StrEnum):
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    CANCEL = "cancel"
+    EXPIRED = "expired"  # nobody answered within wait_timeout_seconds: recorded, never sent by a person
 
 
 class RecordedEvent(dict[str, Any]):
@@ -199,4 +220,83 @@ def run_finished(
         "message": message,
         "output": output,
         "cancelled_by": cancelled_by,
+    }
+
+
+def input_requested(
+    *,
+    request_id: str,
+    step_name: str,
+    index: int,
+    kind: RequestKind,
+    message: str,
+    created_at: str,
+    expires_at: str,
+    details: dict[str, Any],
+    durable: bool,
+    resume: dict[str, Any] | None = None,
+    item_index: int | None = None,
+) -> Event:
+    """A person is asked for something; the step and the run wait (status `waiting`) until it is answered.
+
+    `details`: what the person is shown besides `message`, by kind: `requested_schema` (elicitation,
+    approval), `url` and `elicitation_id` (url), `messages`, `system_prompt`, `model_preferences`,
+    `max_tokens`... (sampling). `durable`: the request outlives the process (an approval, or a server's
+    input-required result) and is asked again after a restart; `resume` is what its step needs to go on
+    then (web.input_rounds), never shown. The run's status becomes `waiting`.
+    """
+    return {
+        "type": EventType.INPUT_REQUESTED.value,
+        "request_id": request_id,
+        "step_name": step_name,
+        "index": index,
+        "item_index": item_index,
+        "kind": RequestKind(kind).value,
+        "message": message,
+        "created_at": created_at,
+        "expires_at": expires_at,
+        **details,
+        "durable": durable,
+        "resume": resume,
+        "run_status": RunStatus.WAITING.value,
+    }
+
+
+def input_answered(
+    *,
+    request_id: str,
+    step_name: str,
+    index: int,
+    action: AnswerAction,
+    content: Any,
+    answered_at: str,
+    answered_by: Actor | None,
+    run_status: RunStatus,
+) -> Event:
+    """The answer to an input_requested (or its expiry): `run_status` is the run's status after it
+    (`waiting` while other requests remain, else `running`)."""
+    return {
+        "type": EventType.INPUT_ANSWERED.value,
+        "request_id": request_id,
+        "step_name": step_name,
+        "index": index,
+        "action": AnswerAction(action).value,
+        "content": content,
+        "answered_at": answered_at,
+        "answered_by": answered_by,
+        "run_status": RunStatus(run_status).value,
+    }
+
+
+def input_drafted(
+    *, request_id: str, step_name: str, index: int, draft: dict[str, Any], drafted_by: Actor | None
+) -> Event:
+    """A model's reply to a sampling request, for the person to review before it is sent (not an answer)."""
+    return {
+        "type": EventType.INPUT_DRAFTED.value,
+        "request_id": request_id,
+        "step_name": step_name,
+        "index": index,
+        "draft": draft,
+        "drafted_by": drafted_by,
     }

@@ -18,6 +18,9 @@ STEP_EVENTS = frozenset(
     {EventType.STEP_STARTED, EventType.STEP_PROGRESS, EventType.STEP_RETRYING, EventType.STEP_ITEM_FINISHED,
      EventType.STEP_FINISHED}
 )
+INPUT_EVENTS = frozenset({EventType.INPUT_REQUESTED, EventType.INPUT_ANSWERED, EventType.INPUT_DRAFTED})
+# What an input_requested holds that is not shown to people: the record's own keys, and what only its step reads.
+_NOT_SHOWN = frozenset({"type", "run_id", "seq", "index", "resume", "run_status"})
 
 
 # The date and time to the second of the last timestamp made: a run makes several a millisecond.
@@ -89,6 +92,10 @@ class StepState:
     items_failed: int = 0
     # Items waiting to be tried again, by item index (dropped when the item ends).
     item_retries: dict[int, Retry] = field(default_factory=dict)
+    # Requests to people this step is waiting on (ids, in order), and the answers it has had, each
+    # `{request_id, kind, action, answered_by, answered_at}`.
+    waiting_on: list[str] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
     seq: int = 0  # the last event that changed this step
 
     @property
@@ -143,6 +150,7 @@ class StepState:
         self.progress, self.total = self.items_done, self.item_count
 
     def finished(self, event: dict[str, Any]) -> None:
+        self.waiting_on = []
         self.status = event["status"]
         self.started_at = event.get("started_at") or self.started_at
         self.finished_at = event["finished_at"]
@@ -176,6 +184,10 @@ class RunState:
     # own event, the same way.
     started_by: dict[str, Any] | None = None
     cancelled_by: dict[str, Any] | None = None
+    # Requests waiting for a person, by request_id in the order asked: each as its input_requested shows
+    # it (web.events.input_requested, without what only the step reads), plus `draft` once a model drafted
+    # a reply. The run is `waiting` while there is one.
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def apply(self, event: dict[str, Any]) -> None:
         kind = event["type"]
@@ -185,6 +197,7 @@ class RunState:
             self.plan = event.get("plan")
             self.started_by = event.get("started_by") or self.started_by
         elif kind == EventType.RUN_FINISHED:
+            self.pending = {}
             self.status = event["status"]
             self.finished_at = event["finished_at"]
             self.message = event.get("message") or ""
@@ -207,6 +220,53 @@ class RunState:
                 step.item_finished(event)
             elif kind == EventType.STEP_FINISHED:
                 step.finished(event)
+                self._drop_requests_of(step.node_id)
+        elif kind in INPUT_EVENTS:
+            self._input(kind, event)
+
+    def _input(self, kind: str, event: dict[str, Any]) -> None:
+        request_id = event["request_id"]
+        step = self.steps.get(event["step_name"])
+        if kind == EventType.INPUT_REQUESTED:
+            self.pending[request_id] = {key: value for key, value in event.items() if key not in _NOT_SHOWN}
+            if step is not None:
+                step.seq = event.get("seq", step.seq)
+                step.waiting_on.append(request_id)
+                step.status = StepStatus.WAITING.value
+            self.status = RunStatus.WAITING.value
+        elif kind == EventType.INPUT_DRAFTED:
+            request = self.pending.get(request_id)
+            if request is not None:
+                request["draft"] = event.get("draft")
+                if step is not None:
+                    step.seq = event.get("seq", step.seq)
+        else:
+            request = self.pending.pop(request_id, None)
+            if step is not None:
+                step.seq = event.get("seq", step.seq)
+                step.answers.append(
+                    {
+                        "request_id": request_id,
+                        "kind": request["kind"] if request is not None else None,
+                        "action": event["action"],
+                        "answered_by": event.get("answered_by"),
+                        "answered_at": event.get("answered_at"),
+                    }
+                )
+                if request_id in step.waiting_on:
+                    step.waiting_on.remove(request_id)
+                if not step.waiting_on and step.status == StepStatus.WAITING:
+                    step.status = StepStatus.RUNNING.value
+            if not self.pending and self.status == RunStatus.WAITING:
+                self.status = RunStatus.RUNNING.value
+
+    def _drop_requests_of(self, step_name: str) -> None:
+        """A step that ended waits for nothing: its requests are no longer open."""
+        dropped = [rid for rid, request in self.pending.items() if request["step_name"] == step_name]
+        for request_id in dropped:
+            del self.pending[request_id]
+        if dropped and not self.pending and self.status == RunStatus.WAITING:
+            self.status = RunStatus.RUNNING.value
 
     def refold(self, events: list[dict[str, Any]]) -> None:
         """Fold `events` again from the start, into this same object (views may hold it)."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from web.events import RunStatus, StepStatus, run_finished, run_started, step_finished
 from web.expressions import OMIT, EvaluationError
+from web.inbox import DEFAULT_WAIT_SECONDS, Inbox
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool
 from web.mcp_server import describe
@@ -41,11 +42,16 @@ class Runner:
         max_json_depth: int,
         max_output_bytes: int,
         max_for_each_items: int,
+        inbox: Inbox | None = None,
+        wait_timeout: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.call_timeout = call_timeout
         self.max_for_each_items = max_for_each_items
+        # The requests to people this process's runs wait on (answered through web.runs).
+        self.inbox = inbox or Inbox()
+        self.wait_timeout = wait_timeout
         self.reader = ResultReader(max_depth=max_json_depth, max_output_bytes=max_output_bytes)
 
     async def launch(
@@ -75,6 +81,8 @@ class Runner:
             self.reader,
             call_timeout=self.call_timeout,
             max_for_each_items=self.max_for_each_items,
+            inbox=self.inbox,
+            wait_timeout=self.wait_timeout,
         )
         await _Execution(context, scenario.plan).run(scenario.scenario_id)
 

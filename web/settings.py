@@ -33,6 +33,19 @@ class Settings(BaseSettings):
       files (1); ``0`` turns the check off.
     - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
 
+    People answering servers (see the README's "Human in the loop"):
+
+    - ``STEPLINE_ROOTS``: folders offered to MCP servers that ask for roots, a JSON list (``--root DIR``,
+      repeatable); a ``roots`` list in the MCP config file adds to them.
+    - ``STEPLINE_WAIT_TIMEOUT``: seconds a request waits for a person unless its step sets
+      ``wait_timeout_seconds`` (86400, a day); then its step fails, saying nobody answered.
+    - ``STEPLINE_SAMPLING_URL``: an OpenAI-compatible endpoint (``…/v1``) a person may send a server's
+      sampling request to, and review the model's reply before it goes back (none: people write replies).
+    - ``STEPLINE_SAMPLING_MODEL``: the model asked there (``gpt-4o-mini``), unless the request prefers one
+      the endpoint names.
+    - ``STEPLINE_SAMPLING_KEY_ENV``: the environment variable holding the endpoint's API key
+      (``STEPLINE_SAMPLING_API_KEY``); the key is sent only to the endpoint, never shown or logged.
+
     Access (see the README's "Access control"):
 
     - ``STEPLINE_AUTH_HEADER``: the header the portal's proxy names the user in, e.g. ``X-Forwarded-User``;
@@ -110,5 +123,10 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     role_map: str = ""
     allow_anonymous: Role | None = None
+    roots: list[Path] = Field(default_factory=list)
+    wait_timeout: float = Field(24 * 60 * 60.0, gt=0)
+    sampling_url: str | None = Field(None, pattern=r"^https?://")
+    sampling_model: str = "gpt-4o-mini"
+    sampling_key_env: str = Field("STEPLINE_SAMPLING_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     allowed_hosts: str | None = None
     forwarded_allow_ips: str = ""

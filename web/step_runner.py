@@ -16,6 +16,7 @@ from typing import Any
 
 from web.events import StepStatus, step_finished, step_item_finished, step_progress, step_retrying, step_started
 from web.expressions import OMIT, EvaluationError, Node
+from web.inbox import Inbox
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool, ToolInfo, ToolLookupError
 from web.mcp_server import ServerUnavailable, ToolCallError, describe
@@ -37,12 +38,17 @@ class RunContext:
         *,
         call_timeout: float,
         max_for_each_items: int,
+        inbox: Inbox,
+        wait_timeout: float,
     ) -> None:
         self.record = record
         self.pool = pool
         self.reader = reader
         self.call_timeout = call_timeout
         self.max_for_each_items = max_for_each_items
+        # Where a step asks people, and how long a request waits unless the step says (wait_timeout_seconds).
+        self.inbox = inbox
+        self.wait_timeout = wait_timeout
         # `steps` in expressions: each step that has ended, by name.
         self.results: dict[str, dict[str, Any]] = {}
         self.scope: dict[str, Any] = {"input": record.state.input, "steps": self.results, "run": {"id": record.run_id}}

@@ -222,9 +222,9 @@ class RunStore:
         return _run_row(row), self._events(run_id)
 
     def unfinished(self) -> list[StoredRun]:
-        """Runs the file says are queued or running: at start, those a stopped process left behind."""
+        """Runs the file says are queued, running or waiting: at start, those a stopped process left behind."""
         rows = self._connection().execute(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running') ORDER BY created_at"
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running', 'waiting') ORDER BY created_at"
         ).fetchall()
         return [(_run_row(row), self._events(row[0])) for row in rows]
 
@@ -379,6 +379,10 @@ class RunStore:
             connection.executemany(
                 "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?",
                 [row.started for row in rows if row.started is not None],
+            )
+            connection.executemany(
+                "UPDATE runs SET status = ? WHERE run_id = ? AND status IN ('running', 'waiting')",
+                [row.status for row in rows if row.status is not None],
             )
             connection.executemany(
                 "UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE run_id = ?",

@@ -49,6 +49,7 @@ class Row:
     event: tuple[str, int, str, str] | None = None
     started: tuple[str, str] | None = None
     finished: tuple[str, str, str, str] | None = None
+    status: tuple[str, str] | None = None  # waiting for a person, or running again
 
 
 @dataclass
@@ -163,6 +164,8 @@ def _event_row(op: tuple[str, Any], event: dict[str, Any], fields_text: str, fie
         row.started = (fields["started_at"], run_id)
     elif kind == EventType.RUN_FINISHED:
         row.finished = (fields["status"], fields.get("message", ""), fields["finished_at"], run_id)
+    elif kind in (EventType.INPUT_REQUESTED, EventType.INPUT_ANSWERED) and fields.get("run_status"):
+        row.status = (fields["run_status"], run_id)
     return row
 
 
