@@ -156,11 +156,11 @@ class Inbox:
         self._waiting[request_id] = waiting
         left = (datetime.fromisoformat(expires_at) - datetime.now(UTC)).total_seconds()
         try:
-            async with asyncio.timeout(max(left, 0.0)):
-                return await waiting.answer
-        except TimeoutError:
-            if waiting.answer.done():  # answered in the same tick as the expiry: the answer stands
+            # asyncio.wait neither cancels the future nor turns a cancel of this task into a timeout.
+            await asyncio.wait({waiting.answer}, timeout=max(left, 0.0))
+            if waiting.answer.done():  # answered, even in the same tick as the expiry: the answer stands
                 return waiting.answer.result()
+            waiting.answer.cancel()
             record.emit(
                 input_answered(
                     request_id=request_id,
