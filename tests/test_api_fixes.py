@@ -287,7 +287,9 @@ def remote_app(
     for scenario in scenarios:
         (folder / f"{scenario['scenario_id']}.json").write_text(json.dumps(scenario), encoding="utf-8")
     config = tmp_path / "mcp.json"
-    config.write_text(json.dumps({"mcpServers": {"remote": {"url": url}}}), encoding="utf-8")
+    # Sessions, and servers forgetting them, belong to the 2025 protocol: the gate refuses them as deployments do.
+    remote = {"url": url, "protocol": "legacy"}
+    config.write_text(json.dumps({"mcpServers": {"remote": remote}}), encoding="utf-8")
     # No heartbeat within the test unless asked: what meets the forgotten session must be the call itself.
     app: InProcessApp = make_app(mcp_config=config, scenarios=folder, heartbeat=heartbeat, connect_timeout=5)
     app.wait_ready()

@@ -1,4 +1,8 @@
-"""The `mcpServers` JSON config that MCP clients share: stdio, streamable HTTP and legacy SSE."""
+"""The `mcpServers` JSON config that MCP clients share: stdio, streamable HTTP and legacy SSE.
+
+Besides what other clients read, each server may say which protocol era to speak (`"protocol"`), and a
+top-level `"roots"` list names folders offered to servers that ask for roots.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from web.scenarios import format_validation_error
 log = logging.getLogger(__name__)
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# How a session opens: "auto" asks for the newest protocol (server/discover) and falls back to the
+# initialize handshake; "legacy" goes straight to the handshake, for a server that misreads the probe.
+Protocol = Literal["auto", "legacy"]
 # The demo server reads these; the SDK hands a stdio child only a minimal environment.
 DEMO_PASSTHROUGH_ENV = ("STEPLINE_DEMO_DELAY",)
 
@@ -30,6 +37,7 @@ class StdioServer(BaseModel):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
     cwd: str | None = None
+    protocol: Protocol = "auto"
 
     @property
     def transport(self) -> str:
@@ -42,6 +50,7 @@ class HttpServer(BaseModel):
     type: Literal["http", "streamable-http", "streamableHttp", "sse"] = "http"
     url: str = Field(pattern=r"^https?://")
     headers: dict[str, str] = Field(default_factory=dict)
+    protocol: Protocol = "auto"
 
     @property
     def transport(self) -> str:
@@ -58,24 +67,39 @@ class McpConfigError(Exception):
 def default_servers() -> dict[str, ServerConfig]:
     """The bundled offline demo server, run with this very interpreter."""
     env = {name: os.environ[name] for name in DEMO_PASSTHROUGH_ENV if name in os.environ}
-    return {
-        "demo": StdioServer(command=sys.executable, args=["-m", "web.demo"], env=env, cwd=str(IMPORT_ROOT))
-    }
+    return {"demo": StdioServer(command=sys.executable, args=["-m", "web.demo"], env=env, cwd=str(IMPORT_ROOT))}
+
+
+def _document(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise McpConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise McpConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+
+
+def load_config_roots(path: Path | None) -> list[Path]:
+    """The folders the config file's top-level `"roots"` list names, absolute (relative ones are read from
+    the file's folder); none without a file or a list."""
+    if path is None:
+        return []
+    document = _document(path)
+    roots = document.get("roots", []) if isinstance(document, dict) else []
+    if not isinstance(roots, list) or not all(isinstance(root, str) and root for root in roots):
+        raise McpConfigError(f'{path}: roots: expected a list of folder paths, e.g. ["/srv/reports"]')
+    return [(path.parent / Path(root).expanduser()).resolve() for root in roots]
 
 
 def load_mcp_config(path: Path | None, environ: dict[str, str] | None = None) -> dict[str, ServerConfig]:
     if path is None:
         return default_servers()
     environ = dict(os.environ) if environ is None else environ
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise McpConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise McpConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    document = _document(path)
+    load_config_roots(path)  # a broken roots list is the file's problem too, found when it is read
     servers = document.get("mcpServers") if isinstance(document, dict) else None
     if not isinstance(servers, dict) or not servers:
-        raise McpConfigError(f"{path}: expected an object {{\"mcpServers\": {{\"name\": {{…}}}}}}")
+        raise McpConfigError(f'{path}: expected an object {{"mcpServers": {{"name": {{…}}}}}}')
     configs: dict[str, ServerConfig] = {}
     for name, entry in servers.items():
         where = f"{path}: mcpServers.{name}"

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, InputRequiredResult, InputResponses
 
-from web.mcp_config import McpConfigError, ServerConfig, load_mcp_config
-from web.mcp_server import McpServer, ProgressCallback, ServerUnavailable
+from web.mcp_config import McpConfigError, ServerConfig, load_config_roots, load_mcp_config
+from web.mcp_server import McpServer, ProgressCallback, ServerUnavailable, ToolCallError
+
+if TYPE_CHECKING:
+    from web.step_asker import StepAsker
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,7 @@ class ToolInfo:
 
 def _tool_infos(servers: Iterable[McpServer]) -> list[ToolInfo]:
     return [
-        ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema)
-        for s in servers
-        for t in s.tools
+        ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema) for s in servers for t in s.tools
     ]
 
 
@@ -61,6 +62,9 @@ class McpPool:
 
     `reconfigure` swaps in a new config while the pool runs: only the servers whose entry changed,
     was added or was removed are touched; the others keep their sessions.
+
+    `roots`: the folders offered to servers that ask for roots (`--root`), with `config_roots`, those the
+    config file lists (read again with it).
     """
 
     def __init__(
@@ -70,10 +74,14 @@ class McpPool:
         connect_timeout: float,
         heartbeat: float,
         errlog: TextIO | None = None,
+        roots: Sequence[Path] = (),
+        config_roots: Sequence[Path] = (),
     ) -> None:
         self.connect_timeout = connect_timeout
         self.heartbeat = heartbeat
         self.errlog = errlog
+        self.fixed_roots = [Path(root).resolve() for root in roots]
+        self.config_roots = list(config_roots)
         self.servers = {name: self._server(name, config) for name, config in configs.items()}
         self._supervisors: dict[str, asyncio.Task[None]] = {}
         # Supervisors of servers replaced or removed, still stopping: closing the pool waits for them too.
@@ -82,8 +90,27 @@ class McpPool:
 
     def _server(self, name: str, config: ServerConfig) -> McpServer:
         return McpServer(
-            name, config, connect_timeout=self.connect_timeout, heartbeat=self.heartbeat, errlog=self.errlog
+            name,
+            config,
+            connect_timeout=self.connect_timeout,
+            heartbeat=self.heartbeat,
+            errlog=self.errlog,
+            roots=lambda: self.roots,
         )
+
+    @property
+    def roots(self) -> list[Path]:
+        """The folders offered to servers now, each once."""
+        return list(dict.fromkeys([*self.fixed_roots, *self.config_roots]))
+
+    async def set_config_roots(self, roots: Sequence[Path]) -> bool:
+        """Serve the config file's roots; when that changes what servers are offered, tell each open session."""
+        before = self.roots
+        self.config_roots = list(roots)
+        if self.roots == before:
+            return False
+        await asyncio.gather(*(server.roots_changed() for server in self.servers.values()))
+        return True
 
     def _supervise(self, server: McpServer) -> None:
         self._supervisors[server.name] = asyncio.create_task(server.supervise(), name=f"mcp {server.name}")
@@ -131,12 +158,15 @@ class McpPool:
         """Read the mcpServers file again and serve it; a broken file changes nothing (None, and the log says why)."""
         try:
             configs = load_mcp_config(path)
+            roots = load_config_roots(path)
         except McpConfigError as exc:
             log.error("MCP config not reloaded, the servers keep the one they had: %s", exc)
             return None
         changes = await self.reconfigure(configs)
         touched = (("started", changes.added), ("reconnected", changes.changed), ("stopped", changes.removed))
         said = [f"{verb} {', '.join(names)}" for verb, names in touched if names]
+        if await self.set_config_roots(roots):
+            said.append(f"roots now {', '.join(str(root) for root in self.roots) or 'none'}")
         log.info("MCP config reloaded: %s", "; ".join(said) if said else "no server's entry changed")
         return changes
 
@@ -211,11 +241,28 @@ class McpPool:
         *,
         timeout: float,
         on_progress: ProgressCallback | None = None,
-    ) -> CallToolResult:
+        asker: StepAsker | None = None,
+        input_responses: InputResponses | None = None,
+        request_state: str | None = None,
+        allow_input_required: bool = False,
+    ) -> CallToolResult | InputRequiredResult:
+        """Call `tool` on `server`. `asker`: who a person's request during the call goes to (none: the server
+        is told nobody can answer). An InputRequiredResult is returned only with `allow_input_required`."""
         found = self.servers.get(server)
         if found is None:  # removed from the config since the step found its tool there
             raise ServerUnavailable(f"MCP server '{server}' is no longer configured")
-        return await found.call_tool(tool, arguments, timeout=timeout, on_progress=on_progress)
+        result = await found.call_tool(
+            tool,
+            arguments,
+            timeout=timeout,
+            on_progress=on_progress,
+            asker=asker,
+            input_responses=input_responses,
+            request_state=request_state,
+        )
+        if isinstance(result, InputRequiredResult) and not allow_input_required:
+            raise ToolCallError(f"'{tool}' on MCP server '{server}' asked for input, which nobody can give here")
+        return result
 
 
 async def _stop(supervisors: set[asyncio.Task[None]]) -> None:

@@ -15,6 +15,12 @@ What went wrong decides what happens to the session:
 - A streamable HTTP server no longer knows the session (it restarted): a call it refused is sent again,
   once, on a new session, and a refused heartbeat ping replaces the session before a call needs it. Any
   other HTTP refusal fails the call with the server's status and words (web/mcp_http.py).
+
+A session opens at the newest protocol the server speaks (`server/discover`, else the `initialize`
+handshake; a server's `"protocol": "legacy"` skips the probe). It declares elicitation (form and URL),
+sampling and roots. A server may ask for them in the middle of a call (protocol 2025): roots are answered
+from the configured folders; elicitation and sampling go to a person through the asker of the call they
+belong to, and the call's own deadline stops while the person is asked (web/client_requests.py).
 """
 
 from __future__ import annotations
@@ -24,17 +30,35 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp.client._probe import negotiate_auto
+from mcp.client.session import IncomingMessage
 from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED, CallToolResult, Tool
+from mcp_types import (
+    CONNECTION_CLOSED,
+    URL_ELICITATION_REQUIRED,
+    CallToolResult,
+    ElicitationRequiredErrorData,
+    ElicitRequestURLParams,
+    InputRequiredResult,
+    InputResponses,
+    RootsListChangedNotification,
+    Tool,
+    ToolListChangedNotification,
+)
 from pydantic import ValidationError
 
+from web.client_requests import ServerRequests, limitation
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 from web.mcp_http import HttpRefusals, refusal_of, streamable_http
+
+if TYPE_CHECKING:
+    from web.step_asker import StepAsker
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +86,22 @@ class CallTimeout(ToolCallError):
     pass
 
 
+class WaitExpired(ToolCallError):
+    """Nobody answered a request of the call in time: asking again would be in vain."""
+
+
+class PersonDeclined(ToolCallError):
+    """A person declined what the call needed: another attempt would ask them again, in vain."""
+
+
+class UrlElicitationRequired(ToolCallError):
+    """The server refused the call until a person visits its pages (error -32042, protocol 2025)."""
+
+    def __init__(self, message: str, elicitations: list[ElicitRequestURLParams]) -> None:
+        super().__init__(message)
+        self.elicitations = elicitations
+
+
 def innermost(exc: BaseException) -> BaseException:
     """The first leaf of nested ExceptionGroups (transports raise them from their task groups)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -83,7 +123,7 @@ class _Connection:
 
     session: ClientSession
 
-    def __init__(self) -> None:
+    def __init__(self, requests: ServerRequests) -> None:
         # Set once the transport has ended, or once we close it: calls in flight then fail.
         self.closed = asyncio.Event()
         self.reason = ""
@@ -98,6 +138,10 @@ class _Connection:
         self.refusals = HttpRefusals()
         # Set once the server no longer knows the session: no call is sent on it any more.
         self.forgotten = False
+        # What the server asks its client, answered for the calls in flight.
+        self.requests = requests
+        # Set when the server says its tool list changed: the supervisor reads it again.
+        self.tools_changed = asyncio.Event()
 
     @property
     def usable(self) -> bool:
@@ -132,9 +176,12 @@ class McpServer:
         connect_timeout: float,
         heartbeat: float,
         errlog: TextIO | None = None,
+        roots: Callable[[], list[Path]] = list,
     ) -> None:
         # Where a stdio server's stderr goes: ours, unless the caller keeps it out of its own output.
         self.errlog = errlog
+        # The folders offered to the server when it asks for roots (as configured now).
+        self.roots = roots
         self.name = name
         self.config = config
         self.connect_timeout = connect_timeout
@@ -167,17 +214,25 @@ class McpServer:
         while True:
             self._set_state("connecting", self.error)
             # One connection object per attempt, so a late signal from an old session cannot touch a new one.
-            connection = _Connection()
+            connection = _Connection(ServerRequests(self.name, self.roots))
             try:
                 async with self._open(connection) as session:
                     # Bound only the handshake: the transport's own scopes must nest inside ours.
                     with anyio.fail_after(self.connect_timeout):
-                        await session.initialize()
+                        if self.config.protocol == "legacy":
+                            await session.initialize()
+                        else:
+                            await negotiate_auto(session)
                         self.tools = (await session.list_tools()).tools
                     self._connection = connection
                     self._set_state("ready")
                     reported = None
-                    log.info("MCP server '%s' ready with %d tools", self.name, len(self.tools))
+                    log.info(
+                        "MCP server '%s' ready with %d tools (protocol %s)",
+                        self.name,
+                        len(self.tools),
+                        session.protocol_version,
+                    )
                     delay = BACKOFF_FIRST
                     try:
                         self._set_state("down", await self._watch(connection))
@@ -210,9 +265,44 @@ class McpServer:
             watched = _WatchedStream(
                 read, on_message=lambda item: self._heard(connection, item), on_end=connection.close
             )
-            async with ClientSession(watched, write) as session:
+            async with ClientSession(
+                watched,
+                write,
+                elicitation_callback=connection.requests.elicit,
+                sampling_callback=connection.requests.sample,
+                list_roots_callback=connection.requests.list_roots,
+                message_handler=lambda message: self._notified(connection, message),
+            ) as session:
                 connection.session = session
                 yield session
+
+    async def _notified(self, connection: _Connection, message: IncomingMessage) -> None:
+        if isinstance(message, ToolListChangedNotification):
+            connection.tools_changed.set()
+
+    async def roots_changed(self) -> None:
+        """Tell the server its roots changed (it lists them again when it needs them)."""
+        connection = self._connection
+        if connection is None or not connection.usable:
+            return
+        try:
+            await connection.session.send_notification(RootsListChangedNotification())
+        except Exception as exc:  # a session closing meanwhile: its successor lists the roots afresh
+            log.info("MCP server '%s' was not told its roots changed: %s", self.name, describe(exc))
+
+    async def _follow_tool_changes(self, connection: _Connection) -> None:
+        """Read the tool list again each time the server says it changed (tools offered only to a client
+        that declares a capability may be registered after the handshake)."""
+        while True:
+            await connection.tools_changed.wait()
+            connection.tools_changed.clear()
+            try:
+                with anyio.fail_after(self.connect_timeout):
+                    self.tools = (await connection.session.list_tools()).tools
+            except Exception as exc:  # the watch sees a connection that broke; a slow list is tried next time
+                log.warning("MCP server '%s' changed its tools, not listed: %s", self.name, describe(exc))
+            else:
+                log.info("MCP server '%s' now offers %d tools", self.name, len(self.tools))
 
     def _heard(self, connection: _Connection, item: Any) -> None:
         connection.received += 1
@@ -269,6 +359,7 @@ class McpServer:
                 pinging = False
 
         async with anyio.create_task_group() as pings:
+            pings.start_soon(self._follow_tool_changes, connection)
             try:
                 while True:
                     started = anyio.current_time()
@@ -316,22 +407,48 @@ class McpServer:
         raise ServerUnavailable(f"MCP server '{self.name}' is unavailable: {self.error}")
 
     async def call_tool(
-        self, tool: str, arguments: dict[str, Any], *, timeout: float, on_progress: ProgressCallback | None
-    ) -> CallToolResult:
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None,
+        asker: StepAsker | None = None,
+        input_responses: InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> CallToolResult | InputRequiredResult:
+        """Call `tool`; a server on protocol 2026-07-28 may answer InputRequiredResult (web/input_rounds.py)."""
+        self._check_supported(tool)
         connection = await self.connection()
+        call = {
+            "timeout": timeout,
+            "on_progress": on_progress,
+            "asker": asker,
+            "input_responses": input_responses,
+            "request_state": request_state,
+        }
         try:
-            return await self._call(connection, tool, arguments, timeout=timeout, on_progress=on_progress)
+            return await self._call(connection, tool, arguments, **call)
         except MCPError as exc:
             if not _session_unknown(exc):
-                raise await self._failure(connection, exc) from None
+                raise await self._failure(connection, tool, exc) from None
             # The server restarted and forgot our session: it refused the call without running it,
             # so one retry on a new session is safe.
             connection.forget(self.forget_grace)
         connection = await self.connection()
         try:
-            return await self._call(connection, tool, arguments, timeout=timeout, on_progress=on_progress)
+            return await self._call(connection, tool, arguments, **call)
         except MCPError as exc:
-            raise await self._failure(connection, exc) from None
+            raise await self._failure(connection, tool, exc) from None
+
+    def _check_supported(self, tool: str) -> None:
+        listed = next((known for known in self.tools if known.name == tool), None)
+        execution = listed.execution if listed is not None else None
+        if execution is not None and execution.task_support == "required":
+            raise ToolCallError(
+                f"'{tool}' on MCP server '{self.name}' can only run as an MCP task (execution.taskSupport "
+                f'"required"): {limitation("MCP tasks")}'
+            )
 
     async def _call(
         self,
@@ -341,26 +458,51 @@ class McpServer:
         *,
         timeout: float,
         on_progress: ProgressCallback | None,
-    ) -> CallToolResult:
+        asker: StepAsker | None,
+        input_responses: InputResponses | None,
+        request_state: str | None,
+    ) -> CallToolResult | InputRequiredResult:
         connection.calls += 1
         unreadable_before = connection.unreadable
+        flight = connection.requests.take_off(asker)
         try:
             # Our own deadline, not the SDK's read timeout: the SDK reports that with -32001, a code a
             # server may answer with too. Cancelled this way, the SDK still tells the server
-            # (notifications/cancelled), so the tool stops.
-            with anyio.move_on_after(timeout):
-                return await connection.session.call_tool(tool, arguments, progress_callback=on_progress)
+            # (notifications/cancelled), so the tool stops. It stops while a person is asked.
+            with anyio.move_on_after(timeout) as flight.deadline:
+                return await connection.session.call_tool(
+                    tool,
+                    arguments,
+                    progress_callback=on_progress,
+                    input_responses=input_responses,
+                    request_state=request_state,
+                    allow_input_required=True,
+                )
         finally:
+            connection.requests.land(flight)
             connection.calls -= 1
             if connection.forgotten and connection.calls == 0:
                 connection.close(SESSION_FORGOTTEN)
+        if flight.failure is not None:
+            raise flight.failure
         message = f"'{tool}' on MCP server '{self.name}' did not answer within {timeout:g}s"
         if connection.unreadable > unreadable_before:
             message += f"; meanwhile it sent a message that could not be read ({connection.last_unreadable})"
         raise CallTimeout(message)
 
-    async def _failure(self, connection: _Connection, exc: MCPError) -> ToolCallError:
+    async def _failure(self, connection: _Connection, tool: str, exc: MCPError) -> ToolCallError:
         """What a call that ended in a JSON-RPC error tells the user: the server's answer, or a lost connection."""
+        if exc.error.code == URL_ELICITATION_REQUIRED:
+            try:
+                elicitations = ElicitationRequiredErrorData.model_validate(exc.error.data).elicitations
+            except ValidationError:
+                elicitations = []
+            if elicitations:
+                return UrlElicitationRequired(
+                    f"'{tool}' on MCP server '{self.name}' needs a person to visit a page first: "
+                    + " ".join(exc.error.message.split()),
+                    elicitations,
+                )
         refusal = refusal_of(exc.error)
         if refusal is not None:  # the HTTP server answered, so nothing was lost; its own words say why
             code = f" (code {refusal.code})" if refusal.code is not None else ""

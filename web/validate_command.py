@@ -18,7 +18,7 @@ from typing import IO
 from pydantic import BaseModel, Field
 
 from web.checks import CatalogChecks, Check, ScenarioChecks, catalog_checks
-from web.mcp_config import StdioServer, load_mcp_config
+from web.mcp_config import StdioServer, load_config_roots, load_mcp_config
 from web.mcp_pool import McpPool
 from web.scenarios import Catalog, load_catalog
 from web.settings import Settings
@@ -52,7 +52,14 @@ async def validate_command(settings: Settings, *, as_json: bool = False) -> int:
     catalog = load_catalog(settings.scenarios)
     configs = load_mcp_config(settings.mcp_config)
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as errlog:
-        pool = McpPool(configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat, errlog=errlog)
+        pool = McpPool(
+            configs,
+            connect_timeout=settings.connect_timeout,
+            heartbeat=settings.heartbeat,
+            errlog=errlog,
+            roots=settings.roots,
+            config_roots=load_config_roots(settings.mcp_config),
+        )
         async with pool:
             found = await catalog_checks(catalog, pool)
         report = validation_report(catalog, found)

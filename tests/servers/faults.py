@@ -26,7 +26,7 @@ cancelled = 0
 
 async def count_handshakes(ctx: Any, call_next: Any) -> Any:
     global handshakes
-    if ctx.method == "initialize":
+    if ctx.method in ("initialize", "server/discover"):
         handshakes += 1
     return await call_next(ctx)
 
