@@ -39,10 +39,15 @@ DEFAULT_WAIT_SECONDS = 24 * 60 * 60.0
 SECRET_FIELD = re.compile(
     r"pass(word|phrase|wd)?|secret|token|api[ _-]?key|credential|private[ _-]?key|otp|pin\b", re.I
 )
-# A sampling reply a person writes or reviews: its text, and optionally the model that wrote it.
+# A sampling reply a person writes or reviews: its text, and optionally the model that wrote it and why it
+# stopped (a draft posted back as it came is a valid answer).
 SAMPLING_ANSWER_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"text": {"type": "string", "minLength": 1}, "model": {"type": "string", "minLength": 1}},
+    "properties": {
+        "text": {"type": "string", "minLength": 1},
+        "model": {"type": "string", "minLength": 1},
+        "stop_reason": {"type": ["string", "null"]},
+    },
     "required": ["text"],
     "additionalProperties": False,
 }
@@ -185,7 +190,7 @@ class Inbox:
         Raises RequestNotFound, RequestClosed, AnswerInvalid (content that does not fit; `loc` starts
         with "body", "content"). Content is kept only with `accept`.
         """
-        request = self._open(record, request_id)
+        request = self.open_request(record, request_id)
         if action not in (AnswerAction.ACCEPT, AnswerAction.DECLINE, AnswerAction.CANCEL):
             raise AnswerInvalid([_problem(["body", "action"], "must be one of accept, decline, cancel", "enum")])
         content = answer_content(request, content) if action == AnswerAction.ACCEPT else None
@@ -210,7 +215,7 @@ class Inbox:
 
     def draft(self, record: RunRecord, request_id: str, draft: dict[str, Any], *, by: Actor | None) -> None:
         """Record a model's reply to a sampling request, for its reviewer (not an answer)."""
-        request = self._open(record, request_id)
+        request = self.open_request(record, request_id)
         if request["kind"] != RequestKind.SAMPLING:
             raise RequestClosed(f"Request {request_id} asks for {request['kind']}, not a model's reply")
         record.emit(
@@ -224,7 +229,7 @@ class Inbox:
         )
 
     @staticmethod
-    def _open(record: RunRecord, request_id: str) -> dict[str, Any]:
+    def open_request(record: RunRecord, request_id: str) -> dict[str, Any]:
         """The request as the run shows it while it is open; RequestNotFound or RequestClosed otherwise."""
         request = record.state.pending.get(request_id)
         if request is not None:

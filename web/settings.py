@@ -41,8 +41,8 @@ class Settings(BaseSettings):
       ``wait_timeout_seconds`` (86400, a day); then its step fails, saying nobody answered.
     - ``STEPLINE_SAMPLING_URL``: an OpenAI-compatible endpoint (``…/v1``) a person may send a server's
       sampling request to, and review the model's reply before it goes back (none: people write replies).
-    - ``STEPLINE_SAMPLING_MODEL``: the model asked there (``gpt-4o-mini``), unless the request prefers one
-      the endpoint names.
+    - ``STEPLINE_SAMPLING_MODEL``: the model asked there (``gpt-4o-mini``); a server's model hints are
+      shown to the reviewer, not used to pick one.
     - ``STEPLINE_SAMPLING_KEY_ENV``: the environment variable holding the endpoint's API key
       (``STEPLINE_SAMPLING_API_KEY``); the key is sent only to the endpoint, never shown or logged.
 
