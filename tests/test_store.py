@@ -20,6 +20,9 @@ from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end
 from sse import aread_events, read_events
 
+from web.events import RunStatus, run_finished, run_started
+from web.registry import RunRegistry
+from web.run_state import utc_now
 from web.store import RunRow, RunStore
 from web.store_db import SCHEMA_VERSION
 
@@ -268,3 +271,18 @@ def test_retention_prunes_old_runs_and_keeps_the_newest(tmp_path: Path) -> None:
         wait_until(newest_two_left, 10, "all but the two newest runs to be pruned")
         assert app.get(f"/api/runs/{runs[0]['run_id']}").status_code == 404
         assert read_events(app.client, runs[3]["run_id"])[-1]["type"] == "run_finished"
+
+
+@pytest.mark.anyio
+async def test_a_run_is_listed_by_the_status_it_has_now_before_its_row_is_written(tmp_path: Path) -> None:
+    """The list filters in the history, whose rows trail memory by a batch: a run that just reached a status
+    is listed under it all the same, and not under the one its row still says."""
+    registry = RunRegistry(10, store=RunStore(tmp_path / "data", retention_days=30, retention_runs=100))
+    async with registry.history():
+        record = registry.create("scenario", {})
+        await registry.sync()
+        record.emit(run_started(scenario_id="scenario", started_at=utc_now(), plan=None))
+        record.emit(run_finished(status=RunStatus.CANCELLED, finished_at=utc_now(), message="Cancelled"))
+        # No await since: nothing of it has been written yet.
+        assert [row.run_id for row in registry.page(status="cancelled").runs] == [record.run_id]
+        assert registry.page(status="queued").runs == []

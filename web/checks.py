@@ -179,6 +179,8 @@ class _Checker:
 
     def _locate(self, step: PlannedStep) -> Tool | None:
         """The step's tool, as web.mcp_pool finds it, judged from the lists known now (no waiting)."""
+        if step.tool is None:  # an approval calls nothing
+            return None
         offered, down = self.tools.offered, self.tools.down
         configured = [*offered, *down]
         if step.server is not None and step.server not in configured:
@@ -223,7 +225,7 @@ class _Checker:
             if tool is not None:
                 self._argument(step, tool, key, node)
             self._reads(step, f"input.{key}", node)
-        for field, node in (("when", step.when), ("for_each", step.for_each)):
+        for field, node in (("when", step.when), ("for_each", step.for_each), ("message", step.message)):
             if node is not None:
                 self._reads(step, field, node)
 

@@ -46,6 +46,7 @@ class EventType(StrEnum):
     INPUT_REQUESTED = "input_requested"
     INPUT_ANSWERED = "input_answered"
     INPUT_DRAFTED = "input_drafted"
+    RUN_RESUMED = "run_resumed"
     RUN_FINISHED = "run_finished"
 
 
@@ -299,4 +300,22 @@ def input_drafted(
         "index": index,
         "draft": draft,
         "drafted_by": drafted_by,
+    }
+
+
+def run_resumed(
+    *, attempt: int, resumed_at: str, waiting_steps: list[str], rerun_steps: list[str], by: Actor | None = None
+) -> Event:
+    """A run that outlived its process goes on (web.resume): its `waiting_steps` wait again on their requests,
+    `rerun_steps` are called again from the start (none when every step in flight was waiting on people).
+
+    `attempt`: the how-manyth time it goes on (1, 2…); `by`: who resumed it, None for the server itself.
+    """
+    return {
+        "type": EventType.RUN_RESUMED.value,
+        "attempt": attempt,
+        "resumed_at": resumed_at,
+        "waiting_steps": waiting_steps,
+        "rerun_steps": rerun_steps,
+        "by": by,
     }

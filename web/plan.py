@@ -38,11 +38,16 @@ class RetryPolicy:
         return min(self.max_backoff_seconds, self.backoff_seconds * self.backoff_multiplier ** (failed_attempt - 1))
 
 
+# What a step does: call a tool, or ask a person to approve.
+TOOL = "tool"
+APPROVAL = "approval"
+
+
 @dataclass(frozen=True)
 class PlannedStep:
     index: int
     name: str
-    tool: str
+    tool: str | None  # None for an approval
     server: str | None
     description: str
     input: ObjectNode
@@ -55,14 +60,23 @@ class PlannedStep:
     retry: RetryPolicy
     timeout_seconds: float | None  # None: the server-wide call timeout
     idle_timeout_seconds: float | None
+    wait_timeout_seconds: float | None = None  # None: the server-wide wait timeout
+    kind: str = TOOL
+    # An approval's text (a template) and form (a JSON Schema; None: a comment).
+    message: Node | None = None
+    approval_schema: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
         return step_label(self.index, self.name)
 
+    @property
+    def is_approval(self) -> bool:
+        return self.kind == APPROVAL
+
     def summary(self) -> dict[str, Any]:
         """What a run records of this step when it starts (JSON), so its page shows the plan it ran."""
-        return {
+        summary = {
             "name": self.name,
             "tool": self.tool,
             "server": self.server,
@@ -73,6 +87,9 @@ class PlannedStep:
             "max_attempts": self.retry.max_attempts,
             "description": self.description,
         }
+        if self.kind != TOOL:  # a tool step's plan reads as it did before there were other types
+            summary["type"] = self.kind
+        return summary
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,7 @@ class StepSource(Protocol):
     `needs`, `when`, `for_each` and the settings of `defaults`; they are read only from version 2 files."""
 
     name: str
-    tool: str
+    tool: str | None
     server: str | None
     description: str
     input: dict[str, Any]
@@ -174,22 +191,28 @@ class _Compiler:
     def _step(self, index: int, step: StepSource) -> PlannedStep | None:
         label = step_label(index, step.name)
         inputs = self._compile(lambda: compile_value(step.input, field=f"{label}.input", templates=self.templates))
-        when = for_each = None
+        when = for_each = message = None
         needs: list[str] = []
+        kind, approval_schema = TOOL, None
         if self.templates:
             workflow_step: Any = step
             needs = workflow_step.needs
+            kind, approval_schema = workflow_step.type, workflow_step.approval_schema
             if workflow_step.when is not None:
                 when = self._compile(lambda: compile_expression(workflow_step.when, field=f"{label}.when"))
             if workflow_step.for_each is not None:
                 for_each = self._compile(lambda: compile_expression(workflow_step.for_each, field=f"{label}.for_each"))
+            if workflow_step.message is not None:
+                message = self._compile(
+                    lambda: compile_value(workflow_step.message, field=f"{label}.message", templates=True)
+                )
         read: set[str] = set()
-        for where, node in self._fields(label, inputs, when, for_each):
+        for where, node in self._fields(label, inputs, when, for_each, message):
             read |= self._references(index, where, node)
         read |= self._needs(index, label, needs)
         if not isinstance(inputs, ObjectNode):
             return None
-        self._item_use(label, inputs, when, for_each)
+        self._item_use(label, inputs, when, for_each, message)
 
         if self.templates:
             depends_on = sorted(read, key=self.index.__getitem__)
@@ -212,6 +235,10 @@ class _Compiler:
             retry=settings["retry"],
             timeout_seconds=settings["timeout_seconds"],
             idle_timeout_seconds=settings["idle_timeout_seconds"],
+            wait_timeout_seconds=settings["wait_timeout_seconds"],
+            kind=kind,
+            message=message,
+            approval_schema=approval_schema,
         )
 
     def _compile(self, make: Callable[[], Node]) -> Any:
@@ -223,7 +250,7 @@ class _Compiler:
 
     @staticmethod
     def _fields(
-        label: str, inputs: ObjectNode | None, when: Node | None, for_each: Node | None
+        label: str, inputs: ObjectNode | None, when: Node | None, for_each: Node | None, message: Node | None
     ) -> Iterator[tuple[str, Node]]:
         """Each place a step reads others (that compiled), named for its problems."""
         for key, node in inputs.items.items() if inputs is not None else ():
@@ -232,6 +259,8 @@ class _Compiler:
             yield f"{label}.when", when
         if for_each is not None:
             yield f"{label}.for_each", for_each
+        if message is not None:
+            yield f"{label}.message", message
 
     def _references(self, index: int, where: str, node: Node) -> set[str]:
         """The known steps `node` reads; a problem for each unknown, itself, or (version 1) a later one."""
@@ -266,11 +295,15 @@ class _Compiler:
             return f" (did you mean '{close[0]}'?)"
         return f" (steps: {', '.join(self.index)})" if len(self.index) <= MAX_NAMES_LISTED else ""
 
-    def _item_use(self, label: str, inputs: ObjectNode, when: Node | None, for_each: Node | None) -> None:
+    def _item_use(
+        self, label: str, inputs: ObjectNode, when: Node | None, for_each: Node | None, message: Node | None
+    ) -> None:
         if for_each is None:
             for key, node in inputs.items.items():
                 if node.uses_item():
                     self.problems.append(f"{label}.input.{key}: reads item, but the step has no for_each")
+            if message is not None and message.uses_item():
+                self.problems.append(f"{label}.message: reads item, but the step has no for_each")
         elif for_each.uses_item():
             self.problems.append(f"{label}.for_each: reads item, which is known only once for_each has given the list")
         if when is not None and when.uses_item():
@@ -284,6 +317,7 @@ class _Compiler:
             "on_error": "fail",
             "timeout_seconds": None,
             "idle_timeout_seconds": None,
+            "wait_timeout_seconds": None,
         }
         retry: dict[str, Any] = {}
         layers: list[Any] = []

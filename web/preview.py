@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from web.approval import approval_message
 from web.events import StepStatus
 from web.expressions import OMIT, EvaluationError, Node
 from web.mcp_pool import ToolInfo
@@ -59,7 +60,7 @@ class ItemPreview:
 class StepPreview:
     index: int
     name: str
-    tool: str
+    tool: str | None  # None: an approval, which calls nothing
     server: str | None
     status: PreviewStatus = PreviewStatus.READY
     message: str = ""
@@ -226,6 +227,8 @@ class _Previewer:
                 return preview
         if step.for_each is not None:
             return self._for_each(step, step.for_each, preview)
+        if step.message is not None:
+            return self._approval(step, step.message, preview)
         if not self._arguments_wait(step, preview):
             arguments, omitted, errors = self._evaluate(step, self.scope)
             preview.input, preview.omitted = arguments, list(omitted)
@@ -260,7 +263,19 @@ class _Previewer:
         if failures:
             first, message = failures[0]
             return _failed(preview, f"{len(failures)} of {len(items)} items would fail; item {first}: {message}")
-        preview.message = f"would call {step.tool} for each of {len(items):,} items"
+        action = "would ask a person to approve" if step.is_approval else f"would call {step.tool}"
+        preview.message = f"{action} for each of {len(items):,} items"
+        return preview
+
+    def _approval(self, step: PlannedStep, message: Node, preview: StepPreview) -> StepPreview:
+        """An approval: the message a person would be shown, once the steps it reads have outputs."""
+        if self._waits(preview, message, "to write its message"):
+            return preview
+        try:
+            text = approval_message(step, self.scope)
+        except StepInputError as exc:
+            return _failed(preview, str(exc))
+        preview.message = f"would ask a person to approve: {text}"
         return preview
 
     def _waits(self, preview: StepPreview, node: Node, purpose: str) -> bool:

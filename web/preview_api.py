@@ -106,7 +106,7 @@ class StepPreviewModel(BaseModel):
 
     index: int = Field(description="Its position in the scenario's steps.")
     name: str
-    tool: str
+    tool: str | None = Field(description="The tool it would call; null for an approval step, which asks a person.")
     server: str | None
     status: PreviewStatus = Field(
         description="`ready`: the tool would be called with `input` (or each item's); `skipped`: its condition is "

@@ -24,7 +24,17 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from web.events import Actor, Event, EventType, RecordedEvent, RunStatus, StepStatus, run_finished, step_finished
+from web.events import (
+    TERMINAL_STEP_STATUSES,
+    Actor,
+    Event,
+    EventType,
+    RecordedEvent,
+    RunStatus,
+    StepStatus,
+    run_finished,
+    step_finished,
+)
 from web.run_list import DEFAULT_PAGE_SIZE, RunPage, decode_cursor, encode_cursor, summary_of
 from web.run_state import RunState, utc_now
 from web.store import RunRow, RunStore
@@ -73,6 +83,11 @@ RESTARTED = Ending(
 )
 # A task cancelled by anything else (its own code, a test).
 CANCELLED = Ending(RunStatus.CANCELLED, "Run cancelled", "Cancelled while running")
+# A run only waiting on people when its server shuts down: nothing is recorded, it goes on after the restart
+# (web.resume). Its status is the one it keeps: waiting.
+SUSPENDED = Ending(
+    RunStatus.WAITING, "Waiting on people across a restart", "Waiting on people across a restart", StepStatus.WAITING
+)
 
 
 def history_refused(why: str) -> Ending:
@@ -224,7 +239,7 @@ def close(record: RunRecord, ending: Ending) -> None:
     now = utc_now()
     steps = record.state.steps
     for step in sorted(steps.values(), key=lambda s: s.index):
-        if step.status == StepStatus.RUNNING:
+        if step.status not in TERMINAL_STEP_STATUSES:  # running, or waiting on a person
             record.emit(
                 step_finished(
                     step_name=step.node_id,
@@ -253,7 +268,8 @@ def close(record: RunRecord, ending: Ending) -> None:
 def _close_unfinished(record: RunRecord) -> None:
     # A task cancelled before it started never enters the runner (and a task that ended without
     # ending its run left it open): nothing else would write the endings its subscribers wait for.
-    if not record.is_finished:
+    # A run suspended at shutdown is left as it is, on purpose, for the next start to resume.
+    if not record.is_finished and record.stop_reason is not SUSPENDED:
         close(record, record.stop_reason or CANCELLED)
 
 
@@ -266,10 +282,21 @@ class RunAlreadyFinished(Exception):
 class RunRegistry:
     """Runs by id, least recently used first; only finished (and, with a store, saved) runs are evicted."""
 
-    def __init__(self, max_size: int, *, store: RunStore | None = None) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        store: RunStore | None = None,
+        can_resume: Callable[[RunRecord], bool] | None = None,
+    ) -> None:
+        """`can_resume`: whether an unfinished run only waits on people and may go on after a restart
+        (web.resume); such a run is left waiting at shutdown and kept at start. None: every run is ended."""
         self.max_size = max_size
         self.store = store
+        self.can_resume = can_resume
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
+        # Runs the history left waiting on people, kept at start until they are resumed (web.resume).
+        self._suspended: list[RunRecord] = []
         if store is not None:
             store.on_commit = self._saved
             store.on_prune = self._forget
@@ -321,8 +348,15 @@ class RunRegistry:
         if self.store is None:
             rows = self._page_in_memory(scenario_id, status, started_by, limit + 1, before)
         else:
+            # A run in memory may have reached the status its row does not show yet.
+            now_so = [rid for rid, record in self._runs.items() if status is not None and record.state.status == status]
             rows = self.store.list_runs(
-                scenario_id=scenario_id, status=status, started_by=started_by, limit=limit + 1, before=before
+                scenario_id=scenario_id,
+                status=status,
+                started_by=started_by,
+                limit=limit + 1,
+                before=before,
+                status_also=now_so,
             )
         next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
         # A live run's row trails its events by a batch; show what memory knows now.
@@ -388,9 +422,14 @@ class RunRegistry:
         return record
 
     def stop_live(self) -> list[asyncio.Task[None]]:
-        """Cancel every live run; each records its own ending (run_finished, failed: interrupted)."""
+        """Cancel every live run; each records its own ending (run_finished, failed: interrupted), except a run
+        only waiting on people, which records nothing and goes on after the restart."""
         records = [record for record in self.active() if record.task is not None]
         for record in records:
+            # Only a run on disk can go on after the restart.
+            resumable = self.store is not None and self.can_resume is not None and self.can_resume(record)
+            if record.stop_reason is None and resumable:
+                record.stop_reason = SUSPENDED
             record.stop_reason = record.stop_reason or SHUT_DOWN
             assert record.task is not None
             record.task.cancel()
@@ -414,7 +453,8 @@ class RunRegistry:
             await self.store.aclose()
 
     async def recover(self) -> list[str]:
-        """End every stored run still queued or running as failed (interrupted) and save that ending.
+        """End every stored run still queued, running or waiting as failed (interrupted) and save that ending,
+        except those only waiting on people (`can_resume`): kept, for `take_suspended`. The ids of those ended.
 
         Runs a previous process was executing when it stopped, gracefully or not: their streams and
         pages must say how they ended rather than wait for ever.
@@ -423,7 +463,12 @@ class RunRegistry:
             return []
         ended = []
         for row, stored in self.store.unfinished():
-            close(RunRecord.restore(row, stored, sink=self.store.add_event), RESTARTED)
+            record = RunRecord.restore(row, stored, sink=self.store.add_event)
+            if self.can_resume is not None and self.can_resume(record):
+                self._suspended.append(record)
+                self._runs[record.run_id] = record
+                continue
+            close(record, RESTARTED)
             ended.append(row.run_id)
         await self.store.sync()
         if ended:
@@ -431,6 +476,11 @@ class RunRegistry:
                 "%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)", len(ended)
             )
         return ended
+
+    def take_suspended(self) -> list[RunRecord]:
+        """The runs `recover` kept waiting on people, each once, for the runner to resume or end."""
+        suspended, self._suspended = self._suspended, []
+        return suspended
 
     def history_health(self) -> dict[str, Any] | None:
         return self.store.health() if self.store is not None else None

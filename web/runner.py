@@ -16,15 +16,25 @@ import asyncio
 import logging
 from typing import Any
 
-from web.events import RunStatus, StepStatus, run_finished, run_started, step_finished
+from web.events import (
+    TERMINAL_STEP_STATUSES,
+    EventType,
+    RunStatus,
+    StepStatus,
+    run_finished,
+    run_resumed,
+    run_started,
+    step_finished,
+)
 from web.expressions import OMIT, EvaluationError
 from web.inbox import DEFAULT_WAIT_SECONDS, Inbox
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool
 from web.mcp_server import describe
 from web.plan import Plan, PlannedStep
-from web.registry import CANCELLED, RunRecord, RunRegistry
-from web.run_state import utc_now
+from web.registry import CANCELLED, SUSPENDED, RunRecord, RunRegistry
+from web.resume import ResumedStep
+from web.run_state import StepState, utc_now
 from web.scenarios import Scenario
 from web.step_runner import RunContext, StepRun, settle
 from web.tool_result import ResultReader
@@ -75,7 +85,14 @@ class Runner:
         return record
 
     async def run(self, record: RunRecord, scenario: Scenario) -> None:
-        context = RunContext(
+        await _Execution(self._context(record), scenario.plan).run(scenario.scenario_id)
+
+    async def resume(self, record: RunRecord, scenario: Scenario, waiting: dict[str, ResumedStep]) -> None:
+        """Go on with a run a stopped process left waiting on people (web.resume): `waiting`, its steps in flight."""
+        await _Execution(self._context(record), scenario.plan).resume(waiting)
+
+    def _context(self, record: RunRecord) -> RunContext:
+        return RunContext(
             record,
             self.pool,
             self.reader,
@@ -84,7 +101,6 @@ class Runner:
             inbox=self.inbox,
             wait_timeout=self.wait_timeout,
         )
-        await _Execution(context, scenario.plan).run(scenario.scenario_id)
 
 
 class _Execution:
@@ -109,17 +125,50 @@ class _Execution:
         self.failure: StepRun | None = None
 
     async def run(self, scenario_id: str) -> None:
-        record = self.record
-        record.emit(
+        self.record.emit(
             run_started(
                 scenario_id=scenario_id, started_at=utc_now(), plan=[step.summary() for step in self.plan.steps]
             )
         )
+        await self._drive()
+
+    async def resume(self, waiting: dict[str, ResumedStep]) -> None:
+        """Go on from what the run's events say: finished steps stay as they ended, `waiting` ones wait again."""
+        record = self.record
+        attempt = 1 + sum(event["type"] == EventType.RUN_RESUMED for event in record.events)
+        record.emit(run_resumed(attempt=attempt, resumed_at=utc_now(), waiting_steps=list(waiting), rerun_steps=[]))
+        ended = {name: state for name, state in record.state.steps.items() if state.status in TERMINAL_STEP_STATUSES}
+        for name in [*ended, *waiting]:
+            del self.waiting[name]
+        for step in self.plan.steps:  # in file order, as they would have been told
+            state = ended.get(step.name)
+            if state is None:
+                continue
+            self.context.results[step.name] = result_of(state)
+            if state.status == StepStatus.FAILED and step.on_error != "continue":
+                self.failure = self.failure or _ended_before(self.context, step, state)
+                continue
+            if state.status == StepStatus.FAILED:
+                self.tolerated.append(step)
+            for name in self.dependents[step.name]:
+                self.unmet[name] -= 1
+        self.ready = [step for step in self.waiting.values() if self.unmet[step.name] == 0]
+        for name, resumed in waiting.items():
+            step_run = StepRun(self.context, self.plan.step(name), resumed)
+            self.running[asyncio.create_task(step_run.run(), name=f"step {name}")] = step_run
+        await self._drive()
+
+    async def _drive(self) -> None:
+        record = self.record
         try:
-            await self._schedule()
+            if self.failure is None:
+                await self._schedule()
         except asyncio.CancelledError:
-            # Who cancelled says how the run ends: a user (cancelled), a shutdown (failed, interrupted)…
             ending = record.stop_reason or CANCELLED
+            if ending is SUSPENDED:  # only waiting on people: left as it is, to go on after the restart
+                await settle(self.running)
+                raise
+            # Who cancelled says how the run ends: a user (cancelled), a shutdown (failed, interrupted)…
             await self._stop(ending.step_status, ending.step_message, ending.not_run)
             record.emit(run_finished(status=ending.status, finished_at=utc_now(), message=ending.message))
             raise
@@ -231,3 +280,28 @@ class _Execution:
             if kept.truncated:
                 message = "; ".join(filter(None, [message, self.context.reader.truncation("Output", kept)]))
         self.record.emit(run_finished(status=RunStatus.SUCCESS, finished_at=utc_now(), message=message, output=output))
+
+
+def result_of(state: StepState) -> dict[str, Any]:
+    """What the steps after an ended step read of it (`steps.<name>…`), from its recorded state."""
+    content = state.content if isinstance(state.content, list) else None
+    return {
+        "output": state.output if state.status == StepStatus.SUCCESS else None,
+        "status": state.status,
+        "text": _text_of(content),
+        "content": content,
+        "structured": None,
+    }
+
+
+def _ended_before(context: RunContext, step: PlannedStep, state: StepState) -> StepRun:
+    """A step that ended before the restart, as the run's failure names it."""
+    step_run = StepRun(context, step)
+    step_run.status, step_run.message, step_run.started_at = StepStatus(state.status), state.message, state.started_at
+    return step_run
+
+
+def _text_of(content: list[dict[str, Any]] | None) -> str | None:
+    """The result's text blocks joined, as `steps.<name>.text` reads them while the run is live."""
+    texts = [block["text"] for block in content or () if block.get("type") == "text" and "text" in block]
+    return "\n".join(texts) if texts else None

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, check, where
 from web.plan import Plan, PlanProblems, build_plan, step_label
@@ -84,12 +93,25 @@ class StepSettings(BaseModel):
     retry: RetrySettings | None = None
     timeout_seconds: float | None = Field(None, gt=0)
     idle_timeout_seconds: float | None = Field(None, gt=0)
+    # None: the server's wait timeout (STEPLINE_WAIT_TIMEOUT, a day).
+    wait_timeout_seconds: float | None = Field(None, gt=0)
 
 
 class StepV2(StepSettings, Step):
-    """A step of a workflow: it runs once what its expressions and `needs` mention has ended."""
+    """A step of a workflow: it runs once what its expressions and `needs` mention has ended.
+
+    A `tool` step calls a tool; an `approval` step calls nothing: it shows a person its `message` (a
+    template) and a form from its `schema`, and waits for the answer.
+    """
 
     name: str = Field(description="Unique within the scenario; expressions read it as steps.<name>.")
+    type: Literal["tool", "approval"] = "tool"
+    # Checked against `type` below, so that each is said where it is wrong (validate_default: also when missing).
+    tool: str | None = Field(None, min_length=1, validate_default=True)
+    message: str | None = Field(None, validate_default=True, description="An approval's text for the person.")
+    approval_schema: dict[str, Any] | None = Field(
+        None, alias="schema", description="An approval's form: a JSON Schema of an object (none: a comment)."
+    )
     needs: list[str] = Field(default_factory=list, description="Steps to wait for besides those its expressions read.")
     # A string or a bool; anything else is named by the plan, once (a union would say it twice).
     when: Any = Field(None, description="A condition, \"{{ expr }}\" or a bool: false skips the step.")
@@ -104,6 +126,63 @@ class StepV2(StepSettings, Step):
                 "use letters, digits and _, not starting with a digit"
             )
         return name
+
+    @field_validator("tool")
+    @classmethod
+    def _tool_fits_the_type(cls, tool: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind == "approval" and tool is not None:
+            raise ValueError("an approval step calls no tool: remove 'tool', or make the step a tool step")
+        if kind == "tool" and tool is None:
+            raise ValueError("Field required")
+        return tool
+
+    @field_validator("message")
+    @classmethod
+    def _message_fits_the_type(cls, message: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind == "approval" and not (message or "").strip():
+            raise ValueError("an approval step needs a message: what the person is asked to approve")
+        if kind == "tool" and message is not None:
+            raise ValueError('only approval steps have a message (this step has "type": "tool")')
+        return message
+
+    @field_validator("approval_schema")
+    @classmethod
+    def _schema_is_a_form(cls, schema: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if schema is None:
+            return None
+        if info.data.get("type") == "tool":
+            raise ValueError('only approval steps have a schema (this step has "type": "tool")')
+        try:
+            jsonschema.validators.validator_for(schema).check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        # The answer is a form's values: an object.
+        if schema.get("type", "object") != "object":
+            raise ValueError(f"must describe an object (\"type\": \"object\"), not {schema['type']!r}")
+        return schema
+
+    @model_validator(mode="after")
+    def _approval_has_no_call(self) -> StepV2:
+        if self.type == "tool":
+            return self
+        # What only a tool call has, said once each; the message names the field.
+        call_only = {
+            "server": self.server is not None,
+            "input": bool(self.input),
+            "required_input_fields": bool(self.required_input_fields),
+            "retry": self.retry is not None,
+            "timeout_seconds": self.timeout_seconds is not None,
+            "idle_timeout_seconds": self.idle_timeout_seconds is not None,
+        }
+        found = [name for name, given in call_only.items() if given]
+        if found:
+            raise ValueError(
+                f"an approval step calls no tool: remove {', '.join(found)} "
+                "(wait_timeout_seconds bounds how long it waits for an answer)"
+            )
+        return self
 
 
 class ScenarioAccess(BaseModel):
@@ -198,7 +277,9 @@ class ScenarioV2(Scenario):
 
 SCENARIO_MODELS: dict[str, type[Scenario]] = {"1": ScenarioV1, "2": ScenarioV2}
 # Written in a version 1 file, these are a version 2 scenario not declared as one.
-V2_ONLY_FIELDS = (set(StepV2.model_fields) - set(StepV1.model_fields)) | {"defaults", "output"}
+V2_ONLY_FIELDS = {
+    field.alias or name for name, field in StepV2.model_fields.items() if name not in StepV1.model_fields
+} | {"defaults", "output"}
 
 
 def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
@@ -427,6 +508,8 @@ def validation_problems(exc: ValidationError, raw: dict[str, Any]) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and raw.get("schema_version") == "1" and loc[-1] in V2_ONLY_FIELDS:
             message = 'only schema_version "2" files have this field; this file is version "1"'
+        elif loc[-1:] == ["type"] and error["input"] == "approval" and raw.get("schema_version") == "1":
+            message = 'only schema_version "2" files have approval steps; this file is version "1"'
         problems.append(f"{_where(loc, raw)}: {message}" if loc else message)
     return problems
 

@@ -14,15 +14,19 @@ from collections.abc import Collection, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from web.approval import answer_of, approval_ask, approval_message, approval_outcome
 from web.events import StepStatus, step_finished, step_item_finished, step_progress, step_retrying, step_started
 from web.expressions import OMIT, EvaluationError, Node
-from web.inbox import Inbox
+from web.inbox import Inbox, UnaskableRequest
+from web.input_rounds import call_answering
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool, ToolInfo, ToolLookupError
-from web.mcp_server import ServerUnavailable, ToolCallError, describe
+from web.mcp_server import PersonDeclined, ServerUnavailable, ToolCallError, WaitExpired, describe
 from web.plan import PlannedStep
 from web.registry import RunRecord
+from web.resume import ResumedStep
 from web.run_state import utc_now
+from web.step_asker import StepAsker
 from web.step_inputs import StepInputError, for_each_items, missing_required, required_arguments
 from web.tool_result import ResultReader, ToolOutcome
 
@@ -64,17 +68,24 @@ class RunContext:
 
 
 class StepRun:
-    """One planned step of one run, from its condition to its step_finished."""
+    """One planned step of one run, from its condition to its step_finished.
 
-    def __init__(self, context: RunContext, step: PlannedStep) -> None:
+    `resumed`: a step that was waiting on people when the process stopped, going on from where it was.
+    """
+
+    def __init__(self, context: RunContext, step: PlannedStep, resumed: ResumedStep | None = None) -> None:
         self.context = context
         self.step = step
-        self.started_at: str | None = None
+        self.resumed = resumed
+        self.started_at: str | None = resumed.started_at if resumed is not None else None
         self.status: StepStatus | None = None  # set once step_finished is recorded
         self.message = ""
 
     async def run(self) -> StepStatus:
         """Run the step to its end and record it; CancelledError (nothing recorded) when stopped from outside."""
+        if self.resumed is not None:
+            outcome = await self._go_on(self.resumed)
+            return self._finish(StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED, outcome.message, outcome)
         step = self.step
         scope = self.context.scope
         try:
@@ -82,12 +93,31 @@ class StepRun:
                 return self._finish(StepStatus.SKIPPED, f"Condition is false: {step.when.describe()}")
             if step.for_each is not None:
                 return await self._run_for_each(step.for_each, scope)
-            arguments, omitted = evaluate_input(step, scope)
+            if step.is_approval:
+                message = approval_message(step, scope)
+            else:
+                arguments, omitted = evaluate_input(step, scope)
         except StepInputError as failure:
             self._start(None)
             return self._finish(StepStatus.FAILED, str(failure))
-        outcome, _ = await self._attempts(arguments, omitted, None)
+        if step.is_approval:
+            self._start(None)
+            outcome = await self._approve(message, None)
+        else:
+            outcome, _ = await self._attempts(arguments, omitted, None)
         return self._finish(StepStatus.SUCCESS if outcome.ok else StepStatus.FAILED, outcome.message, outcome)
+
+    async def _go_on(self, resumed: ResumedStep) -> ToolOutcome:
+        """A resumed step's outcome: its approval's answer (waited on again), or its call gone on with."""
+        if self.step.is_approval:
+            if resumed.answered is not None:
+                return approval_outcome(answer_of(resumed.answered), self._wait_seconds())
+            request = resumed.pending[0]
+            return await self._approve(request["message"], None, again=request)
+        outcome, _ = await self._attempts(
+            resumed.arguments or {}, {}, None, first_attempt=resumed.attempt, resume_events=resumed.events
+        )
+        return outcome
 
     def stop(self, status: StepStatus, message: str, not_run: str) -> None:
         """End a step stopped from outside: `status` if it had started, else skipped with `not_run`. Once only."""
@@ -164,11 +194,17 @@ class StepRun:
             arguments: dict[str, Any] | None = None
             attempt = 1
             try:
-                arguments, omitted = evaluate_input(self.step, item_scope)
+                if self.step.is_approval:
+                    message = approval_message(self.step, item_scope)
+                else:
+                    arguments, omitted = evaluate_input(self.step, item_scope)
             except StepInputError as failure:
                 outcome = ToolOutcome(False, str(failure))
             else:
-                outcome, attempt = await self._attempts(arguments, omitted, index)
+                if self.step.is_approval:
+                    outcome = await self._approve(message, index)
+                else:
+                    outcome, attempt = await self._attempts(arguments, omitted, index)
             message = safe_text(outcome.message, MESSAGE_MAX_CHARS)
             if outcome.ok:
                 values[index], outputs[index] = outcome.value, outcome.output
@@ -198,18 +234,50 @@ class StepRun:
         # The step's output is its items' outputs; their content stays with each item's call.
         return self._finish(status, "; ".join(notes), ToolOutcome(not failures, "", kept.value, value=values))
 
+    # --- approval ------------------------------------------------------------------------------------
+
+    def _wait_seconds(self) -> float:
+        return self.step.wait_timeout_seconds or self.context.wait_timeout
+
+    async def _approve(self, message: str, item_index: int | None, again: dict[str, Any] | None = None) -> ToolOutcome:
+        """Ask a person to approve (or wait again on the request `again`), and what their answer makes of it."""
+        context = self.context
+        wait_seconds = self._wait_seconds()
+        try:
+            answer = await context.inbox.ask(
+                context.record,
+                self.step.name,
+                self.step.index,
+                approval_ask(self.step, message, item_index),
+                wait_seconds=wait_seconds,
+                again=again,
+            )
+        except UnaskableRequest as exc:
+            return ToolOutcome(False, f"The approval cannot be shown: {exc}")
+        return approval_outcome(answer, wait_seconds)
+
     # --- attempts ------------------------------------------------------------------------------------
 
     async def _attempts(
-        self, arguments: dict[str, Any], omitted: dict[str, Node], item_index: int | None
+        self,
+        arguments: dict[str, Any],
+        omitted: dict[str, Node],
+        item_index: int | None,
+        *,
+        first_attempt: int = 1,
+        resume_events: list[dict[str, Any]] | None = None,
     ) -> tuple[ToolOutcome, int]:
-        """Call the tool until it succeeds, fails for good, or `retry.max_attempts` are spent: (outcome, attempt)."""
+        """Call the tool until it succeeds, fails for good, or `retry.max_attempts` are spent: (outcome, attempt).
+
+        `resume_events`: the first attempt is one recorded before a restart, gone on with (web.resume).
+        """
         retry = self.step.retry
-        attempt = 1
+        attempt = first_attempt
         while True:
-            if item_index is None:
+            if item_index is None and resume_events is None:
                 self._start(arguments, attempt)
-            outcome = await self._attempt(arguments, omitted, item_index is None)
+            outcome = await self._attempt(arguments, omitted, item_index, resume_events)
+            resume_events = None
             if outcome.ok or not outcome.retryable or attempt >= retry.max_attempts:
                 return outcome, attempt
             delay = retry.delay(attempt)
@@ -228,9 +296,17 @@ class StepRun:
             )
             await asyncio.sleep(delay)  # a cancel ends the step here, at once
 
-    async def _attempt(self, arguments: dict[str, Any], omitted: dict[str, Node], report: bool) -> ToolOutcome:
-        """One call, within the step's cap and idle timeout; `report` its progress as step_progress events."""
+    async def _attempt(
+        self,
+        arguments: dict[str, Any],
+        omitted: dict[str, Node],
+        item_index: int | None,
+        resume_events: list[dict[str, Any]] | None = None,
+    ) -> ToolOutcome:
+        """One call, within the step's cap and idle timeout, with what people answer during it; a whole step's
+        (not an item's) progress reported as step_progress events."""
         step = self.step
+        report = item_index is None
         try:
             tool = await self.context.locate(step.tool, step.server)
         except ServerUnavailable as exc:
@@ -249,7 +325,7 @@ class StepRun:
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             if not live:
                 return
-            if idle is not None and not idle.expired():
+            if idle is not None and not idle.expired() and not asking:
                 idle.reschedule(loop.time() + idle_seconds)
             if report:
                 record.emit(
@@ -262,24 +338,55 @@ class StepRun:
                     )
                 )
 
+        asking = 0  # requests to people under way in this call: the idle clock stops while there is one
+
+        def on_wait(waiting: bool) -> None:
+            nonlocal asking
+            asking += 1 if waiting else -1
+            if idle is None or idle.expired():
+                return
+            # Silence while a person answers is not a stalled tool; the clock starts afresh with the answer.
+            idle.reschedule(None if asking > 0 else loop.time() + idle_seconds)
+
         timeout = step.timeout_seconds or self.context.call_timeout
         idle_seconds = step.idle_timeout_seconds
+        context = self.context
+        asker = StepAsker(
+            context.inbox,
+            record,
+            step.name,
+            step.index,
+            item_index=item_index,
+            wait_seconds=self._wait_seconds(),
+            on_wait=on_wait,
+        )
+
+        async def call() -> Any:
+            return await call_answering(
+                context.pool,
+                tool.server,
+                step.tool,
+                arguments,
+                timeout=timeout,
+                on_progress=on_progress,
+                asker=asker,
+                resume_events=resume_events,
+            )
+
         try:
             if idle_seconds is None:
-                result = await self.context.pool.call(
-                    tool.server, step.tool, arguments, timeout=timeout, on_progress=on_progress
-                )
+                result = await call()
             else:
                 try:
                     async with asyncio.timeout(idle_seconds) as idle:
-                        result = await self.context.pool.call(
-                            tool.server, step.tool, arguments, timeout=timeout, on_progress=on_progress
-                        )
+                        result = await call()
                 except TimeoutError:
                     if not idle.expired():
                         raise
                     silence = f"'{step.tool}' sent no progress for {idle_seconds:g}s (idle_timeout_seconds)"
                     return ToolOutcome(False, silence, retryable=True)
+        except (WaitExpired, PersonDeclined) as exc:  # another attempt would ask people again, in vain
+            return ToolOutcome(False, str(exc))
         except ToolCallError as exc:  # the server is down or lost, the call timed out, or the server answered an error
             return ToolOutcome(False, str(exc), retryable=True)
         except Exception as exc:  # a server may answer anything; the run must still end cleanly

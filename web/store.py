@@ -21,7 +21,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -236,15 +236,21 @@ class RunStore:
         limit: int,
         before: tuple[str, str] | None,
         started_by: str | None = None,
+        status_also: Sequence[str] = (),
     ) -> list[RunRow]:
-        """Newest first; `before` is the (created_at, run_id) the previous page ended with."""
+        """Newest first; `before` is the (created_at, run_id) the previous page ended with.
+
+        `status_also`: runs that have `status` now though their row may not say so yet (it trails memory by a
+        batch); they are listed whatever their row's status, for the caller to check.
+        """
         where, params = [], []
         if scenario_id is not None:
             where.append("scenario_id = ?")
             params.append(scenario_id)
         if status is not None:
-            where.append("status = ?")
-            params.append(status)
+            also = list(status_also)
+            where.append(f"(status = ? OR run_id IN ({', '.join('?' * len(also))}))" if also else "status = ?")
+            params.extend([status, *also])
         if started_by is not None:
             where.append("started_by = ?")
             params.append(started_by)
