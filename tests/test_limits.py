@@ -349,7 +349,7 @@ def test_an_empty_status_is_refused_by_the_api_and_means_any_on_the_page(app: In
 
     assert api.status_code == 422
     assert [error["loc"] for error in api.json()["detail"]] == [["query", "status"]]
-    assert "'queued', 'running', 'success', 'failed' or 'cancelled'" in api.json()["detail"][0]["msg"]
+    assert "'queued', 'running', 'waiting', 'success', 'failed' or 'cancelled'" in api.json()["detail"][0]["msg"]
     assert page.status_code == 200
 
 

@@ -7,7 +7,11 @@ MCP server (tests/servers/workflow.py) that makes every event type happen, a ret
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -15,12 +19,15 @@ import pytest
 from inprocess import InProcessApp, in_process
 from mcp_process import workflow_home
 from runs import get_run, start_run, wait_finished
+from servers.chat_model import chat_model
 from sse import Frame, Parser, frames, parse_lines
 
-from web.events import EventType, RunStatus, StepStatus
+from web.events import EventType, RequestKind, RunStatus, StepStatus
+from web.inbox import Answer, Ask
 
 # One run that emits every event type: a retried step, progress, for_each items, a false condition, a
-# tolerated failure and an output.
+# tolerated failure, two approvals (one answered at once, a server's sampling request drafted by a model and
+# answered on its way; one answered after a restart) and an output.
 EVERY_EVENT = {
     "schema_version": "2",
     "scenario_id": "every_event",
@@ -32,6 +39,11 @@ EVERY_EVENT = {
         {"name": "letters", "tool": "echo", "for_each": "{{ ['a', 'b', 'c'] }}", "input": {"value": "{{ item }}"}},
         {"name": "never", "tool": "echo", "when": "{{ steps.retried.output.attempt > 5 }}", "input": {}},
         {"name": "tolerated", "tool": "fail", "input": {"message": "refused, as planned"}, "on_error": "continue"},
+        {"name": "approve", "type": "approval",
+         "message": "Publish {{ steps.letters.output | length }} letters ({{ steps.ticking.status }}, "
+                    "{{ steps.tolerated.status }})?",
+         "schema": {"type": "object", "properties": {"copies": {"type": "integer"}}, "required": ["copies"]}},
+        {"name": "review", "type": "approval", "message": "Review {{ steps.letters.output | length }} letters?"},
     ],
     "output": {"attempts": "{{ steps.retried.output.attempt }}", "letters": "{{ steps.letters.output | length }}"},
 }
@@ -44,13 +56,20 @@ def openapi(demo_app: InProcessApp) -> dict[str, Any]:
     return response.json()
 
 
-@pytest.fixture(scope="module")
-def workflow_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
-    home = tmp_path_factory.mktemp("openapi")
-    folder, config = workflow_home(home, [EVERY_EVENT])
-    with in_process(home, mcp_config=config, scenarios=folder) as app:
-        app.wait_ready()
-        yield app
+@pytest.fixture
+def workflow_app(tmp_path: Path) -> Iterator[Callable[[], ContextManager[InProcessApp]]]:
+    """Apps (one at a time) with the tests' workflow server and a model endpoint, sharing one history."""
+    folder, config = workflow_home(tmp_path, [EVERY_EVENT])
+    with chat_model() as model:
+
+        @contextmanager
+        def start() -> Iterator[InProcessApp]:
+            settings = {"mcp_config": config, "scenarios": folder, "data_dir": tmp_path / "data"}
+            with in_process(tmp_path, sampling_url=model.url, **settings) as app:
+                app.wait_ready()
+                yield app
+
+        yield start
 
 
 def validator(openapi: dict[str, Any], component: str) -> jsonschema.Draft202012Validator:
@@ -161,12 +180,56 @@ def test_a_steps_content_and_its_whole_output_are_documented(openapi: dict[str, 
 # --- Real runs -------------------------------------------------------------------------------------
 
 
+def pending_requests(app: InProcessApp, run_id: str, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 20
+    while len((run := get_run(app.client, run_id))["pending_requests"]) < count:
+        assert time.monotonic() < deadline, run
+        time.sleep(0.02)
+    assert problems(app.get("/openapi.json").json(), "ScenarioRunResponse", run) == []
+    return run["pending_requests"]
+
+
+def ask_sampling(app: InProcessApp, run_id: str) -> Any:
+    """A server's sampling request, asked on the waiting review step as the MCP client side asks it."""
+
+    async def ask() -> Answer:
+        record = app.state["runs"].get(run_id)
+        messages = [{"role": "user", "content": {"type": "text", "text": "One word for it?"}}]
+        details = {"messages": messages, "system_prompt": None, "model_preferences": None, "max_tokens": 20,
+                   "temperature": None, "stop_sequences": None, "include_context": None}
+        return await app.state["runner"].inbox.ask(
+            record, "review", record.state.steps["review"].index, Ask(RequestKind.SAMPLING, "Reply?", details)
+        )
+
+    return app.submit(ask())
+
+
 def test_a_run_with_every_event_type_validates_against_the_schemas(
-    workflow_app: InProcessApp, openapi: dict[str, Any]
+    workflow_app: Callable[[], ContextManager[InProcessApp]], openapi: dict[str, Any]
 ) -> None:
-    run_id = start_run(workflow_app.client, "every_event")["run_id"]
-    sent = stream(workflow_app, run_id)
-    snapshot = get_run(workflow_app.client, run_id)
+    with workflow_app() as app:
+        run_id = start_run(app.client, "every_event")["run_id"]
+        approvals = {request["step_name"]: request for request in pending_requests(app, run_id, 2)}
+        sampling = ask_sampling(app, run_id)
+        request = pending_requests(app, run_id, 3)[2]
+        path = f"/api/runs/{run_id}/requests/{request['request_id']}"
+        draft = app.post(f"{path}/draft")
+        assert draft.status_code == 200, draft.text
+        assert pending_requests(app, run_id, 3)[2]["draft"] == draft.json()["draft"]
+        reply = {key: draft.json()["draft"][key] for key in ("text", "model")}
+        assert app.post(path, json={"action": "accept", "content": reply}).status_code == 200
+        sampling.result(10)
+        review = f"/api/runs/{run_id}/requests/{approvals['review']['request_id']}"
+        assert app.post(review, json={"action": "accept", "content": {"comment": "Fine"}}).status_code == 200
+        approval = approvals["approve"]
+    # The approval waits on across a restart, then goes on.
+    with workflow_app() as app:
+        assert pending_requests(app, run_id, 1) == [approval]
+        path = f"/api/runs/{run_id}/requests/{approval['request_id']}"
+        answered = app.post(path, json={"action": "accept", "content": {"copies": 2}})
+        assert answered.status_code == 200, answered.text
+        sent = stream(app, run_id)
+        snapshot = get_run(app.client, run_id)
 
     assert {frame.event for frame in sent} == {kind.value for kind in EventType}
     for frame in sent:

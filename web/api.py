@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -12,13 +13,27 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from web.access import Role
+from web.events import EventType
 from web.http_body import declared_charset, is_json_media_type
 from web.json_limits import JsonProblem, parse
 from web.mcp_server import McpServer
 from web.permissions import identity_of
 from web.registry import RunRecord
 from web.run_list import BadCursor
-from web.runs import RunAlreadyFinished, RunForbidden, RunRefused, ScenarioGone, UnknownRun, UnknownScenario
+from web.runs import (
+    AnswerInvalid,
+    HistoryFailing,
+    ModelFailed,
+    NoSamplingModel,
+    RequestClosed,
+    RunAlreadyFinished,
+    RunForbidden,
+    RunRefused,
+    ScenarioGone,
+    UnknownRequest,
+    UnknownRun,
+    UnknownScenario,
+)
 from web.schemas import (
     Health,
     RunList,
@@ -86,6 +101,12 @@ REFUSAL_STATUS: dict[type[RunRefused], int] = {
     ScenarioGone: 404,
     RunForbidden: 403,
     RunAlreadyFinished: 409,
+    UnknownRequest: 404,
+    RequestClosed: 409,
+    AnswerInvalid: 422,
+    NoSamplingModel: 409,
+    ModelFailed: 502,
+    HistoryFailing: 503,
 }
 
 
@@ -139,7 +160,28 @@ async def get_run_events(request: Request) -> Response:
         after = resume_point(request)
     except BadLastEventId as exc:
         raise RequestInvalid([{"loc": exc.loc, "msg": str(exc), "type": "int_parsing"}]) from None
-    return event_stream(request, record, json_frame, after=after)
+    return event_stream(request, record, public_json_frame, after=after)
+
+
+# Stripped copies of input_requested events, by (run_id, seq): made once, so that each is encoded once too.
+_SHOWN_REQUESTS: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+SHOWN_REQUESTS_KEPT = 1024
+
+
+def public_json_frame(event: dict[str, Any]) -> bytes:
+    """The event's JSON frame, an input request's `resume` left out: opaque state only its step reads after a
+    restart (it stays in the history), of no use to a client and not the client's to see."""
+    if event["type"] != EventType.INPUT_REQUESTED or "resume" not in event:
+        return json_frame(event)
+    key = (event["run_id"], event["seq"])
+    shown = _SHOWN_REQUESTS.get(key)
+    if shown is None:
+        shown = _SHOWN_REQUESTS[key] = {name: value for name, value in event.items() if name != "resume"}
+        if len(_SHOWN_REQUESTS) > SHOWN_REQUESTS_KEPT:
+            _SHOWN_REQUESTS.popitem(last=False)
+    else:
+        _SHOWN_REQUESTS.move_to_end(key)
+    return json_frame(shown)
 
 
 async def list_scenarios(request: Request) -> Response:

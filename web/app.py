@@ -16,17 +16,18 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from web import api, check_api, openapi, output_api, pages, preview_api
+from web import api, check_api, openapi, output_api, pages, preview_api, requests_api
 from web.api import RequestInvalid
 from web.auth import Authenticator
 from web.catalog_reload import CatalogWatcher
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.inbox import Inbox
-from web.mcp_config import load_mcp_config
+from web.mcp_config import load_config_roots, load_mcp_config
 from web.mcp_pool import McpPool
 from web.permissions import guard_routes
 from web.registry import RunRegistry
 from web.resources import STATIC
+from web.resume import resume_waiting_runs, waiting_steps
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
 from web.sampling_model import SamplingModel
@@ -51,7 +52,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         # Likewise a data directory that cannot be written: refuse to start rather than lose runs.
         store.check()
-    registry = RunRegistry(settings.run_registry_max_size, store=store)
+    # A run waiting only on people outlives a restart: left waiting at shutdown, resumed at start (web.resume).
+    registry = RunRegistry(
+        settings.run_registry_max_size, store=store, can_resume=lambda record: waiting_steps(record) is not None
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -60,7 +64,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # History opens first and closes last, so it records how every live run ended.
         async with (
             registry.history(),
-            McpPool(mcp_configs, connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat) as pool,
+            McpPool(
+                mcp_configs,
+                connect_timeout=settings.connect_timeout,
+                heartbeat=settings.heartbeat,
+                roots=settings.roots,
+                config_roots=load_config_roots(settings.mcp_config),
+            ) as pool,
             CatalogWatcher(catalog, settings.reload_seconds).running() as watcher,
         ):
             runner = Runner(
@@ -74,14 +84,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 wait_timeout=settings.wait_timeout,
             )
             service = RunService(catalog, registry, runner)
+            await resume_waiting_runs(registry, runner, catalog)
 
             async def reload() -> None:
                 """What SIGHUP asks of `stepline serve`: the scenario folder and the MCP config read again now."""
                 watcher.wake()
                 await pool.reload_config(settings.mcp_config)
 
+            # The model endpoint's HTTP client, closed with the app (None: people write sampling replies).
+            sampling = SamplingModel.from_settings(settings)
             yield {
-                "sampling": SamplingModel.from_settings(settings),
+                "sampling": sampling,
                 "catalog": catalog,
                 "pool": pool,
                 "runs": registry,
@@ -90,6 +103,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 "reload": reload,
             }
             await registry.cancel_all()
+            if sampling is not None:
+                await sampling.aclose()
 
     app = Starlette(
         routes=[
@@ -97,6 +112,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *output_api.routes,
             *check_api.routes,
             *preview_api.routes,
+            *requests_api.routes,
             *openapi.routes,
             *pages.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),

@@ -10,8 +10,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
-from web.events import EventType, RunStatus, StepStatus
-from web.schemas import CANCELLED_BY, PIXEL_PNG, STARTED_BY, Actor, PlanStep, first_example
+from web.events import AnswerAction, EventType, RequestKind, RunStatus, StepStatus
+from web.schemas import (
+    ALICE,
+    CANCELLED_BY,
+    FORM_SCHEMA,
+    PIXEL_PNG,
+    REQUEST_ID,
+    SAMPLING_MESSAGES,
+    SAMPLING_REQUEST_ID,
+    STARTED_BY,
+    WAITING_RUN_ID,
+    Actor,
+    PlanStep,
+    SamplingDraft,
+    first_example,
+)
 
 # A run of story_origin_check_v2 on the demo server, another whose article is the first report, and a run of
 # outlet_story_origins_v2 (for_each).
@@ -234,6 +248,102 @@ class RunFinishedEvent(_Event):
     cancelled_by: Actor | None = Field(None, description=CANCELLED_BY)
 
 
+class InputRequestedEvent(_StepEvent):
+    model_config = _examples(
+        {"type": "input_requested", "run_id": WAITING_RUN_ID, "seq": 9, "request_id": REQUEST_ID,
+         "step_name": "approve", "index": 2, "item_index": None, "kind": "approval",
+         "message": "Print 'Harbor bridge to close for repairs' in the morning edition?",
+         "created_at": "2026-04-24T09:28:01.415+00:00", "expires_at": "2026-04-25T09:28:01.415+00:00",
+         "requested_schema": FORM_SCHEMA, "secret_fields": [], "durable": True, "run_status": "waiting"},
+        {"type": "input_requested", "run_id": WAITING_RUN_ID, "seq": 14, "request_id": SAMPLING_REQUEST_ID,
+         "step_name": "summarise", "index": 3, "item_index": None, "kind": "sampling",
+         "message": "The server asks for a model's reply", "created_at": "2026-04-24T09:31:15.002+00:00",
+         "expires_at": "2026-04-25T09:31:15.002+00:00", "messages": SAMPLING_MESSAGES,
+         "system_prompt": "You are a careful fact-checker.", "model_preferences": {"hints": [{"name": "gpt-4o"}]},
+         "max_tokens": 200, "temperature": None, "stop_sequences": None, "include_context": "none",
+         "durable": False, "run_status": "waiting"},
+        {"type": "input_requested", "run_id": WAITING_RUN_ID, "seq": 20,
+         "request_id": "0f6a3d9c2b7e4c58a1d0e9f8b7c6a5d4", "step_name": "connect", "index": 4,
+         "item_index": None, "kind": "url",
+         "message": "Authorize read access to your Daily Example account",
+         "created_at": "2026-04-24T09:32:40.310+00:00", "expires_at": "2026-04-25T09:32:40.310+00:00",
+         "url": "https://auth.daily.example.com/authorize?request=7f3c", "elicitation_id": "7f3c", "durable": False,
+         "run_status": "waiting"},
+    )
+
+    type: Literal[EventType.INPUT_REQUESTED]
+    request_id: str
+    item_index: int | None = Field(description="for_each: the item whose call asks; null for a plain step.")
+    kind: RequestKind
+    message: str
+    created_at: str
+    expires_at: str = Field(description="When it ends unanswered (`expired`): the step's wait_timeout_seconds.")
+    requested_schema: dict[str, Any] | None = Field(None, description="elicitation, approval: the form's JSON Schema.")
+    secret_fields: list[str] | None = Field(
+        None, description="elicitation, approval: the fields that look like they ask for a secret."
+    )
+    url: str | None = Field(None, description="url: the page to visit.")
+    elicitation_id: str | None = Field(None, description="url: the server's id for the request.")
+    messages: list[dict[str, Any]] | None = Field(None, description="sampling: the conversation, `{role, content}`.")
+    system_prompt: str | None = Field(None, description="sampling.")
+    model_preferences: dict[str, Any] | None = Field(None, description="sampling.")
+    max_tokens: int | None = Field(None, description="sampling.")
+    temperature: float | None = Field(None, description="sampling.")
+    stop_sequences: list[str] | None = Field(None, description="sampling.")
+    include_context: str | None = Field(None, description="sampling.")
+    durable: bool = Field(description="Whether it is asked again after a restart of Stepline.")
+    run_status: Literal[RunStatus.WAITING] = Field(description="The run's status now.")
+
+
+class InputAnsweredEvent(_StepEvent):
+    model_config = _examples(
+        {"type": "input_answered", "run_id": WAITING_RUN_ID, "seq": 10, "request_id": REQUEST_ID,
+         "step_name": "approve", "index": 2, "action": "accept", "content": {"copies": 2, "edition": "morning"},
+         "answered_at": "2026-04-24T09:31:12.408+00:00", "answered_by": ALICE, "run_status": "running"},
+        {"type": "input_answered", "run_id": WAITING_RUN_ID, "seq": 16, "request_id": SAMPLING_REQUEST_ID,
+         "step_name": "summarise", "index": 3, "action": "expired", "content": None,
+         "answered_at": "2026-04-25T09:31:15.004+00:00", "answered_by": None, "run_status": "running"},
+    )
+
+    type: Literal[EventType.INPUT_ANSWERED]
+    request_id: str
+    action: AnswerAction = Field(
+        description="`accept`, `decline` or `cancel` as a person chose; `expired`: nobody answered in time."
+    )
+    content: Any = Field(description="The accepted values (a form's, a sampling reply's `{text, model?}`); else null.")
+    answered_at: str
+    answered_by: Actor | None = Field(description="Who answered; null when it expired.")
+    run_status: Literal[RunStatus.RUNNING, RunStatus.WAITING] = Field(
+        description="The run's status after it: `waiting` while other requests remain open."
+    )
+
+
+class InputDraftedEvent(_StepEvent):
+    model_config = _examples(
+        {"type": "input_drafted", "run_id": WAITING_RUN_ID, "seq": 15, "request_id": SAMPLING_REQUEST_ID,
+         "step_name": "summarise", "index": 3, "draft": first_example(SamplingDraft), "drafted_by": ALICE}
+    )
+
+    type: Literal[EventType.INPUT_DRAFTED]
+    request_id: str
+    draft: SamplingDraft = Field(description="The model's reply, for the person to review: not an answer.")
+    drafted_by: Actor | None = Field(description="Who asked the model for it.")
+
+
+class RunResumedEvent(_Event):
+    model_config = _examples(
+        {"type": "run_resumed", "run_id": WAITING_RUN_ID, "seq": 11, "attempt": 1,
+         "resumed_at": "2026-04-24T10:02:44.913+00:00", "waiting_steps": ["approve"], "rerun_steps": [], "by": None}
+    )
+
+    type: Literal[EventType.RUN_RESUMED]
+    attempt: int = Field(ge=1, description="The how-manyth time the run goes on after a restart.")
+    resumed_at: str
+    waiting_steps: list[str] = Field(description="The steps that wait again on their open requests.")
+    rerun_steps: list[str] = Field(description="The steps called again from the start.")
+    by: Actor | None = Field(description="Who resumed it; null for the server itself, at start.")
+
+
 EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.RUN_STARTED: RunStartedEvent,
     EventType.STEP_STARTED: StepStartedEvent,
@@ -241,6 +351,10 @@ EVENT_MODELS: dict[EventType, type[BaseModel]] = {
     EventType.STEP_RETRYING: StepRetryingEvent,
     EventType.STEP_ITEM_FINISHED: StepItemFinishedEvent,
     EventType.STEP_FINISHED: StepFinishedEvent,
+    EventType.INPUT_REQUESTED: InputRequestedEvent,
+    EventType.INPUT_ANSWERED: InputAnsweredEvent,
+    EventType.INPUT_DRAFTED: InputDraftedEvent,
+    EventType.RUN_RESUMED: RunResumedEvent,
     EventType.RUN_FINISHED: RunFinishedEvent,
 }
 
@@ -254,6 +368,10 @@ class RunEvent(
             | StepRetryingEvent
             | StepItemFinishedEvent
             | StepFinishedEvent
+            | InputRequestedEvent
+            | InputAnsweredEvent
+            | InputDraftedEvent
+            | RunResumedEvent
             | RunFinishedEvent,
             Field(discriminator="type"),
         ]

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from web import api, check_api, event_schemas, output_api, preview_api, schemas
+from web import api, check_api, event_schemas, output_api, preview_api, requests_api, schemas
 from web.api import SERVERS_DOWN_HEADER
 from web.event_schemas import RunFinishedEvent, RunStartedEvent, StepFinishedEvent, StepProgressEvent, StepStartedEvent
 from web.events import EventType, RunStatus
@@ -55,6 +55,7 @@ MODELS: list[type[BaseModel]] = [
     *output_api.MODELS,
     *check_api.MODELS,
     *preview_api.MODELS,
+    *requests_api.MODELS,
 ]
 
 
@@ -185,7 +186,7 @@ SECURITY_RESPONSES = {
         untrusted_proxy="Refused: the identity header is accepted only from the configured proxies",
     ),
 }
-ROUTED = [*api.routes, *output_api.routes, *check_api.routes, *preview_api.routes]
+ROUTED = [*api.routes, *output_api.routes, *check_api.routes, *preview_api.routes, *requests_api.routes]
 
 
 def secured(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -226,7 +227,11 @@ CANCEL_FORBIDDEN = error_responses(
     untrusted_proxy="Refused: the identity header is accepted only from the configured proxies",
 )
 RUN_EXAMPLES = dict(
-    zip(["running", "a workflow that has ended"], schemas.examples_of(schemas.ScenarioRunResponse), strict=True)
+    zip(
+        ["running", "a workflow that has ended", "waiting for a person"],
+        schemas.examples_of(schemas.ScenarioRunResponse),
+        strict=True,
+    )
 )
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -273,7 +278,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 query_param("scenario_id", "Only runs of this scenario.", {"type": "string"}, schemas.SCENARIO_ID),
                 query_param(
                     "status",
-                    "Only runs with this status.",
+                    "Only runs with this status: `waiting` lists the runs waiting for a person to answer a request.",
                     {"type": "string", "enum": [status.value for status in RunStatus]},
                     "failed",
                 ),
@@ -304,8 +309,8 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "detail": [
                                     {
                                         "loc": ["query", "status"],
-                                        "msg": "Input should be 'queued', 'running', 'success', 'failed' or "
-                                        "'cancelled'",
+                                        "msg": "Input should be 'queued', 'running', 'waiting', 'success', "
+                                        "'failed' or 'cancelled'",
                                         "type": "enum",
                                     }
                                 ]
@@ -319,7 +324,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/runs/{run_id}/cancel": {
         "post": {
             "summary": "Cancel a run",
-            "description": "Stops a queued or running run, during a retry's backoff too. Each tool call in flight "
+            "description": "Stops a queued, running or waiting run, during a retry's backoff too (its open "
+            "requests close unanswered). Each tool call in flight "
             "is cancelled on its MCP server (the client sends `notifications/cancelled`) and its step ends "
             '`cancelled`; steps not started end `skipped` ("Not run: Cancelled by request"), and the run ends '
             "`cancelled` with a `run_finished` event. Answers with the run's state once it has "
@@ -371,7 +377,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "counts its items (`item_count`, `items_done`, `items_failed`); each item's result is in its "
             "`step_item_finished` event, so the snapshot stays small however many items there are. Each step's "
             "`content` is its tool result's MCP content blocks, whole (text, image, audio, resource_link, resource, "
-            "with their annotations).",
+            "with their annotations). While a step waits for a person the run and the step are `waiting`: "
+            "`pending_requests` lists what is asked (a form, a URL to visit, a model reply to write or review), each "
+            "answered with `POST /api/runs/{run_id}/requests/{request_id}`; each step's `answers` say who answered "
+            "what, and when.",
             "parameters": [RUN_ID_PARAM],
             "responses": {
                 "200": {
@@ -396,7 +405,10 @@ PATHS: dict[str, dict[str, Any]] = {
             "for_each step has one `step_started` (with `item_count`) and a `step_item_finished` per item; each "
             "retry is announced by `step_retrying`. A result is sent once: in `step_finished`, a content block "
             'whose text the `output` reproduces is a reference to it (`{"type": "text", "text_from": "output"}`, '
-            "see `StepFinishedEvent`). To resume after a dropped connection, send "
+            "see `StepFinishedEvent`). A request to a person is `input_requested` (its step and the run become "
+            "`waiting`), then `input_answered` (who answered, or `expired`); `input_drafted` is a model's draft of a "
+            "sampling reply; `run_resumed` a run that goes on after a restart of Stepline. To resume after a dropped "
+            "connection, send "
             "`Last-Event-ID: <seq>` or `?last_event_id=<seq>`: nothing is lost or repeated. Comments (`: ping`) "
             "keep the connection alive while a step is slow.",
             "parameters": [
@@ -570,7 +582,9 @@ def openapi_document(root_path: str) -> dict[str, Any]:
             "description": "Run multi-step MCP tool scenarios and watch them live.",
         },
         "servers": [{"url": root_path or "/"}],
-        "paths": secured({**PATHS, **output_api.PATHS, **check_api.PATHS, **preview_api.PATHS}),
+        "paths": secured(
+            {**PATHS, **output_api.PATHS, **check_api.PATHS, **preview_api.PATHS, **requests_api.PATHS}
+        ),
         # A token, or nothing: anonymous requests are served on a loopback-bound server (or when allowed).
         "security": [{"bearerAuth": []}, {}],
         "components": {

@@ -23,6 +23,8 @@ ROUTE_ROLES: dict[str, Role | None] = {
     "api_run_events": Role.VIEWER,
     "api_cancel_run": Role.OPERATOR,
     "api_rerun": Role.OPERATOR,
+    "api_answer_request": Role.OPERATOR,  # answering is running (and the scenario's run list is judged too)
+    "api_draft_reply": Role.OPERATOR,  # asks the configured model, at the operator's cost
     "api_scenarios": Role.VIEWER,
     "api_scenario": Role.VIEWER,
     "api_tools": Role.VIEWER,
@@ -42,6 +44,8 @@ ROUTE_ROLES: dict[str, Role | None] = {
     "run_again": Role.OPERATOR,
     "run_cancel": Role.OPERATOR,
     "run_stream": Role.VIEWER,
+    "run_answer": Role.OPERATOR,  # and the scenario's run list (the handler judges it)
+    "run_draft": Role.OPERATOR,  # calls the configured model; records a draft, not an answer
     "tools": Role.VIEWER,
     "static": None,
 }

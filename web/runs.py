@@ -1,4 +1,4 @@
-"""The run service: start, rerun and cancel runs, for the API and the pages alike.
+"""The run service: start, rerun and cancel runs and answer their requests, for the API and the pages alike.
 
 The one place a run input is completed with its scenario's `input_schema` defaults and checked against
 it, and a run is launched; and the one place each scenario's permissions are judged for whoever asks
@@ -10,14 +10,18 @@ It speaks in domain errors (each a RunRefused); the HTTP layer decides how each 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from web import registry
+from web import inbox, registry
 from web.access import Identity, Role, may_run, may_view
+from web.events import AnswerAction, EventType, RequestKind
 from web.forms import with_defaults
+from web.inbox import Inbox
 from web.registry import RunRecord, RunRegistry
 from web.run_list import MAX_PAGE_SIZE, RunPage, encode_cursor
 from web.runner import Runner
+from web.sampling_model import SamplingModel, SamplingUnavailable
 from web.scenarios import Catalog, Scenario
 from web.store import RunRow
 
@@ -72,6 +76,57 @@ class RunAlreadyFinished(RunRefused):
     def __init__(self, record: RunRecord) -> None:
         super().__init__(f"Run {record.run_id} has already finished ({record.state.status})")
         self.record = record
+
+
+class UnknownRequest(RunRefused):
+    """The run has no such request (404)."""
+
+
+class RequestClosed(RunRefused):
+    """The request was answered already, or its step or run has ended (409); the message says which and who."""
+
+
+class AnswerInvalid(RunRefused):
+    """The answer's content does not fit what was asked (422): `errors` are `{loc, msg, type}` entries, each
+    `loc` starting with "body", "content"."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(error["msg"] for error in errors))
+        self.errors = errors
+
+
+class HistoryFailing(RunRefused):
+    """The run history cannot be written (503): nothing was taken that it could not keep; try again later."""
+
+    def __init__(self, health: dict[str, Any]) -> None:
+        super().__init__(f"Not answered: run history {health['path']} cannot be written: {health['error']}")
+
+
+class NoSamplingModel(RunRefused):
+    """No model endpoint is configured to draft a sampling reply (409): a person writes it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "No model endpoint is configured: start Stepline with --sampling-url (STEPLINE_SAMPLING_URL) to have a "
+            "model draft the reply, or write it yourself"
+        )
+
+
+class ModelFailed(RunRefused):
+    """The model endpoint gave no reply (502); the message says why, without its key."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """A request's answer, once it is on disk: what was answered, by whom and when, and the run's status then."""
+
+    run_id: str
+    request_id: str
+    action: AnswerAction
+    content: Any
+    answered_by: dict[str, Any] | None
+    answered_at: str
+    status: str
 
 
 class RunService:
@@ -164,6 +219,93 @@ class RunService:
         except registry.RunAlreadyFinished:
             raise RunAlreadyFinished(record) from None
         return record
+
+    async def answer(
+        self, run_id: str, request_id: str, action: AnswerAction, content: Any, *, by: Identity | None
+    ) -> Answered:
+        """Answer a request of a run, for whoever may run its scenario, and return once the answer is on disk.
+
+        Raises UnknownRun, RunForbidden, UnknownRequest, RequestClosed, AnswerInvalid; HistoryFailing when the
+        history is known to be failing (nothing is taken); StoreError when it fails once the answer is taken
+        (the answer stands and goes on to the step; its writes are held in memory and retried).
+        """
+        record = self.run(run_id, by)
+        self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
+        self._require_history()
+        try:
+            answer = self.runner.inbox.answer(record, request_id, action, content, by=_audit(by))
+        except inbox.RequestNotFound as exc:
+            raise UnknownRequest(str(exc)) from None
+        except inbox.RequestClosed as exc:
+            raise RequestClosed(str(exc)) from None
+        except inbox.AnswerInvalid as exc:
+            raise AnswerInvalid(exc.problems) from None
+        answered = _answered_event(record, request_id)
+        await self.runs.sync()
+        return Answered(
+            run_id=record.run_id,
+            request_id=request_id,
+            action=answer.action,
+            content=answer.content,
+            answered_by=answer.by,
+            answered_at=answered["answered_at"],
+            status=record.state.status,
+        )
+
+    async def draft(
+        self, run_id: str, request_id: str, *, model: SamplingModel | None, by: Identity | None
+    ) -> dict[str, Any]:
+        """Have `model` draft the reply to a sampling request, record it for the reviewer and return it once on
+        disk: `{text, model, stop_reason}`. Not an answer: the person still accepts, edits or declines it.
+
+        Raises UnknownRun, RunForbidden, UnknownRequest, RequestClosed (also: not a sampling request),
+        NoSamplingModel, ModelFailed; HistoryFailing, StoreError as `answer` does.
+        """
+        record = self.run(run_id, by)
+        self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
+        request = _open_request(record, request_id)
+        if request["kind"] != RequestKind.SAMPLING:
+            raise RequestClosed(f"Request {request_id} asks for {request['kind']}, not a model's reply: only a "
+                                "sampling request can be drafted")
+        if model is None:
+            raise NoSamplingModel()
+        self._require_history()
+        try:
+            draft = await model.complete(request)
+        except SamplingUnavailable as exc:
+            raise ModelFailed(str(exc)) from None
+        # The request may have been answered, or its step ended, while the model wrote.
+        try:
+            self.runner.inbox.draft(record, request_id, draft, by=_audit(by))
+        except inbox.RequestClosed as exc:
+            raise RequestClosed(str(exc)) from None
+        await self.runs.sync()
+        return draft
+
+    def _require_history(self) -> None:
+        """HistoryFailing when the history is known to be failing: nothing is taken that it could not keep."""
+        health = self.runs.history_health()
+        if health is not None and health["state"] == "failing":
+            raise HistoryFailing(health)
+
+
+def _open_request(record: RunRecord, request_id: str) -> dict[str, Any]:
+    """The request while it is open; UnknownRequest or RequestClosed (saying why) otherwise."""
+    try:
+        # The inbox's own judgement of an open request, asked before the model is (it may take minutes).
+        return Inbox.open_request(record, request_id)
+    except inbox.RequestNotFound as exc:
+        raise UnknownRequest(str(exc)) from None
+    except inbox.RequestClosed as exc:
+        raise RequestClosed(str(exc)) from None
+
+
+def _answered_event(record: RunRecord, request_id: str) -> dict[str, Any]:
+    return next(
+        event
+        for event in reversed(record.events)
+        if event["type"] == EventType.INPUT_ANSWERED and event["request_id"] == request_id
+    )
 
 
 def _audit(identity: Identity | None) -> dict[str, str] | None:

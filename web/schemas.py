@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from web.access import IdentitySource
 from web.auth import MAX_NAME_CHARS
-from web.events import RunStatus, StepStatus
+from web.events import AnswerAction, RequestKind, RunStatus, StepStatus
 from web.run_list import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, RunPage
 from web.run_state import RunState, StepState
 from web.store import RunRow
@@ -107,7 +107,12 @@ class PlanStep(BaseModel):
     )
 
     name: str
-    tool: str
+    # Absent for a tool step, as runs recorded it before there were other types.
+    type: Literal["tool", "approval"] = Field(
+        "tool", exclude_if=lambda kind: kind == "tool", description="`approval`: it calls no tool, it waits for a "
+        "person; absent for a tool step."
+    )
+    tool: str | None = Field(description="The tool it calls; null for an approval step.")
     server: str | None = Field(description="The MCP server named in the scenario; null: the one offering the tool.")
     depends_on: list[str] = Field(description="The steps it waits for: those its expressions read, and `needs`.")
     for_each: bool = Field(description="Whether the tool is called once per item of a list.")
@@ -115,6 +120,146 @@ class PlanStep(BaseModel):
     on_error: Literal["fail", "continue"] = Field(description="`continue`: its failure does not fail the run.")
     max_attempts: int = Field(ge=1, description="Attempts allowed by its `retry` (1: no retry).")
     description: str = ""
+
+
+REQUEST_ID = "9b1f0c7e4d2a4e61a8c3f5b7d9e0a1c2"
+SAMPLING_REQUEST_ID = "e4c8a2f06b1d4f3a9e7c5b2d0a8f6e14"
+ALICE = {"name": "alice", "source": "proxy"}
+
+
+class StepAnswer(BaseModel):
+    """One answer a step has had: who answered which request, how and when."""
+
+    model_config = _examples(
+        {"request_id": REQUEST_ID, "kind": "approval", "action": "accept", "answered_by": ALICE,
+         "answered_at": "2026-04-24T09:31:12.408+00:00"},
+        {"request_id": SAMPLING_REQUEST_ID, "kind": "sampling", "action": "expired", "answered_by": None,
+         "answered_at": "2026-04-25T09:28:03.120+00:00"},
+    )
+
+    request_id: str
+    kind: RequestKind | None = Field(description="What was asked; null when the history lost the request.")
+    action: AnswerAction = Field(
+        description="`accept`, `decline` or `cancel` as the person chose; `expired` when nobody answered within "
+        "the step's `wait_timeout_seconds`."
+    )
+    answered_by: Actor | None = Field(description="Who answered; null for `expired` (and for nobody named).")
+    answered_at: str | None = Field(description="When (ISO 8601, UTC).")
+
+
+class SamplingDraft(BaseModel):
+    """A model's reply to a sampling request, shown to its reviewer: not an answer until a person sends it."""
+
+    model_config = _examples(
+        {"text": "The article traces back to a community newsletter published two days earlier.",
+         "model": "gpt-4o-mini-2024-07-18", "stop_reason": "endTurn"}
+    )
+
+    text: str
+    model: str = Field(description="The model that wrote it, as the endpoint named it.")
+    stop_reason: str | None = Field(description="`endTurn`, `maxTokens`, or what the endpoint said; null if none.")
+
+
+class _PendingRequest(BaseModel):
+    request_id: str = Field(description="Answer it with POST /api/runs/{run_id}/requests/{request_id}.")
+    step_name: str = Field(description="The step that asks.")
+    item_index: int | None = Field(None, description="for_each: the item whose call asks; null for a plain step.")
+    kind: RequestKind
+    message: str = Field(description="What the person is asked, as the server or the scenario wrote it (plain text).")
+    created_at: str
+    expires_at: str = Field(description="When it ends unanswered (`expired`) and its step fails: wait_timeout_seconds.")
+    durable: bool = Field(
+        description="Whether it outlives a restart of Stepline (an approval step, a server's input-required result): "
+        "still waiting afterwards, and answering it then completes the step."
+    )
+
+
+FORM_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "copies": {"type": "integer", "title": "Copies to print", "minimum": 1, "default": 1},
+        "edition": {"type": "string", "enum": ["morning", "evening"]},
+    },
+    "required": ["copies"],
+}
+
+
+class FormRequest(_PendingRequest):
+    """A form: values for `requested_schema` (an MCP server's elicitation, or a scenario's approval step)."""
+
+    model_config = _examples(
+        {"request_id": REQUEST_ID, "step_name": "approve", "item_index": None, "kind": "approval",
+         "message": "Print 'Harbor bridge to close for repairs' in the morning edition?",
+         "created_at": "2026-04-24T09:28:01.415+00:00", "expires_at": "2026-04-25T09:28:01.415+00:00",
+         "durable": True, "requested_schema": FORM_SCHEMA, "secret_fields": []},
+        {"request_id": "5d0c2e8a7f3b4a19b6e1d4c7a2f8e903", "step_name": "publish", "item_index": None,
+         "kind": "elicitation", "message": "Sign in to the CMS to publish the brief",
+         "created_at": "2026-04-24T09:28:02.003+00:00", "expires_at": "2026-04-25T09:28:02.003+00:00",
+         "durable": False,
+         "requested_schema": {"type": "object", "properties": {"username": {"type": "string"},
+                                                               "password": {"type": "string"}}},
+         "secret_fields": ["password"]},
+    )
+
+    kind: Literal[RequestKind.ELICITATION, RequestKind.APPROVAL]
+    requested_schema: dict[str, Any] = Field(
+        description="A JSON Schema of an object: the form. An accepted answer's `content` must match it."
+    )
+    secret_fields: list[str] = Field(
+        [], description="Fields that look like they ask for a secret (password, token, API key), which the MCP "
+        "specification forbids a form to ask for: the page warns. Think twice before answering them."
+    )
+
+
+class UrlRequest(_PendingRequest):
+    """A page to visit (a sign-in, a payment) that an MCP server asked for; accept once done. Nothing opens it."""
+
+    model_config = _examples(
+        {"request_id": "0f6a3d9c2b7e4c58a1d0e9f8b7c6a5d4", "step_name": "connect", "item_index": None, "kind": "url",
+         "message": "Authorize read access to your Daily Example account",
+         "created_at": "2026-04-24T09:28:02.100+00:00", "expires_at": "2026-04-25T09:28:02.100+00:00",
+         "durable": False, "url": "https://auth.daily.example.com/authorize?request=7f3c", "elicitation_id": "7f3c"}
+    )
+
+    kind: Literal[RequestKind.URL]
+    url: str = Field(description="The full URL, as the server sent it.")
+    elicitation_id: str | None = Field(None, description="The server's id for the request.")
+
+
+SAMPLING_MESSAGES = [
+    {"role": "user", "content": {"type": "text", "text": "Summarise in one sentence where this story started."}}
+]
+
+
+class SamplingRequest(_PendingRequest):
+    """A model completion an MCP server asked for: a person writes the reply, or reviews a model's draft."""
+
+    model_config = _examples(
+        {"request_id": SAMPLING_REQUEST_ID, "step_name": "summarise", "item_index": None, "kind": "sampling",
+         "message": "The server asks for a model's reply", "created_at": "2026-04-24T09:28:03.120+00:00",
+         "expires_at": "2026-04-25T09:28:03.120+00:00", "durable": False, "messages": SAMPLING_MESSAGES,
+         "system_prompt": "You are a careful fact-checker.", "model_preferences": {"hints": [{"name": "gpt-4o"}]},
+         "max_tokens": 200, "temperature": None, "stop_sequences": None, "include_context": "none",
+         "draft": first_example(SamplingDraft)}
+    )
+
+    kind: Literal[RequestKind.SAMPLING]
+    messages: list[dict[str, Any]] = Field(
+        description="The conversation, as the MCP request has it: each `{role, content}`, content a block or a list "
+        "of blocks (text, image, audio)."
+    )
+    system_prompt: str | None = None
+    model_preferences: dict[str, Any] | None = Field(None, description="`hints` (model names) and priorities.")
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stop_sequences: list[str] | None = None
+    include_context: str | None = None
+    draft: SamplingDraft | None = Field(
+        None, description="A model's reply, once POST …/draft asked for one: review it, then answer."
+    )
+
+
+PendingRequest = Annotated[FormRequest | UrlRequest | SamplingRequest, Field(discriminator="kind")]
 
 
 class StepStateModel(BaseModel):
@@ -187,12 +332,55 @@ class StepStateModel(BaseModel):
             "items_done": None,
             "items_failed": None,
         },
+        {
+            "node_id": "approve",
+            "index": 2,
+            "status": "waiting",
+            "started_at": "2026-04-24T09:28:01.412+00:00",
+            "finished_at": None,
+            "message": "",
+            "input": None,
+            "output": None,
+            "content": None,
+            "progress": None,
+            "total": None,
+            "depends_on": ["search_news_sources"],
+            "attempt": 1,
+            "max_attempts": 1,
+            "item_count": None,
+            "items_done": None,
+            "items_failed": None,
+            "waiting_on": [REQUEST_ID],
+            "answers": [],
+        },
+        {
+            "node_id": "approve",
+            "index": 2,
+            "status": "success",
+            "started_at": "2026-04-24T09:28:01.412+00:00",
+            "finished_at": "2026-04-24T09:31:12.409+00:00",
+            "message": "Approved by alice",
+            "input": None,
+            "output": {"action": "accept", "values": {"copies": 2, "edition": "morning"}, "answered_by": ALICE},
+            "content": None,
+            "progress": None,
+            "total": None,
+            "depends_on": ["search_news_sources"],
+            "attempt": 1,
+            "max_attempts": 1,
+            "item_count": None,
+            "items_done": None,
+            "items_failed": None,
+            "waiting_on": [],
+            "answers": [first_example(StepAnswer)],
+        },
     )
 
     node_id: str = Field(description="The step's name.")
     index: int = Field(description="Its position in the scenario's steps.")
     status: StepStatus = Field(
-        description="`skipped` when its condition was false or the run ended before it."
+        description="`skipped` when its condition was false or the run ended before it; `waiting` while it waits "
+        "for a person to answer a request."
     )
     started_at: str | None
     finished_at: str | None
@@ -222,6 +410,10 @@ class StepStateModel(BaseModel):
     item_count: int | None = Field(None, description="for_each: how many items; null for a plain step.")
     items_done: int | None = Field(None, description="for_each: items ended, failed ones included (see the events).")
     items_failed: int | None = Field(None, description="for_each: items that failed.")
+    waiting_on: list[str] = Field(
+        [], description="The requests it waits on a person for (their ids; see the run's `pending_requests`)."
+    )
+    answers: list[StepAnswer] = Field([], description="The answers it has had, in order.")
 
     @classmethod
     def of(cls, step: StepState, planned: dict[str, Any] | None) -> StepStateModel:
@@ -235,7 +427,7 @@ class StepStateModel(BaseModel):
         return cls.model_validate(fields)
 
 
-def _planned(name: str, tool: str, depends_on: list[str], server: str | None = None) -> dict[str, Any]:
+def _planned(name: str, tool: str | None, depends_on: list[str], server: str | None = None) -> dict[str, Any]:
     return {"name": name, "tool": tool, "server": server, "depends_on": depends_on, "for_each": False,
             "when": None, "on_error": "fail", "max_attempts": 1, "description": ""}
 
@@ -244,7 +436,8 @@ def _step_example(name: str, index: int, depends_on: list[str]) -> dict[str, Any
     return {"node_id": name, "index": index, "status": "running", "started_at": None, "finished_at": None,
             "message": "", "input": None, "output": None, "content": None, "progress": None, "total": None,
             "depends_on": depends_on,
-            "attempt": 1, "max_attempts": 1, "item_count": None, "items_done": None, "items_failed": None}
+            "attempt": 1, "max_attempts": 1, "item_count": None, "items_done": None, "items_failed": None,
+            "waiting_on": [], "answers": []}
 
 
 # news_source_discovery_v1 as its runs record it (a version 1 chain: each step waits for the one before),
@@ -278,6 +471,11 @@ NEWS_STEPS = [
         "total": 4,
     },
 ]
+
+
+WAITING_RUN_ID = "a7e3c1d5-9f24-4b8e-8c60-3d1f5e7b9a02"
+# The approval step of print_brief_v2 while it waits for a person.
+WAITING_STEP = {**examples_of(StepStateModel)[3], "depends_on": ["search_news_sources"]}
 
 
 class ScenarioRunResponse(BaseModel):
@@ -372,12 +570,32 @@ class ScenarioRunResponse(BaseModel):
             ],
             "started_by": {"name": "ci-bot", "source": "token"},
             "cancelled_by": None,
+            "pending_requests": [],
+        },
+        {
+            "run_id": WAITING_RUN_ID,
+            "scenario_id": "print_brief_v2",
+            "status": "waiting",
+            "message": "",
+            "input": {"url": ARTICLE_URL},
+            "started_at": "2026-04-24T09:27:59.873+00:00",
+            "finished_at": None,
+            "steps": [{**NEWS_STEPS[0], "answers": []}, {**NEWS_STEPS[1], "status": "success",
+                       "finished_at": "2026-04-24T09:28:01.410+00:00", "progress": 4}, WAITING_STEP],
+            "output": None,
+            "plan": [*NEWS_PLAN[:2], {**_planned("approve", None, ["search_news_sources"]), "type": "approval"}],
+            "started_by": {"name": "alice", "source": "proxy"},
+            "cancelled_by": None,
+            "pending_requests": [first_example(FormRequest)],
         },
     )
 
     run_id: str
     scenario_id: str
-    status: RunStatus
+    status: RunStatus = Field(
+        description="`queued`, `running`, `waiting` (a step waits for a person: see `pending_requests`), then "
+        "`success`, `failed` or `cancelled`."
+    )
     message: str
     input: dict[str, Any]
     started_at: str | None
@@ -394,6 +612,12 @@ class ScenarioRunResponse(BaseModel):
     )
     started_by: Actor | None = Field(None, description=STARTED_BY)
     cancelled_by: Actor | None = Field(None, description=CANCELLED_BY)
+    pending_requests: list[PendingRequest] = Field(
+        [],
+        description="The requests waiting for a person, in the order asked: a form (`elicitation`, `approval`), a "
+        "page to visit (`url`) or a model's reply (`sampling`). Answer each with "
+        "`POST /api/runs/{run_id}/requests/{request_id}`. Empty unless the run is `waiting`.",
+    )
 
     @classmethod
     def of(cls, state: RunState) -> ScenarioRunResponse:
@@ -403,7 +627,12 @@ class ScenarioRunResponse(BaseModel):
             for step in sorted(state.steps.values(), key=lambda step: step.index)
         ]
         return cls.model_validate(
-            {**attributes(state, cls), "started_at": state.started_at or state.created_at, "steps": steps}
+            {
+                **attributes(state, cls),
+                "started_at": state.started_at or state.created_at,
+                "steps": steps,
+                "pending_requests": list(state.pending.values()),
+            }
         )
 
 
