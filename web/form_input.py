@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from web.forms import MISSING, Field, RunForm, describe
+from web.forms import MISSING, ROOT, Field, RunForm, describe
 from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, has_lone_surrogate, parse, safe_text, where
 
 # Control name → the values posted under it (a form's FormData, as lists).
@@ -24,7 +24,7 @@ NOT_UNICODE = "This field holds characters that are not valid Unicode (lone surr
 
 
 def read_form(
-    schema: dict[str, Any], submitted: Submitted, *, max_depth: int = DEFAULT_MAX_DEPTH
+    schema: dict[str, Any], submitted: Submitted, *, max_depth: int = DEFAULT_MAX_DEPTH, root_name: str = ROOT
 ) -> tuple[dict[str, Any], RunForm]:
     """The input the form describes and the form as sent, each unreadable control marked.
 
@@ -32,7 +32,7 @@ def read_form(
     validated to find the other fields' problems in the same round. JSON boxes are read as strict
     JSON no deeper than `max_depth`, as the API reads a body.
     """
-    root = describe(schema)
+    root = describe(schema, root_name)
     # A multipart form may declare a charset that decodes into lone surrogates: such text is shown
     # back with U+FFFD in their place, and marked, never kept.
     garbled = {name for name, values in submitted.items() if any(has_lone_surrogate(v) for v in values)}
@@ -187,8 +187,8 @@ def _empty(made: Field) -> Any:
 # --- Validation errors → the fields they concern -------------------------------------------------
 
 
-def add_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
-    """Place each `{loc: ["body", "input", ...], msg}` beside its field; the rest above the form.
+def add_errors(form: RunForm, errors: list[dict[str, Any]], body_key: str = "input") -> None:
+    """Place each `{loc: ["body", <body_key>, ...], msg}` beside its field; the rest above the form.
 
     A field that could not be read keeps its own message: its value was left out of what was
     validated, so the schema's complaint about it would only mislead.
@@ -196,7 +196,7 @@ def add_errors(form: RunForm, errors: list[dict[str, Any]]) -> None:
     unreadable = {id(f) for f in form.root.walk() if f.errors}
     for error in errors:
         loc = list(error.get("loc", []))
-        path = loc[2:] if loc[:2] == ["body", "input"] else loc
+        path = loc[2:] if loc[:2] == ["body", body_key] else loc
         message = _friendly(error)
         target, rest = _locate(form.root, path)
         if id(target) in unreadable:

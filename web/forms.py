@@ -3,9 +3,9 @@
 One `Field` tree per form, built from the schema, serves both directions: the template draws it
 (`_form_field.html`), and `web.form_input.read_form` reads the posted controls back with it.
 
-Control names are JSON paths under `in`: `in.url`, `in.address.city`. Property names are escaped
-(`~` → `~0`, `.` → `~1`) so `~` followed by a letter is free for the form's own controls: `~choice`
-picks a `oneOf`/`anyOf` alternative, `~alt<i>` holds that alternative's fields.
+Control names are JSON paths under `in` (or the root name a form is given): `in.url`, `in.address.city`.
+Property names are escaped (`~` → `~0`, `.` → `~1`) so `~` followed by a letter is free for the form's own
+controls: `~choice` picks a `oneOf`/`anyOf` alternative, `~alt<i>` holds that alternative's fields.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class RunForm:
 # --- Schema → fields -----------------------------------------------------------------------------
 
 
-def describe(schema: dict[str, Any]) -> Field:
-    root = _field(schema, schema, (), ROOT, "Input", required=True, enforce=True, depth=0)
+def describe(schema: dict[str, Any], root_name: str = ROOT) -> Field:
+    """The form's fields; `root_name` prefixes every control's name (and id), so several forms can share a page."""
+    root = _field(schema, schema, (), root_name, "Input", required=True, enforce=True, depth=0)
     if root.kind != "group":
         root.help = root.help or "The whole input, as a JSON object."
     return root
@@ -377,9 +378,9 @@ def _left_out(raw: Any, root: dict[str, Any], depth: int) -> Any:
     return made
 
 
-def build_form(schema: dict[str, Any], initial: Any = MISSING) -> RunForm:
+def build_form(schema: dict[str, Any], initial: Any = MISSING, *, root_name: str = ROOT) -> RunForm:
     """A fresh form showing `initial`, or the schema's first example when there is none."""
-    root = describe(schema)
+    root = describe(schema, root_name)
     if initial is MISSING and schema.get("examples"):
         initial = schema["examples"][0]
     fill(root, initial)

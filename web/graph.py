@@ -27,6 +27,8 @@ TEXT_LEFT = 14
 TEXT_ROOM = NODE_WIDTH - TEXT_LEFT - 8
 NAME_PX = 13  # monospace, bold
 DETAIL_PX = 11.5
+# What a node says an approval step does, where a tool step names its tool.
+APPROVAL_DETAIL = "approval by a person"
 # A tooltip shows this much of a step's message: the card below has it whole.
 TOOLTIP_MESSAGE_CHARS = 300
 # `{{ expr }}` alone: a condition shown as `if expr`.
@@ -110,8 +112,8 @@ def planned_node(step: PlannedStep) -> NodeFace:
         href=f"#flow-{step.name}",
         status=None,
         title=fit(step.name, TEXT_ROOM, NAME_PX, mono=True),
-        detail=fit(step.tool, TEXT_ROOM, DETAIL_PX),
-        summary=" · ".join(part for part in (f"calls {step.tool}", note) if part),
+        detail=fit(step.tool or APPROVAL_DETAIL, TEXT_ROOM, DETAIL_PX),
+        summary=" · ".join(part for part in (_calls(step.tool, step.server), note) if part),
         note=fit(note, TEXT_ROOM, DETAIL_PX),
         tooltip=tooltip,
     )
@@ -140,8 +142,8 @@ def step_node(step: StepView) -> NodeFace:
         href=f"#step-{step.index}",
         status=step.status,
         title=fit(step.name, TEXT_ROOM, NAME_PX, mono=True),
-        detail=fit(detail, TEXT_ROOM, DETAIL_PX) if detail else fit(step.tool, TEXT_ROOM, DETAIL_PX),
-        summary=detail or step.tool,
+        detail=fit(detail or step.tool or APPROVAL_DETAIL, TEXT_ROOM, DETAIL_PX),
+        summary=detail or step.tool or APPROVAL_DETAIL,
         note=_status_note(step),
         tooltip=tooltip,
     )
@@ -168,7 +170,9 @@ def _condition(source: str | None) -> str:
     return "if " + (whole.group(1) if whole and "{{" not in whole.group(1) else source)
 
 
-def _calls(tool: str, server: str | None) -> str:
+def _calls(tool: str | None, server: str | None) -> str:
+    if tool is None:  # an approval step calls nothing
+        return "asks a person to approve"
     return f"calls {tool} on {server}" if server else f"calls {tool}"
 
 

@@ -6,6 +6,11 @@ The run page's live updates come from `run_stream`, the HTML sibling of the JSON
 Each page shows what its asker may see (web.access): a scenario or run they may not see is the same
 404 as one that does not exist; the forms and buttons to run, rerun or cancel are shown only to those
 who may, and their POSTs answer 403 to anyone else.
+
+A run waiting for a person shows each request in its step's card, with the form that answers it to those
+who may run the scenario. The form posts here (`run_answer`, `run_draft`): a plain POST is answered with a
+303 back to the run, or the page again with the problems (422, or 409 when the request closed meanwhile);
+an htmx POST with nothing (204: the stream takes the form away) or the form alone with its problems.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from starlette.routing import Route
 from web.access import Identity, IdentitySource, Role, may_run
 from web.api import require_run
 from web.checks import scenario_checks
+from web.events import AnswerAction
 from web.form_input import add_errors, read_form
 from web.forms import MISSING, RunForm, build_form
 from web.graph import scenario_graph
@@ -30,11 +36,22 @@ from web.permissions import identity_of
 from web.preview import Preview, RunOfAnotherScenario
 from web.preview_api import preview_of, source_run
 from web.registry import RunRecord
+from web.request_view import RequestView, form_root, request_view, sampling_answer
 from web.run_list import DEFAULT_PAGE_SIZE, RUN_STATUSES, BadCursor
-from web.runs import InputInvalid, RunAlreadyFinished, UnknownRun, UnknownScenario
+from web.runs import (
+    AnswerInvalid,
+    InputInvalid,
+    ModelFailed,
+    NoSamplingModel,
+    RequestClosed,
+    RunAlreadyFinished,
+    UnknownRequest,
+    UnknownRun,
+    UnknownScenario,
+)
 from web.scenarios import Problem, Scenario
 from web.security import form_token_valid, route_path
-from web.step_cards import finished_parts
+from web.step_cards import answering, finished_parts
 from web.streams import BadLastEventId, event_stream, html_frame, resume_point
 from web.templating import is_embedded, page_path, templates
 from web.views import parameters, plan, run_list_item, run_view
@@ -43,6 +60,7 @@ from web.views import parameters, plan, run_list_item, run_view
 JSON_PREFIXES = ("/api/", "/healthz", "/openapi.json")
 EXPIRED_FORM = "This form had expired, so nothing was run. Check the values below and submit again."
 EXPIRED_PAGE = "This page had expired, so nothing was done. Reload the run and try again."
+EXPIRED_ANSWER = "This form had expired, so nothing was sent. Check the values below and send them again."
 # The scenario form's control naming the run whose outputs a preview takes (the input's controls are `in.…`).
 PREVIEW_RUN_FIELD = "outputs_from_run"
 # Recent runs offered as sources of outputs for a preview.
@@ -272,18 +290,164 @@ async def runs_page(request: Request) -> Response:
 
 
 async def run_page(request: Request) -> Response:
-    record = require_run(request)
+    return run_response(request, require_run(request))
+
+
+def run_response(
+    request: Request,
+    record: RunRecord,
+    *,
+    sent: RequestView | None = None,
+    notice: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The run's page; `sent`: a request's form as it was posted, shown in its card with its problems."""
     scenario = request.state.catalog.get(record.state.scenario_id)
     # State and seq are read together, with no await between: the stream resumes exactly here.
     view = run_view(record.state, scenario, len(record.events))
+    if sent is not None:
+        for step in view.steps:
+            step.requests = [sent if req.request_id == sent.request_id else req for req in step.requests]
+    can_run = may_run_scenario(request, record.state.scenario_id)
     context = {
         "run": view,
         "graph_drawn": finished_parts.graph(request, view),
-        "card": functools.partial(finished_parts.card, request, view),
+        "card": functools.partial(finished_parts.card, request, view, can_answer=can_run),
         "live": not record.is_finished,
-        "can_run": may_run_scenario(request, record.state.scenario_id),
+        "can_run": can_run,
+        "notice": notice,
     }
-    return render(request, "run.html", context)
+    return render(request, "run.html", context, status_code)
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("hx-request") == "true"
+
+
+def answer_problem(request: Request, record: RunRecord, sent: RequestView, status_code: int) -> Response:
+    """A request's form again, as it was sent, with what kept it from being answered: the form alone to htmx
+    (which swaps it in place of the one sent), else the whole run page."""
+    headers = {**PAGE_HEADERS, "Vary": "HX-Request"}
+    if is_htmx(request):
+        context = {**page_context(request), "req": sent, "run": run_view(record.state, None, len(record.events))}
+        context.update(answering(request, can_answer=True))
+        return templates.TemplateResponse(request, "_request.html", context, status_code=status_code, headers=headers)
+    pending = sent.request_id in record.state.pending
+    response = run_response(
+        request, record, sent=sent, notice=None if pending else sent.problem, status_code=status_code
+    )
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+def answered(request: Request, record: RunRecord) -> Response:
+    """Done: htmx is told nothing (the run's stream takes the form away), a plain form goes back to the run."""
+    if is_htmx(request):
+        return Response(status_code=204, headers={**PAGE_HEADERS, "Vary": "HX-Request"})
+    response = show_run(request, record)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+ANSWER_ACTIONS = (AnswerAction.ACCEPT, AnswerAction.DECLINE, AnswerAction.CANCEL)
+
+
+async def run_answer(request: Request) -> Response:
+    """A person's answer to a request, from its form: accept (with the form's values), decline or cancel."""
+    record = require_run(request)
+    request_id = request.path_params["request_id"]
+    service = request.state.run_service
+    by = identity_of(request)
+    require_may_run(request, record.state.scenario_id, "answer requests in runs of")
+    submitted = await submitted_form(request)
+    pending = record.state.pending.get(request_id)
+    if pending is None:
+        if not form_token_valid(request, submitted):
+            raise HTTPException(403, EXPIRED_PAGE)
+        # Not open: the service refuses any answer before recording it, saying why (no such request, answered
+        # already and by whom, its run or step ended).
+        sent = RequestView(request_id=request_id, kind="", step_name="", message="", created_at=None, expires_at=None)
+        try:
+            await service.answer(record.run_id, request_id, AnswerAction.CANCEL, None, by=by)
+        except UnknownRequest as exc:
+            raise HTTPException(404, _sentence(str(exc))) from None
+        except RequestClosed as exc:
+            sent.problem = _sentence(str(exc))
+            return answer_problem(request, record, sent, 409)
+        return answered(request, record)
+    sent = request_view(pending)
+    action = _first(submitted, "action")
+    content = None
+    if action == AnswerAction.ACCEPT:
+        content = _accepted_content(request, sent, submitted)
+    if not form_token_valid(request, submitted):
+        sent.problem = EXPIRED_ANSWER
+        return answer_problem(request, record, sent, 403)
+    if action not in ANSWER_ACTIONS:
+        sent.problem = f"Choose one of the buttons ({', '.join(label for _, label in sent.actions)})."
+        return answer_problem(request, record, sent, 422)
+    if sent.form is not None and sent.form.has_errors and action == AnswerAction.ACCEPT:
+        return answer_problem(request, record, sent, 422)
+    try:
+        await service.answer(record.run_id, request_id, AnswerAction(action), content, by=by)
+    except AnswerInvalid as exc:
+        if sent.form is not None:
+            add_errors(sent.form, exc.errors, "content")
+        else:
+            sent.reply_errors = [_reply_error(error) for error in exc.errors]
+        return answer_problem(request, record, sent, 422)
+    except RequestClosed as exc:
+        sent.problem = _sentence(str(exc))
+        return answer_problem(request, record, sent, 409)
+    return answered(request, record)
+
+
+def _accepted_content(request: Request, sent: RequestView, submitted: dict[str, list[str]]) -> Any:
+    """What an acceptance sends: the form's values (its unreadable controls marked on `sent.form`), the reply
+    written or reviewed, or nothing (a visited URL)."""
+    if sent.form is not None:
+        max_depth = request.app.state.settings.max_json_depth
+        content, sent.form = read_form(
+            sent.form_schema, submitted, max_depth=max_depth, root_name=form_root(sent.request_id)
+        )
+        return content
+    if sent.kind == "sampling":
+        return sampling_answer(sent, submitted)
+    return None
+
+
+def _reply_error(error: dict[str, Any]) -> str:
+    if error.get("loc", [])[-1:] == ["text"] or error.get("type") == "jsonschema.minLength":
+        return "Write the reply (or ask the model for one) before sending it."
+    return _sentence(str(error.get("msg", "Invalid reply")))
+
+
+async def run_draft(request: Request) -> Response:
+    """Ask the configured model for a sampling request's reply; the person reviews it before it is sent."""
+    record = require_run(request)
+    request_id = request.path_params["request_id"]
+    require_may_run(request, record.state.scenario_id, "answer requests in runs of")
+    submitted = await submitted_form(request)
+    pending = record.state.pending.get(request_id)
+    sent = request_view(pending) if pending is not None else None
+    if sent is not None:
+        sampling_answer(sent, submitted)  # what the person had written stays in the box
+        if not form_token_valid(request, submitted):
+            sent.problem = EXPIRED_ANSWER
+            return answer_problem(request, record, sent, 403)
+    elif not form_token_valid(request, submitted):
+        raise HTTPException(403, EXPIRED_PAGE)
+    service = request.state.run_service
+    try:
+        await service.draft(record.run_id, request_id, model=request.state.sampling, by=identity_of(request))
+    except UnknownRequest as exc:
+        raise HTTPException(404, _sentence(str(exc))) from None
+    except (RequestClosed, NoSamplingModel, ModelFailed) as exc:
+        if sent is None:
+            raise HTTPException(409, _sentence(str(exc))) from None
+        sent.problem = _sentence(str(exc))
+        return answer_problem(request, record, sent, 502 if isinstance(exc, ModelFailed) else 409)
+    return answered(request, record)
 
 
 async def run_again(request: Request) -> Response:
@@ -323,7 +487,8 @@ async def run_stream(request: Request) -> Response:
         # close; an empty stream would only make its EventSource reconnect again and again.
         after = min(after, len(record.events) - 1)
     scenario = request.state.catalog.get(record.state.scenario_id)
-    return event_stream(request, record, html_frame(request, record, scenario), after=after)
+    can_answer = may_run_scenario(request, record.state.scenario_id)
+    return event_stream(request, record, html_frame(request, record, scenario, can_answer=can_answer), after=after)
 
 
 async def tools_page(request: Request) -> Response:
@@ -374,5 +539,7 @@ routes = [
     Route("/runs/{run_id}/again", run_again, methods=["POST"], name="run_again"),
     Route("/runs/{run_id}/cancel", run_cancel, methods=["POST"], name="run_cancel"),
     Route("/runs/{run_id}/stream", run_stream, methods=["GET"], name="run_stream"),
+    Route("/runs/{run_id}/requests/{request_id}", run_answer, methods=["POST"], name="run_answer"),
+    Route("/runs/{run_id}/requests/{request_id}/draft", run_draft, methods=["POST"], name="run_draft"),
     Route("/tools", tools_page, methods=["GET"], name="tools"),
 ]

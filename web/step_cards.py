@@ -29,8 +29,9 @@ class FinishedRunParts:
         self._parts: OrderedDict[tuple[Any, ...], tuple[object, Markup]] = OrderedDict()
         self._bytes = 0
 
-    def card(self, request: Request, run: RunView, step: StepView) -> Markup:
-        context = {"request": request, "run": run, "step": step}
+    def card(self, request: Request, run: RunView, step: StepView, *, can_answer: bool = False) -> Markup:
+        """The step's card; `can_answer`: with the forms that answer its requests (a finished run has none)."""
+        context = {"request": request, "run": run, "step": step, **answering(request, can_answer)}
         return self._part(request, run, step.index, lambda: _render("_step.html", context))
 
     def graph(self, request: Request, run: RunView) -> Markup:
@@ -57,6 +58,11 @@ class FinishedRunParts:
         while self._bytes > self.max_bytes and self._parts:
             self._bytes -= len(self._parts.popitem(last=False)[1][1])
         return html
+
+
+def answering(request: Request, can_answer: bool) -> dict[str, bool]:
+    """What a card's requests offer its reader: the forms, and asking the configured model for a reply."""
+    return {"can_answer": can_answer, "can_sample": getattr(request.state, "sampling", None) is not None}
 
 
 def _render(template: str, context: dict[str, Any]) -> Markup:

@@ -24,7 +24,9 @@ from starlette.responses import Response
 from web.events import EventType, StepStatus
 from web.graph import step_node
 from web.registry import RunRecord
+from web.run_state import INPUT_EVENTS
 from web.scenarios import Scenario
+from web.step_cards import answering
 from web.store_rows import event_json
 from web.stream_budget import StreamsFull
 from web.stream_response import EventStream, FrameRenderer
@@ -116,55 +118,72 @@ def json_frame(event: dict[str, Any]) -> bytes:
     return frame
 
 
-def html_frame(request: Request, record: RunRecord, scenario: Scenario | None) -> FrameRenderer:
+def html_frame(
+    request: Request, record: RunRecord, scenario: Scenario | None, *, can_answer: bool = False
+) -> FrameRenderer:
     """Each event as the fragment it changes, for the run page's htmx SSE extension.
 
     Step events send that step's `_step.html` as event `step-<index>`, after its node of the graph
     (`_graph_node.html`) as event `node-<index>`; run_started sends `_run_status.html` as `run-status`;
     run_finished sends it as `run-finished` (the page closes its stream on that name), with, for runs
     recorded before skipped steps had events of their own, the cards and nodes of the steps that never
-    ran, swapped out of band.
+    ran, swapped out of band. A request to a person (input_requested, input_answered, input_drafted)
+    changes its step like a step event, and the run's header too (its status, the title, the "Waiting for
+    input" list), sent as `run-status` before the card; so does the end of a step that had asked.
 
     A fragment is drawn once per event, when a stream first needs it, from the run's state at that
-    moment (the event's or later), and every viewer is sent those bytes. Each step's last event comes
-    after everything else that changes the step, so its fragment, whenever drawn, shows the step's
-    final state: a replayed or resumed stream may pass through older states on the way but ends on
-    the latest, and can neither repeat a step nor leave one behind.
+    moment (the event's or later), and every viewer is sent those bytes: every viewer who may answer
+    the run's requests, whose cards hold the forms, and every other, whose cards show what is asked.
+    Each step's last event comes after everything else that changes the step, so its fragment, whenever
+    drawn, shows the step's final state: a replayed or resumed stream may pass through older states on
+    the way but ends on the latest, and can neither repeat a step nor leave one behind.
 
-    A step event drawn once the step has a later event is sent as its id alone: the later event's
-    fragments, drawn no earlier, show everything this one's would. A replay, or a stream that falls
-    behind a for_each step's items, draws each step (card and node) once instead of once per event.
+    A step event drawn once the step has a later event is sent as its id alone (a request's, as the
+    run's header alone): the later event's fragments, drawn no earlier, show everything this one's
+    would. A replay, or a stream that falls behind a for_each step's items, draws each step (card and
+    node) once instead of once per event.
     """
-    # All a fragment takes from its request: the proxy's path prefix and the embedded mode of its links.
-    variant = ("html", request.scope.get("root_path", ""), is_embedded(request))
+    # All a fragment takes from its request: the proxy's path prefix, the embedded mode of its links, and
+    # whether its cards carry the forms.
+    variant = ("html", request.scope.get("root_path", ""), is_embedded(request), can_answer)
 
     def render(event: dict[str, Any]) -> bytes:
         frame = _frames.get(event, variant)
         if frame is None:
-            frame = _draw(request, record, scenario, event)
+            frame = _draw(request, record, scenario, event, can_answer)
             _frames.put(event, variant, frame)
         return frame
 
     return render
 
 
-def _draw(request: Request, record: RunRecord, scenario: Scenario | None, event: dict[str, Any]) -> bytes:
-    if event["type"].startswith("step_"):
-        step = record.state.steps.get(event["step_name"])
-        if step is not None and step.seq > event["seq"]:
-            return ServerSentEvent(id=str(event["seq"])).encode()
+def _draw(
+    request: Request, record: RunRecord, scenario: Scenario | None, event: dict[str, Any], can_answer: bool
+) -> bytes:
+    kind = event["type"]
+    of_step = kind.startswith("step_") or kind in INPUT_EVENTS
     view = run_view(record.state, scenario, event["seq"])
     context = {"request": request, "run": view}
+    header = b""
+    if kind in INPUT_EVENTS or (kind == EventType.STEP_FINISHED and _asked(record, event)):
+        status = templates.get_template("_run_status.html").render({**context, "stream": True})
+        header = ServerSentEvent(data=status, event="run-status").encode()
+    if of_step:
+        step = record.state.steps.get(event["step_name"])
+        if step is not None and step.seq > event["seq"]:
+            return header + ServerSentEvent(id=str(event["seq"])).encode()
     node = b""
-    if event["type"].startswith("step_"):
-        step = view.step(event["index"])
-        name = f"step-{step.index}"
-        html = templates.get_template("_step.html").render({**context, "step": step})
+    if of_step:
+        step_view = view.step(event["index"])
+        name = f"step-{step_view.index}"
+        html = templates.get_template("_step.html").render(
+            {**context, "step": step_view, **answering(request, can_answer)}
+        )
         # The step's node in the graph goes first, with no id: the card's id then covers both.
-        face = templates.get_template("_graph_node.html").render({**context, "face": step_node(step)})
-        node = ServerSentEvent(data=face, event=f"node-{step.index}").encode()
+        face = templates.get_template("_graph_node.html").render({**context, "face": step_node(step_view)})
+        node = ServerSentEvent(data=face, event=f"node-{step_view.index}").encode()
     else:
-        name = "run-finished" if event["type"] == EventType.RUN_FINISHED else "run-status"
+        name = "run-finished" if kind == EventType.RUN_FINISHED else "run-status"
         html = templates.get_template("_run_status.html").render({**context, "stream": True})
         if name == "run-finished":
             # Steps that never ran have a skipped event of their own, except in runs recorded before that.
@@ -176,7 +195,20 @@ def _draw(request: Request, record: RunRecord, scenario: Scenario | None, event:
                 node_template.render({**context, "face": step_node(step), "oob": True}) for step in never_ran
             )
     frame = ServerSentEvent(data=html, event=name, id=str(event["seq"]), retry=HTML_RECONNECT_MS).encode()
-    return node + frame
+    return header + node + frame
+
+
+def _asked(record: RunRecord, finished: dict[str, Any]) -> bool:
+    """Whether a step that ended asked a person anything since it started: its end closes what is still open."""
+    name = finished["step_name"]
+    for event in reversed(record.events[: finished["seq"] - 1]):
+        if event.get("step_name") != name:
+            continue
+        if event["type"] == EventType.INPUT_REQUESTED:
+            return True
+        if event["type"] == EventType.STEP_STARTED:
+            return False
+    return False
 
 
 def event_stream(request: Request, record: RunRecord, render: FrameRenderer, *, after: int) -> Response:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from web.events import StepStatus
 from web.expressions import LiteralNode
 from web.plan import PlannedStep, RetryPolicy
+from web.request_view import RequestView, step_requests
 from web.run_state import ItemState, Retry, RunState, StepState
 from web.scenarios import Scenario
 from web.store import RunRow
@@ -45,7 +46,7 @@ class Dependency:
 class StepView:
     index: int
     name: str
-    tool: str
+    tool: str | None  # None: an approval step, which calls nothing
     server: str | None
     status: str  # a StepStatus: pending until the step's first event
     state: StepState | None = None
@@ -56,6 +57,7 @@ class StepView:
     max_attempts: int = 1
     description: str = ""
     skipped_reason: str = ""  # for a step that never ran and has no event of its own (runs before plans)
+    requests: list[RequestView] = field(default_factory=list)  # what it waits for people to answer
     item_json_chars: ClassVar[int] = ITEM_JSON_CHARS
 
     @property
@@ -113,6 +115,24 @@ class RunView:
     def step(self, index: int) -> StepView:
         return next(step for step in self.steps if step.index == index)
 
+    @property
+    def waiting_for(self) -> list[Waiting]:
+        """The open requests, in the order asked, each with where its step is on the page."""
+        places = {step.name: step.index for step in self.steps}
+        return [
+            Waiting(request, places.get(request.get("step_name", "")), RequestView.form_anchor(request["request_id"]))
+            for request in self.state.pending.values()
+        ]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One line of the page's "Waiting for input" panel: the request, and where its form is."""
+
+    request: dict[str, Any]
+    step_index: int | None
+    anchor: str
+
 
 @dataclass(frozen=True)
 class RunListItem:
@@ -156,6 +176,7 @@ def run_view(state: RunState, scenario: Scenario | None, seq: int) -> RunView:
                 max_attempts=summary.get("max_attempts", 1),
                 description=summary.get("description", ""),
                 skipped_reason="" if step else OLD_RUN_SKIPPED,
+                requests=step_requests(state.pending, summary["name"]) if step and step.waiting_on else [],
             )
         )
     for index in sorted(set(recorded) - set(range(len(planned)))):
