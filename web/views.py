@@ -217,7 +217,7 @@ class FlowStep:
     index: int
     stage: int  # steps of one stage can run at once
     name: str
-    tool: str
+    tool: str | None  # None: an approval step, which calls nothing
     server: str | None
     description: str
     sources: list[InputSource]
