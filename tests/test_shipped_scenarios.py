@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, wait_until
 from inprocess import InProcessApp, in_process
-from runs import run_to_end, start_run, wait_finished
+from runs import get_run, run_to_end, start_run, wait_finished
 from sse import read_events
 
 from web.demo.server import Corpus, CorpusArticle, citation_path, load_corpus
@@ -31,6 +31,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 BROKEN_SUFFIX = "_broken"
 ORIGINS = "outlet_story_origins_v2"
 CHECK = "story_origin_check_v2"
+APPROVAL = "outlet_brief_approval_v2"
 
 Run = dict[str, Any]
 Events = list[dict[str, Any]]
@@ -452,3 +453,40 @@ def test_story_origin_check_fails_cleanly_for_an_unknown_article(demo_app: InPro
     assert later and all(step["status"] == "skipped" for step in later.values())
     assert all(step["message"] == "Not run: step 'article' failed" for step in later.values())
     assert run["output"] is None
+
+
+def test_outlet_brief_waits_for_approval_and_writes_what_the_person_chose(
+    demo_app: InProcessApp, corpus: Corpus
+) -> None:
+    outlet = corpus.outlets["daily.example.com"]
+    run_id = start_run(demo_app.client, APPROVAL, {"domain": "daily.example.com"})["run_id"]
+    wait_until(lambda: get_run(demo_app.client, run_id)["pending_requests"], 20, "the approval request")
+    run = get_run(demo_app.client, run_id)
+    [request] = run["pending_requests"]
+    assert run["status"] == "waiting" and request["kind"] == "approval"
+    assert request["message"].startswith(f"Write a brief on {outlet.name}? ")
+    assert request["requested_schema"]["required"] == ["headline"]
+
+    answer = demo_app.post(
+        f"/api/runs/{run_id}/requests/{request['request_id']}",
+        json={"action": "accept", "content": {"headline": "Daily, in brief", "note": "Checked by the desk"}},
+    )
+    assert answer.status_code == 200, answer.text
+
+    run = wait_finished(demo_app.client, run_id)
+    assert run["status"] == "success", run
+    lines = run["output"].splitlines()
+    assert lines[0] == "Daily, in brief"
+    assert "- Checked by the desk" in lines and lines[-1].startswith("- Approved by ")
+
+
+def test_outlet_brief_rejected_fails_saying_so(demo_app: InProcessApp) -> None:
+    run_id = start_run(demo_app.client, APPROVAL, {"domain": "signal.example"})["run_id"]
+    wait_until(lambda: get_run(demo_app.client, run_id)["pending_requests"], 20, "the approval request")
+    [request] = get_run(demo_app.client, run_id)["pending_requests"]
+    demo_app.post(f"/api/runs/{run_id}/requests/{request['request_id']}", json={"action": "decline"})
+
+    run = wait_finished(demo_app.client, run_id)
+    assert run["status"] == "failed"
+    assert run["message"].startswith("Step 'approve' failed: Declined by")
+    assert steps_of(run)["brief"]["status"] == "skipped"

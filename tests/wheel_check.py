@@ -23,6 +23,7 @@ import httpx
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SCENARIOS = [
     "news_source_discovery_v1",
+    "outlet_brief_approval_v2",
     "outlet_profile_v1",
     "outlet_story_origins_v2",
     "story_origin_check_v2",
@@ -121,11 +122,20 @@ def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_finished(client: httpx.Client, run_id: str) -> str:
+    """The run's final status; an approval it waits for is given, with the form's defaults."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        status = client.get(f"/api/runs/{run_id}").json()["status"]
-        if status in {"success", "failed", "cancelled"}:
-            return status
+        run = client.get(f"/api/runs/{run_id}").json()
+        if run["status"] in {"success", "failed", "cancelled"}:
+            return run["status"]
+        for request in run.get("pending_requests", []):
+            defaults = {
+                name: field["default"]
+                for name, field in request["requested_schema"].get("properties", {}).items()
+                if "default" in field
+            }
+            answer = {"action": "accept", "content": defaults}
+            client.post(f"/api/runs/{run_id}/requests/{request['request_id']}", json=answer)
         time.sleep(0.05)
     return "unfinished after 30 s"
 
