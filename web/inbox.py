@@ -242,10 +242,6 @@ class Inbox:
         )
         if not asked:
             raise RequestNotFound(f"Run {record.run_id} has no request {request_id}")
-        if record.is_finished:
-            raise RequestClosed(
-                f"Request {request_id} is closed: run {record.run_id} has ended ({record.state.status})"
-            )
         answered = next(
             (
                 event
@@ -258,6 +254,10 @@ class Inbox:
             by = (answered.get("answered_by") or {}).get("name")
             who = f" by {by}" if by else ""
             raise RequestClosed(f"Request {request_id} was answered already ({answered['action']}{who})")
+        if record.is_finished:
+            raise RequestClosed(
+                f"Request {request_id} is closed: run {record.run_id} has ended ({record.state.status})"
+            )
         raise RequestClosed(f"Request {request_id} is closed: its step has ended")
 
 
