@@ -197,7 +197,7 @@ def test_list_scenarios(demo_app: InProcessApp) -> None:
 
     assert response.status_code == 200
     scenarios = {s["id"]: s for s in response.json()}
-    assert set(scenarios) == {NEWS, OUTLET, ORIGIN_CHECK, STORY_ORIGINS}
+    assert set(scenarios) == {NEWS, OUTLET, ORIGIN_CHECK, STORY_ORIGINS, "outlet_brief_approval_v2"}
     for scenario in scenarios.values():
         assert set(scenario) >= {"id", "name", "description", "input_schema"}
         assert scenario["name"] and scenario["description"]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
 from inprocess import in_process
@@ -30,6 +31,7 @@ from runs import get_run, run_to_end
 
 NEWS = "news_source_discovery_v1"
 STORY = "story_origin_check_v2"
+BRIEF = "outlet_brief_approval_v2"
 KNOWN_ARTICLE = "https://signal.example/culture/lighthouse-library-explainer"
 RUN_SECONDS = 90
 # Terminal escapes a hostile tool may put in its text: retitle the window, clear the screen.
@@ -213,7 +215,7 @@ def test_an_unknown_scenario_exits_2_listing_those_there_are() -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "stepline run: Unknown scenario_id: no_such_scenario. Scenarios: news_source_discovery_v1, "
-        "outlet_profile_v1, outlet_story_origins_v2, story_origin_check_v2"
+        "outlet_brief_approval_v2, outlet_profile_v1, outlet_story_origins_v2, story_origin_check_v2"
     )
 
 
@@ -351,6 +353,58 @@ def test_ctrl_c_cancels_the_run_on_the_server_and_exits_1(
     assert get_run(server.url, run_id)["status"] == "cancelled"
     # The MCP server was told to stop the call.
     wait_until(lambda: _cancelled_labels(server.url, run_id) == ["nap"], 10, "the server to see the nap cancelled")
+
+
+def test_a_run_waiting_for_a_person_says_where_to_answer_and_goes_on_once_answered(
+    make_server: Callable[..., StepServer],
+) -> None:
+    server = make_server()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web", "run", BRIEF, "--server", server.url, "-i", "domain=daily.example.com"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        run_id = run_id_of(process.stdout.readline())
+        note = process.stderr.readline()
+        assert note.startswith("stepline run: step 'approve' waits for an approval: Write a brief on "), note
+        assert note.rstrip().endswith(f"; answer it at {server.url}/runs/{run_id}")
+        [request] = get_run(server.url, run_id)["pending_requests"]
+        answered = httpx.post(
+            f"{server.url}/api/runs/{run_id}/requests/{request['request_id']}",
+            json={"action": "accept", "content": {"headline": "Seen on the terminal"}},
+        )
+        assert answered.status_code == 200, answered.text
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    assert "step 4 approve: success" in stdout and "step 5 brief: success" in stdout
+    assert "Seen on the terminal" in stdout
+
+
+def test_in_this_process_a_run_waiting_for_a_person_says_nobody_here_can_answer() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web", "run", BRIEF, "-i", "domain=daily.example.com"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "STEPLINE_DEMO_DELAY": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        note = process.stderr.readline()
+        assert "waits for an approval" in note and "nobody can answer it in this process" in note, note
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert "step 4 approve: cancelled" in stdout
 
 
 def _cancelled_labels(url: str, group: str) -> list[str]:

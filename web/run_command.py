@@ -18,6 +18,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from web.events import EventType, RequestKind
 from web.run_client import ApiError, RunClient, RunLost, Unreachable, in_process, remote
 from web.run_progress import LiveProgress, PlainProgress, Progress, printable, use_live_display
 from web.run_state import RunState
@@ -31,6 +32,15 @@ EXIT_NOT_STARTED = 2  # bad input, unknown scenario, no server
 
 class InputProblem(ValueError):
     """The run input given on the command line cannot be read; the message says which option and why."""
+
+
+# How a request is named to whoever watches the run in a terminal.
+REQUEST_WORDS = {
+    RequestKind.ELICITATION: "a form to be filled",
+    RequestKind.URL: "a page to be visited",
+    RequestKind.SAMPLING: "a reply to be written",
+    RequestKind.APPROVAL: "an approval",
+}
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -154,7 +164,14 @@ async def _run(args: argparse.Namespace, settings: Settings, run_input: dict[str
             run_id = accepted["run_id"]
             # Where the run can still be looked at should this process lose it: on the server, not in here.
             elsewhere = f": {client.base_url}/runs/{run_id}" if args.server else ""
-            snapshot = await _watch(client, accepted, progress, interrupts, elsewhere)
+            # Who can answer a request the run waits for: people on the server's page, nobody in this process.
+            answer_where = (
+                f"answer it at {client.base_url}/runs/{run_id}"
+                if args.server
+                else "nobody can answer it in this process (run it on a server with --server to answer on its "
+                "page); Ctrl-C cancels the run"
+            )
+            snapshot = await _watch(client, accepted, progress, interrupts, elsewhere, answer_where)
     if snapshot is None:
         return EXIT_FAILED
     progress.summary(snapshot, with_output=not args.json)
@@ -178,7 +195,12 @@ async def _start(
 
 
 async def _watch(
-    client: RunClient, accepted: dict[str, Any], progress: Progress, interrupts: Interrupts, elsewhere: str
+    client: RunClient,
+    accepted: dict[str, Any],
+    progress: Progress,
+    interrupts: Interrupts,
+    elsewhere: str,
+    answer_where: str,
 ) -> dict[str, Any] | None:
     """Show the run until it ends, then its final snapshot; None (having said why) when it was not followed
     to its end or its end cannot be read."""
@@ -187,7 +209,7 @@ async def _watch(
     state = RunState(run_id, accepted["scenario_id"], accepted["input"], accepted["started_at"])
     with progress.shown(state):
         try:
-            await _follow(client, state, progress, interrupts)
+            await _follow(client, state, progress, interrupts, answer_where)
         except Interrupted:
             progress.note(f"stopped waiting; run {run_id} may still be ending{elsewhere}")
             return None
@@ -201,7 +223,9 @@ async def _watch(
         return None
 
 
-async def _follow(client: RunClient, state: RunState, progress: Progress, interrupts: Interrupts) -> None:
+async def _follow(
+    client: RunClient, state: RunState, progress: Progress, interrupts: Interrupts, answer_where: str
+) -> None:
     """Fold the run's events into `state` until it ends; the first Ctrl-C cancels it, the second stops waiting."""
 
     async def read() -> None:
@@ -209,6 +233,11 @@ async def _follow(client: RunClient, state: RunState, progress: Progress, interr
             async for event in events:
                 state.apply(event)
                 progress.event(event, state)
+                if event["type"] == EventType.INPUT_REQUESTED:
+                    what = REQUEST_WORDS.get(event["kind"], "an answer")
+                    progress.note(
+                        f"step '{event['step_name']}' waits for {what}: {event.get('message') or ''}; {answer_where}"
+                    )
 
     async def cancel_when_asked() -> None:
         await interrupts.first.wait()

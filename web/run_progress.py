@@ -40,6 +40,7 @@ UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2
 STATUS_STYLES = {
     StepStatus.PENDING: "dim",
     StepStatus.RUNNING: "bold cyan",
+    StepStatus.WAITING: "bold yellow",
     StepStatus.SUCCESS: "green",
     StepStatus.FAILED: "bold red",
     StepStatus.SKIPPED: "dim",
