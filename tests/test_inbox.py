@@ -77,7 +77,10 @@ async def test_content_that_does_not_fit_the_form_is_refused_field_by_field_and_
     with pytest.raises(AnswerInvalid) as refused:
         inbox.answer(record, request_id, AnswerAction.ACCEPT, {"age": -1}, by=None)
     problems = {tuple(problem["loc"]): problem["type"] for problem in refused.value.problems}
-    assert problems == {("body", "content"): "jsonschema.required", ("body", "content", "age"): "jsonschema.minimum"}
+    assert problems == {
+        ("body", "content", "name"): "jsonschema.required",
+        ("body", "content", "age"): "jsonschema.minimum",
+    }
     assert request_id in record.state.pending and not task.done()
     inbox.answer(record, request_id, AnswerAction.DECLINE, {"ignored": True}, by=None)
     assert (await task).content is None

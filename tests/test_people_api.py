@@ -364,7 +364,7 @@ def test_an_answer_after_the_request_expired_is_409(alice: User) -> None:
         ({"action": "accept", "contents": {"copies": 1}}, ["body", "contents"], "extra_forbidden"),
         ({"action": "accept", "content": {"copies": 0}}, ["body", "content", "copies"], "jsonschema.minimum"),
         ({"action": "accept", "content": {"copies": "two"}}, ["body", "content", "copies"], "jsonschema.type"),
-        ({"action": "accept", "content": {"note": "no copies"}}, ["body", "content"], "jsonschema.required"),
+        ({"action": "accept", "content": {"note": "no copies"}}, ["body", "content", "copies"], "jsonschema.required"),
         ({"action": "accept", "content": ["copies", 1]}, ["body", "content"], "jsonschema.type"),
         (["accept"], ["body"], "model_type"),
     ],

@@ -89,6 +89,14 @@ def app(tmp_path_factory: pytest.TempPathFactory, roots: list[Path]) -> Iterator
         yield app
 
 
+@pytest.fixture(autouse=True)
+def no_run_left_waiting(app: InProcessApp) -> Iterator[None]:
+    """Each test's runs end with it: a run a failed test left waiting would take the next test's requests
+    for a second call in flight on the one session."""
+    yield
+    app.call(app.state["runs"].cancel_all())
+
+
 def waiting_request(app: InProcessApp, run_id: str) -> dict[str, Any]:
     """The run's one open request, once the run shows it waiting."""
     wait_until(lambda: get_run(app.client, run_id)["status"] not in {"queued", "running"}, 20, "the run to ask")
@@ -161,7 +169,7 @@ def test_a_form_request_is_shown_with_its_schema_and_the_server_gets_what_was_ac
     assert refused.status_code == 422, refused.text
     problems = refused.json()["detail"]
     assert {(tuple(problem["loc"]), problem["type"]) for problem in problems} == {
-        (("body", "content"), "jsonschema.required"),
+        (("body", "content", "name"), "jsonschema.required"),
         (("body", "content", "integer"), "jsonschema.maximum"),
     }
     assert "'name' is a required property" in {problem["msg"] for problem in problems}

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jsonschema
-
 from web.events import (
     Actor,
     AnswerAction,
@@ -30,6 +28,7 @@ from web.events import (
     input_drafted,
     input_requested,
 )
+from web.object_schemas import misfits, object_schema_problem
 from web.registry import RunRecord
 from web.run_state import utc_now
 
@@ -192,7 +191,8 @@ class Inbox:
         """
         request = self.open_request(record, request_id)
         if action not in (AnswerAction.ACCEPT, AnswerAction.DECLINE, AnswerAction.CANCEL):
-            raise AnswerInvalid([_problem(["body", "action"], "must be one of accept, decline, cancel", "enum")])
+            problem = {"loc": ["body", "action"], "msg": "must be one of accept, decline, cancel", "type": "enum"}
+            raise AnswerInvalid([problem])
         content = answer_content(request, content) if action == AnswerAction.ACCEPT else None
         waiting = self._waiting.get(request_id)
         if waiting is None or waiting.answer.done():
@@ -278,15 +278,9 @@ def answer_content(request: dict[str, Any], content: Any) -> Any:
         return None
     if content is None:
         content = {}
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    errors = sorted(validator.iter_errors(content), key=lambda e: [str(p) for p in e.absolute_path])
-    if errors:
-        raise AnswerInvalid(
-            [
-                _problem(["body", "content", *error.absolute_path], error.message, f"jsonschema.{error.validator}")
-                for error in errors
-            ]
-        )
+    problems = misfits(schema, content, ["body", "content"])
+    if problems:
+        raise AnswerInvalid(problems)
     return content
 
 
@@ -313,12 +307,11 @@ def _checked(ask: Ask) -> dict[str, Any]:
         )
         if not isinstance(schema, dict):
             raise UnaskableRequest("the request has no requestedSchema to build a form from")
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise UnaskableRequest(f"its requestedSchema is not a valid JSON Schema: {exc.message}") from None
-        if schema.get("type", "object") != "object":
-            raise UnaskableRequest(f"its requestedSchema must describe an object, not {schema.get('type')!r}")
+        problem = object_schema_problem(schema)
+        if problem is not None:
+            raise UnaskableRequest(
+                f"its requestedSchema is {problem}" if problem.startswith("not") else f"its requestedSchema {problem}"
+            )
         details["requested_schema"] = schema
         details["secret_fields"] = secret_fields(schema)
     return details
@@ -327,7 +320,3 @@ def _checked(ask: Ask) -> dict[str, Any]:
 def _status_after(record: RunRecord, request_id: str) -> RunStatus:
     others = [rid for rid in record.state.pending if rid != request_id]
     return RunStatus.WAITING if others else RunStatus.RUNNING
-
-
-def _problem(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
-    return {"loc": [str(part) if not isinstance(part, int) else part for part in loc], "msg": msg, "type": kind}

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -32,6 +31,7 @@ from pydantic import (
 )
 
 from web.json_limits import DEFAULT_MAX_DEPTH, JsonProblem, check, where
+from web.object_schemas import misfits, object_schema_problem
 from web.plan import Plan, PlanProblems, build_plan, step_label
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,8 @@ class StepV2(StepSettings, Step):
     )
     needs: list[str] = Field(default_factory=list, description="Steps to wait for besides those its expressions read.")
     # A string or a bool; anything else is named by the plan, once (a union would say it twice).
-    when: Any = Field(None, description="A condition, \"{{ expr }}\" or a bool: false skips the step.")
-    for_each: str | None = Field(None, description="\"{{ expr }}\" giving a list: the tool is called once per item.")
+    when: Any = Field(None, description='A condition, "{{ expr }}" or a bool: false skips the step.')
+    for_each: str | None = Field(None, description='"{{ expr }}" giving a list: the tool is called once per item.')
 
     @field_validator("name")
     @classmethod
@@ -154,13 +154,10 @@ class StepV2(StepSettings, Step):
             return None
         if info.data.get("type") == "tool":
             raise ValueError('only approval steps have a schema (this step has "type": "tool")')
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
         # The answer is a form's values: an object.
-        if schema.get("type", "object") != "object":
-            raise ValueError(f"must describe an object (\"type\": \"object\"), not {schema['type']!r}")
+        problem = object_schema_problem(schema)
+        if problem is not None:
+            raise ValueError(problem)
         return schema
 
     @model_validator(mode="after")
@@ -213,13 +210,10 @@ class Scenario(BaseModel):
     @field_validator("input_schema")
     @classmethod
     def _input_schema_is_json_schema(cls, schema: dict[str, Any]) -> dict[str, Any]:
-        try:
-            jsonschema.validators.validator_for(schema).check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
         # A run's input is always a JSON object, so any other type could never be run.
-        if schema.get("type", "object") != "object":
-            raise ValueError(f"must describe an object (\"type\": \"object\"), not {schema['type']!r}")
+        problem = object_schema_problem(schema)
+        if problem is not None:
+            raise ValueError(problem)
         return schema
 
     @model_validator(mode="after")
@@ -234,16 +228,7 @@ class Scenario(BaseModel):
 
     def input_errors(self, run_input: Any) -> list[dict[str, Any]]:
         """The run input's problems against input_schema, as 422 `{loc, msg, type}` entries."""
-        validator = jsonschema.validators.validator_for(self.input_schema)(self.input_schema)
-        errors = sorted(validator.iter_errors(run_input), key=lambda e: [str(p) for p in e.absolute_path])
-        return [
-            {
-                "loc": ["body", "input", *_field_path(error)],
-                "msg": error.message,
-                "type": f"jsonschema.{error.validator}",
-            }
-            for error in errors
-        ]
+        return misfits(self.input_schema, run_input, ["body", "input"])
 
     @property
     def examples(self) -> list[Any]:
@@ -280,24 +265,6 @@ SCENARIO_MODELS: dict[str, type[Scenario]] = {"1": ScenarioV1, "2": ScenarioV2}
 V2_ONLY_FIELDS = {
     field.alias or name for name, field in StepV2.model_fields.items() if name not in StepV1.model_fields
 } | {"defaults", "output"}
-
-
-def _field_path(error: jsonschema.ValidationError) -> list[str | int]:
-    """Where the error is; a missing property is located at the property itself, as FastAPI does."""
-    path: list[str | int] = list(error.absolute_path)
-    if error.validator == "required":
-        # jsonschema reports each missing property as its own error, naming it in the message.
-        missing = [name for name in error.validator_value if repr(name) in error.message]
-        path.extend(missing[:1])
-    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        # One error names every unexpected property; locate it at the first, as FastAPI's extra="forbid" does.
-        schema = error.schema if isinstance(error.schema, dict) else {}
-        declared, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
-        unexpected = [
-            name for name in error.instance if name not in declared and not any(re.search(p, name) for p in patterns)
-        ]
-        path.extend(unexpected[:1])
-    return path
 
 
 @dataclass(frozen=True)
