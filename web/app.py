@@ -27,7 +27,7 @@ from web.mcp_pool import McpPool
 from web.permissions import guard_routes
 from web.registry import RunRegistry
 from web.resources import STATIC
-from web.resume import resume_waiting_runs, waiting_steps
+from web.resume import waiting_steps
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
 from web.sampling_model import SamplingModel
@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 wait_timeout=settings.wait_timeout,
             )
             service = RunService(catalog, registry, runner)
-            await resume_waiting_runs(registry, runner, catalog)
+            await runner.resume_waiting(catalog)
 
             async def reload() -> None:
                 """What SIGHUP asks of `stepline serve`: the scenario folder and the MCP config read again now."""

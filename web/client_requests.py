@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 from mcp.client.session import ClientRequestContext
@@ -33,13 +33,20 @@ from mcp_types import (
 from web.events import AnswerAction, RequestKind
 from web.inbox import Answer, Ask, UnaskableRequest
 
-if TYPE_CHECKING:
-    from web.step_asker import StepAsker
-
 # The MCP spec's error for a sampling request its user rejected.
 USER_REJECTED = -1
 # Who wrote a sampling reply a person gave without naming a model.
 HUMAN_MODEL = "human"
+
+
+class Asker(Protocol):
+    """Who a call in flight asks people through, for its step (web.step_asker.StepAsker)."""
+
+    async def ask(self, ask: Ask) -> Answer: ...
+
+    def expired(self, what: str) -> Exception:
+        """The call's failure when nobody answered `what` in time."""
+        ...
 
 
 class Unsupported(Exception):
@@ -112,7 +119,7 @@ def sampling_result(answer: Answer) -> CreateMessageResult | ErrorData:
 class Flight:
     """One call in flight on a connection: who may be asked for it, and its deadline, stopped while they are."""
 
-    def __init__(self, asker: StepAsker | None) -> None:
+    def __init__(self, asker: Asker | None) -> None:
         self.asker = asker
         # The call's own deadline (web.mcp_server sets it as the call starts).
         self.deadline: anyio.CancelScope | None = None
@@ -153,7 +160,7 @@ class ServerRequests:
         self.roots = roots
         self.flights: set[Flight] = set()
 
-    def take_off(self, asker: StepAsker | None) -> Flight:
+    def take_off(self, asker: Asker | None) -> Flight:
         flight = Flight(asker)
         self.flights.add(flight)
         return flight

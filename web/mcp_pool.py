@@ -8,17 +8,15 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import anyio
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
 from mcp_types import CallToolResult, InputRequiredResult, InputResponses
 
+from web.client_requests import Asker
 from web.mcp_config import McpConfigError, ServerConfig, load_config_roots, load_mcp_config
 from web.mcp_server import McpServer, ProgressCallback, ServerUnavailable, ToolCallError
-
-if TYPE_CHECKING:
-    from web.step_asker import StepAsker
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +239,7 @@ class McpPool:
         *,
         timeout: float,
         on_progress: ProgressCallback | None = None,
-        asker: StepAsker | None = None,
+        asker: Asker | None = None,
         input_responses: InputResponses | None = None,
         request_state: str | None = None,
         allow_input_required: bool = False,

@@ -31,7 +31,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -53,12 +53,9 @@ from mcp_types import (
 )
 from pydantic import ValidationError
 
-from web.client_requests import ServerRequests, limitation
+from web.client_requests import Asker, ServerRequests, limitation
 from web.mcp_config import HttpServer, ServerConfig, StdioServer
 from web.mcp_http import HttpRefusals, refusal_of, streamable_http
-
-if TYPE_CHECKING:
-    from web.step_asker import StepAsker
 
 log = logging.getLogger(__name__)
 
@@ -413,7 +410,7 @@ class McpServer:
         *,
         timeout: float,
         on_progress: ProgressCallback | None,
-        asker: StepAsker | None = None,
+        asker: Asker | None = None,
         input_responses: InputResponses | None = None,
         request_state: str | None = None,
     ) -> CallToolResult | InputRequiredResult:
@@ -458,7 +455,7 @@ class McpServer:
         *,
         timeout: float,
         on_progress: ProgressCallback | None,
-        asker: StepAsker | None,
+        asker: Asker | None,
         input_responses: InputResponses | None,
         request_state: str | None,
     ) -> CallToolResult | InputRequiredResult:

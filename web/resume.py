@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from web.events import TERMINAL_STEP_STATUSES, EventType, RequestKind, StepStatus
 from web.input_rounds import resumable
 from web.plan import APPROVAL, TOOL
-from web.registry import RESTARTED, Ending, RunRecord, RunRegistry, close
-from web.scenarios import Catalog, Scenario
-
-if TYPE_CHECKING:
-    from web.runner import Runner
+from web.registry import RESTARTED, Ending, RunRecord
+from web.scenarios import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -112,24 +109,3 @@ def not_resumed(why: str) -> Ending:
         f"Interrupted by a server restart: {why}",
         RESTARTED.step_status,
     )
-
-
-async def resume_waiting_runs(registry: RunRegistry, runner: Runner, catalog: Catalog) -> list[str]:
-    """Resume each run the history left waiting on people (web.registry.RunRegistry.recover kept them); the
-    ids of those resumed. Those that cannot go on end, saying why."""
-    resumed = []
-    for record in registry.take_suspended():
-        if record.is_finished:
-            continue
-        scenario = catalog.get(record.state.scenario_id)
-        why = scenario_changed(record, scenario)
-        steps = waiting_steps(record) if why is None else None
-        if scenario is None or why is not None or steps is None:
-            close(record, not_resumed(why) if why is not None else RESTARTED)
-            continue
-        registry.start(record, lambda r, s=scenario, w=steps: runner.resume(r, s, w))
-        resumed.append(record.run_id)
-    await registry.sync()
-    if resumed:
-        log.warning("%d run(s) waiting on people when the server last stopped go on waiting", len(resumed))
-    return resumed

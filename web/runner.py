@@ -32,10 +32,10 @@ from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool
 from web.mcp_server import describe
 from web.plan import Plan, PlannedStep
-from web.registry import CANCELLED, SUSPENDED, RunRecord, RunRegistry
-from web.resume import ResumedStep
+from web.registry import CANCELLED, RESTARTED, SUSPENDED, RunRecord, RunRegistry, close
+from web.resume import ResumedStep, not_resumed, scenario_changed, waiting_steps
 from web.run_state import StepState, utc_now
-from web.scenarios import Scenario
+from web.scenarios import Catalog, Scenario
 from web.step_runner import RunContext, StepRun, settle
 from web.tool_result import ResultReader
 
@@ -90,6 +90,26 @@ class Runner:
     async def resume(self, record: RunRecord, scenario: Scenario, waiting: dict[str, ResumedStep]) -> None:
         """Go on with a run a stopped process left waiting on people (web.resume): `waiting`, its steps in flight."""
         await _Execution(self._context(record), scenario.plan).resume(waiting)
+
+    async def resume_waiting(self, catalog: Catalog) -> list[str]:
+        """Resume each run the history left waiting on people (web.registry.RunRegistry.recover kept them); the
+        ids of those resumed. Those that cannot go on end, saying why."""
+        resumed = []
+        for record in self.registry.take_suspended():
+            if record.is_finished:
+                continue
+            scenario = catalog.get(record.state.scenario_id)
+            why = scenario_changed(record, scenario)
+            steps = waiting_steps(record) if why is None else None
+            if scenario is None or why is not None or steps is None:
+                close(record, not_resumed(why) if why is not None else RESTARTED)
+                continue
+            self.registry.start(record, lambda r, s=scenario, w=steps: self.resume(r, s, w))
+            resumed.append(record.run_id)
+        await self.registry.sync()
+        if resumed:
+            log.warning("%d run(s) waiting on people when the server last stopped go on waiting", len(resumed))
+        return resumed
 
     def _context(self, record: RunRecord) -> RunContext:
         return RunContext(
