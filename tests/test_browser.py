@@ -368,5 +368,12 @@ def test_screenshots_for_the_readme(browser: Browser, live: StepServer, tmp_path
     expect(page.locator("#run-status .badge")).to_have_text("✓ Succeeded")
     expect(page.locator("#step-3 .json-block").last).to_contain_text("found")
     assert_picture(blank, page, page.screenshot(path=folder / "run.png", full_page=True))
+
+    # The third: a run waiting for a person's approval, its form open in its step and named at the top.
+    waiting = start_run(live.url, "outlet_brief_approval_v2", {"domain": "daily.example.com"})["run_id"]
+    page.goto(f"{live.url}/runs/{waiting}")
+    expect(page.locator("#run-status .badge")).to_have_text("‖ Waiting for input", timeout=20_000)
+    expect(page.get_by_role("button", name="Approve")).to_be_visible()
+    assert_picture(blank, page, page.screenshot(path=folder / "run-waiting.png", full_page=True))
     watch.assert_clean({live.url})
 

@@ -221,7 +221,7 @@ def test_an_approval_shows_its_message_and_form_escaped_and_the_title_says_it_wa
     top = re.search(r'<section class="run-waiting".*?</section>', html, re.S)
     assert top and f'href="#request-{request_id}"' in top.group(0)
     assert "Waiting for input approve : approval — Print" in text_of(top.group(0))
-    badge = '<span class="badge status-waiting"><span class="badge-icon" aria-hidden="true">⏸</span> Waiting for input'
+    badge = '<span class="badge status-waiting"><span class="badge-icon" aria-hidden="true">‖</span> Waiting for input'
     assert badge in html
     # A page that may be answering does not reload itself under the person typing.
     assert 'http-equiv="refresh"' not in html
