@@ -176,3 +176,19 @@ async def test_fields_that_look_like_secrets_are_named_for_a_warning() -> None:
     task, request_id = await asked(inbox, record, Ask(RequestKind.ELICITATION, "?", {"requested_schema": schema}))
     assert record.state.pending[request_id]["secret_fields"] == ["password", "apiKey", "x"]
     task.cancel()
+
+
+async def test_a_request_too_large_or_not_json_is_refused_and_a_long_message_is_cut() -> None:
+    record, inbox = running_record(), Inbox(max_request_bytes=2048)
+    before = len(record.events)
+    huge = {"messages": [{"role": "user", "content": {"type": "text", "text": "x" * 4096}}]}
+    with pytest.raises(UnaskableRequest, match="more than the 2,048 a person is shown"):
+        await inbox.ask(record, "ask", 0, Ask(RequestKind.SAMPLING, "Summarise", huge))
+    with pytest.raises(UnaskableRequest, match="holds what JSON cannot"):
+        await inbox.ask(record, "ask", 0, Ask(RequestKind.SAMPLING, "Summarise", {"temperature": float("nan")}))
+    assert len(record.events) == before
+
+    task, request_id = await asked(inbox, record, Ask(RequestKind.URL, "y" * 10_000, {"url": "https://x.test"}))
+    message = record.state.pending[request_id]["message"]
+    assert message.startswith("y" * 4000) and message.endswith("(6,000 more characters)")
+    task.cancel()

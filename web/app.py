@@ -80,7 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_json_depth=settings.max_json_depth,
                 max_output_bytes=settings.max_output_bytes,
                 max_for_each_items=settings.max_for_each_items,
-                inbox=Inbox(),
+                inbox=Inbox(max_request_bytes=settings.max_output_bytes),
                 wait_timeout=settings.wait_timeout,
             )
             service = RunService(catalog, registry, runner)

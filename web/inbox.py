@@ -28,10 +28,13 @@ from web.events import (
     input_drafted,
     input_requested,
 )
+from web.json_limits import MESSAGE_MAX_CHARS, dumps, json_size, safe_text
 from web.object_schemas import misfits, object_schema_problem
 from web.registry import RunRecord
 from web.run_state import utc_now
 
+# The largest request a person is shown unless the inbox is told otherwise (the largest result a step keeps).
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 # How long a request waits for a person unless its step says (wait_timeout_seconds).
 DEFAULT_WAIT_SECONDS = 24 * 60 * 60.0
 # Field names that ask for a secret, which the MCP spec forbids asking for in a form: shown with a warning.
@@ -110,9 +113,14 @@ class _Waiting:
 
 
 class Inbox:
-    """The requests steps are waiting on in this process, by request id."""
+    """The requests steps are waiting on in this process, by request id.
 
-    def __init__(self) -> None:
+    `max_request_bytes`: the largest request (its details as JSON) a person is shown; a server's larger one
+    is refused to it (STEPLINE_MAX_OUTPUT_BYTES, the bound of what a server's result may bring too).
+    """
+
+    def __init__(self, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+        self.max_request_bytes = max_request_bytes
         self._waiting: dict[str, _Waiting] = {}
 
     def waiting(self, request_id: str) -> bool:
@@ -136,7 +144,7 @@ class Inbox:
         (its step's ending closes the request).
         """
         if again is None:
-            details = _checked(ask)
+            details = _checked(ask, self.max_request_bytes)
             request_id = uuid.uuid4().hex
             expires_at = (datetime.now(UTC) + timedelta(seconds=wait_seconds)).isoformat(timespec="milliseconds")
             record.emit(
@@ -145,7 +153,7 @@ class Inbox:
                     step_name=step_name,
                     index=index,
                     kind=ask.kind,
-                    message=ask.message,
+                    message=safe_text(ask.message, MESSAGE_MAX_CHARS),
                     created_at=utc_now(),
                     expires_at=expires_at,
                     details=details,
@@ -298,9 +306,15 @@ def secret_fields(schema: dict[str, Any]) -> list[str]:
     ]
 
 
-def _checked(ask: Ask) -> dict[str, Any]:
+def _checked(ask: Ask, max_bytes: int) -> dict[str, Any]:
     """The request's details, with a form's schema checked and its secret-looking fields named."""
     details = dict(ask.details)
+    try:
+        size = json_size(dumps(details))
+    except (TypeError, ValueError) as exc:  # NaN, or what JSON cannot hold at all
+        raise UnaskableRequest(f"it holds what JSON cannot ({exc})") from None
+    if size > max_bytes:
+        raise UnaskableRequest(f"it is {size:,} bytes of JSON, more than the {max_bytes:,} a person is shown")
     if ask.kind in (RequestKind.ELICITATION, RequestKind.APPROVAL):
         schema = details.get("requested_schema") or (
             APPROVAL_DEFAULT_SCHEMA if ask.kind == RequestKind.APPROVAL else None

@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     - ``STEPLINE_MAX_JSON_DEPTH``: how deeply a JSON document received may nest (64): an API body or a
       form's JSON box deeper is refused 422; a tool result deeper fails its step. At most 200.
     - ``STEPLINE_MAX_OUTPUT_BYTES``: the largest tool result a step keeps, as JSON (1 MiB); larger
-      outputs are stored truncated and marked so.
+      outputs are stored truncated and marked so. A server's request to a person (a form, a sampling
+      conversation) larger than this is refused to the server, saying so.
     - ``STEPLINE_PAGE_OUTPUT_BYTES``: how much of a step's output or text a run page shows (64 KiB); the
       whole is at ``GET /api/runs/{id}/steps/{name}/output``.
     - ``STEPLINE_MAX_INLINE_IMAGE_BYTES``: the largest image a run page shows inline (512 KiB); a larger
