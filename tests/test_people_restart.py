@@ -49,7 +49,8 @@ SHIP = {
         {
             "name": "print",
             "tool": "echo",
-            "input": {"value": "{{ steps.approve.output.values.copies }} of {{ steps.draft.output.value }}"},
+            # The draft's structured content: a step that ended before a restart reads the same after it.
+            "input": {"value": "{{ steps.approve.output.values.copies }} of {{ steps.draft.structured.value }}"},
         },
     ],
     "output": "{{ steps.print.output.value }}",

@@ -173,7 +173,8 @@ class StepFinishedEvent(_StepEvent):
         # The one text block is the output written as JSON (indented by 2): recorded as a reference to it.
         {"type": "step_finished", "run_id": RUN_ID, "seq": 8, "step_name": "article", "index": 0, "status": "success",
          "started_at": "2026-04-24T09:30:02.116+00:00", "finished_at": "2026-04-24T09:30:03.239+00:00",
-         "message": "", "output": ARTICLE, "content": [{"type": "text", "text_from": "output", "json": "indent2"}]},
+         "message": "", "output": ARTICLE, "content": [{"type": "text", "text_from": "output", "json": "indent2"}],
+         "structured": "output"},
         {"type": "step_finished", "run_id": RUN_ID, "seq": 17, "step_name": "archive", "index": 2, "status": "failed",
          "started_at": "2026-04-24T09:30:03.240+00:00", "finished_at": "2026-04-24T09:30:03.245+00:00",
          "message": NOT_ARCHIVED, "output": None, "content": [{"type": "text", "text": NOT_ARCHIVED}]},
@@ -218,6 +219,12 @@ class StepFinishedEvent(_StepEvent):
         '(`annotations`, `_meta`) stay. `{"from": "output"}`: the content is the output (a result of blocks with '
         'no text). `{"truncated": true, ...}` when larger than `STEPLINE_MAX_OUTPUT_BYTES`. '
         "`GET /api/runs/{run_id}` shows the blocks whole.",
+    )
+    structured: Any = Field(
+        None,
+        description='The result\'s structured content, present only when it had some: `"output"` when the output '
+        "is it (the usual case, said once), else the structured content itself (a result the tool marked as an "
+        "error). Expressions read it as `steps.<name>.structured`.",
     )
 
 

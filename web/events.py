@@ -76,6 +76,10 @@ class RecordedEvent(dict[str, Any]):
     __slots__ = ("json_text",)
 
 
+# A step_finished's `structured` when the output is the result's structured content (structured content is
+# always an object, so this string cannot be one).
+STRUCTURED_IS_OUTPUT = "output"
+
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
 TERMINAL_STEP_STATUSES = frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED})
 
@@ -191,13 +195,16 @@ def step_finished(
     message: str,
     output: Any = None,
     content: Any = None,
+    structured: Any = None,
 ) -> Event:
     """The step's end; a skipped step has only this event (no started_at), its reason as message.
 
     `content` is the result's blocks whole: each that `output` already holds is recorded as a reference to it
-    (web.step_content), so that the history and the streams carry a result once.
+    (web.step_content), so that the history and the streams carry a result once. `structured`: the result's
+    structured content, when it had some — STRUCTURED_IS_OUTPUT when it is the output (the usual case, said
+    once), else itself (a failed result's); left out when there was none.
     """
-    return {
+    event = {
         "type": EventType.STEP_FINISHED.value,
         "step_name": step_name,
         "index": index,
@@ -208,6 +215,9 @@ def step_finished(
         "output": output,
         "content": recorded_content(output, content),
     }
+    if structured is not None:
+        event["structured"] = structured
+    return event
 
 
 def run_finished(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from web.events import TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
+from web.events import STRUCTURED_IS_OUTPUT, TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
 from web.step_content import full_content
 
 STEP_EVENTS = frozenset(
@@ -76,6 +76,8 @@ class StepState:
     output: Any = None
     # The result's content blocks whole (references to the output restored); a marker when it was too large.
     content: list[dict[str, Any]] | dict[str, Any] | None = None
+    # The result's structured content, when it had some (`steps.<name>.structured`).
+    structured: Any = None
     progress: float | None = None
     total: float | None = None
     progress_message: str | None = None
@@ -116,7 +118,7 @@ class StepState:
         self.finished_at = None
         self.message = ""
         self.input = event.get("input")
-        self.output = self.content = None
+        self.output = self.content = self.structured = None
         self.attempt = event.get("attempt") or 1
         self.retry_message = self.retry_at = self.retry_delay = None
         self.progress = self.total = self.progress_message = None
@@ -157,6 +159,8 @@ class StepState:
         self.message = event.get("message") or ""
         self.output = event.get("output")
         self.content = full_content(self.output, event.get("content"))
+        structured = event.get("structured")
+        self.structured = self.output if structured == STRUCTURED_IS_OUTPUT else structured
         # A step cancelled during a backoff waits for nothing any more.
         self.retry_message = self.retry_at = self.retry_delay = None
         self.item_retries = {}

@@ -310,7 +310,7 @@ def result_of(state: StepState) -> dict[str, Any]:
         "status": state.status,
         "text": _text_of(content),
         "content": content,
-        "structured": None,
+        "structured": state.structured,
     }
 
 

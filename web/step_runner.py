@@ -15,7 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from web.approval import answer_of, approval_ask, approval_message, approval_outcome
-from web.events import StepStatus, step_finished, step_item_finished, step_progress, step_retrying, step_started
+from web.events import (
+    STRUCTURED_IS_OUTPUT,
+    StepStatus,
+    step_finished,
+    step_item_finished,
+    step_progress,
+    step_retrying,
+    step_started,
+)
 from web.expressions import OMIT, EvaluationError, Node
 from web.inbox import Inbox, UnaskableRequest
 from web.input_rounds import call_answering
@@ -167,9 +175,19 @@ class StepRun:
                 message=self.message,
                 output=outcome.output,
                 content=outcome.content,
+                structured=self._recorded_structured(outcome),
             )
         )
         return status
+
+    def _recorded_structured(self, outcome: ToolOutcome) -> Any:
+        """What step_finished says of the structured content, so that a run resumed later reads it alike."""
+        structured = outcome.structured
+        if structured is None:
+            return None
+        if structured is outcome.value:
+            return STRUCTURED_IS_OUTPUT
+        return bounded(structured, max_bytes=self.context.reader.max_output_bytes).value
 
     # --- condition and for_each ----------------------------------------------------------------------
 
