@@ -106,12 +106,6 @@ class Answer:
         return self.action == AnswerAction.ACCEPT
 
 
-@dataclass
-class _Waiting:
-    record: RunRecord
-    answer: asyncio.Future[Answer]
-
-
 class Inbox:
     """The requests steps are waiting on in this process, by request id.
 
@@ -121,10 +115,8 @@ class Inbox:
 
     def __init__(self, *, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self.max_request_bytes = max_request_bytes
-        self._waiting: dict[str, _Waiting] = {}
-
-    def waiting(self, request_id: str) -> bool:
-        return request_id in self._waiting
+        # The answer each request waited on now is awaiting, by request id.
+        self._waiting: dict[str, asyncio.Future[Answer]] = {}
 
     async def ask(
         self,
@@ -164,15 +156,14 @@ class Inbox:
             )
         else:
             request_id, expires_at = again["request_id"], again["expires_at"]
-        waiting = _Waiting(record, asyncio.get_running_loop().create_future())
-        self._waiting[request_id] = waiting
+        answer = self._waiting[request_id] = asyncio.get_running_loop().create_future()
         left = (datetime.fromisoformat(expires_at) - datetime.now(UTC)).total_seconds()
         try:
             # asyncio.wait neither cancels the future nor turns a cancel of this task into a timeout.
-            await asyncio.wait({waiting.answer}, timeout=max(left, 0.0))
-            if waiting.answer.done():  # answered, even in the same tick as the expiry: the answer stands
-                return waiting.answer.result()
-            waiting.answer.cancel()
+            await asyncio.wait({answer}, timeout=max(left, 0.0))
+            if answer.done():  # answered, even in the same tick as the expiry: the answer stands
+                return answer.result()
+            answer.cancel()
             record.emit(
                 input_answered(
                     request_id=request_id,
@@ -203,7 +194,7 @@ class Inbox:
             raise AnswerInvalid([problem])
         content = answer_content(request, content) if action == AnswerAction.ACCEPT else None
         waiting = self._waiting.get(request_id)
-        if waiting is None or waiting.answer.done():
+        if waiting is None or waiting.done():
             raise RequestClosed(f"Request {request_id} is not being waited on any more")
         record.emit(
             input_answered(
@@ -218,7 +209,7 @@ class Inbox:
             )
         )
         answer = Answer(request_id, action, content, by)
-        waiting.answer.set_result(answer)
+        waiting.set_result(answer)
         return answer
 
     def draft(self, record: RunRecord, request_id: str, draft: dict[str, Any], *, by: Actor | None) -> None:
