@@ -30,6 +30,20 @@ def workflow_home(home: Path, scenarios: Iterable[dict[str, Any]]) -> tuple[Path
     return folder, config
 
 
+def asking_home(home: Path, scenarios: Iterable[dict[str, Any]]) -> tuple[Path, Path]:
+    """`workflow_home`, plus tests/servers/form_asker.py over stdio as server `asker`: a server that asks its
+    client mid-call, over the 2025 protocol's open session."""
+    folder, config = workflow_home(home, scenarios)
+    servers = json.loads(config.read_text(encoding="utf-8"))
+    servers["mcpServers"]["asker"] = {
+        "command": sys.executable,
+        "args": [str(SERVERS / "form_asker.py"), "stdio"],
+        "protocol": "legacy",
+    }
+    config.write_text(json.dumps(servers), encoding="utf-8")
+    return folder, config
+
+
 @dataclass
 class HttpMcpServer:
     """`tests/servers/<script>` over `transport` on a fixed port, so it can be killed and started again."""

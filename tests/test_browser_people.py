@@ -10,9 +10,7 @@ The run page's HTML stream is also read over a socket, as the browser reads it, 
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +19,7 @@ import httpx
 import pytest
 from browser_support import Watcher, watched_page
 from conftest import StepServer, start_server, wait_until
-from mcp_process import SERVERS, workflow_home
+from mcp_process import asking_home
 from playwright.sync_api import Browser, Page, expect
 from runs import wait_finished
 from sse import Frame, parse_lines
@@ -44,8 +42,13 @@ SCENARIOS = [
         "name": "Ship",
         "steps": [
             {"name": "prepare", "tool": "sleep", "input": {"seconds": 4, "label": "ready"}},
-            {"name": "approve", "type": "approval", "message": "Print the poster?", "schema": ORDER,
-             "needs": ["prepare"]},
+            {
+                "name": "approve",
+                "type": "approval",
+                "message": "Print the poster?",
+                "schema": ORDER,
+                "needs": ["prepare"],
+            },
             {"name": "print", "tool": "echo", "input": {"value": "{{ steps.approve.output.values.copies }} copies"}},
         ],
     },
@@ -54,8 +57,12 @@ SCENARIOS = [
         "scenario_id": "visit",
         "name": "Visit",
         "steps": [
-            {"name": "visit", "tool": "ask_url", "server": "asker",
-             "input": {"message": "Sign in to the printer", "url": "https://login.example.com/authorize?state=1"}},
+            {
+                "name": "visit",
+                "tool": "ask_url",
+                "server": "asker",
+                "input": {"message": "Sign in to the printer", "url": "https://login.example.com/authorize?state=1"},
+            },
         ],
     },
 ]
@@ -64,22 +71,21 @@ SCENARIOS = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StepServer]:
     home = tmp_path_factory.mktemp("people-browser")
-    folder, config = workflow_home(home, SCENARIOS)
-    servers = json.loads(config.read_text())
-    servers["mcpServers"]["asker"] = {
-        "command": sys.executable,
-        "args": [str(SERVERS / "form_asker.py"), "stdio"],
-        "protocol": "legacy",
-    }
-    config.write_text(json.dumps(servers))
+    folder, config = asking_home(home, SCENARIOS)
     stepline = start_server(
         home,
-        "--scenarios", str(folder),
-        "--mcp-config", str(config),
-        "--auth-header", "X-Forwarded-User",
-        "--groups-header", "X-Forwarded-Groups",
-        "--trusted-proxies", "127.0.0.1",
-        "--role-map", "readers=viewer,ops=operator",
+        "--scenarios",
+        str(folder),
+        "--mcp-config",
+        str(config),
+        "--auth-header",
+        "X-Forwarded-User",
+        "--groups-header",
+        "X-Forwarded-Groups",
+        "--trusted-proxies",
+        "127.0.0.1",
+        "--role-map",
+        "readers=viewer,ops=operator",
     )
     yield stepline
     stepline.stop()
@@ -105,9 +111,7 @@ def open_run(browser: Browser, server: StepServer, run_id: str, **options: Any) 
 
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["js", "no-js"])
-def test_a_person_answers_an_approval_in_the_page(
-    browser: Browser, server: StepServer, javascript: bool
-) -> None:
+def test_a_person_answers_an_approval_in_the_page(browser: Browser, server: StepServer, javascript: bool) -> None:
     run_id = start(server, "ship")
     page, watch = open_run(browser, server, run_id, java_script_enabled=javascript)
     # Opened while the first step runs: nothing is asked yet.
@@ -208,7 +212,7 @@ def test_the_stream_swaps_the_form_in_and_out_for_each_kind_of_viewer(server: St
         names = [name for name, _ in seen[who]]
         at = next(i for i, (name, data) in enumerate(seen[who]) if name == "step-1" and "request-" in data)
         # Before the card: the run's header (its status, the tab's title, the list) and the graph's node.
-        assert names[at - 2: at] == ["run-status", "node-1"], names
+        assert names[at - 2 : at] == ["run-status", "node-1"], names
         assert "Waiting for input — Ship: waiting" in seen[who][at - 2][1]
         assert "Waiting for input" in text_of(seen[who][at - 1][1])
     token = re.search(r'name="_csrf" value="([^"]+)"', operator_card)

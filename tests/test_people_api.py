@@ -28,19 +28,12 @@ from mcp_process import workflow_home
 from runs import get_run, start_run
 from servers.chat_model import ChatModel, chat_model
 from sse import read_events
+from test_access_api import PROXY
 
 from web.events import RequestKind
 from web.inbox import Answer, Ask
 from web.resources import SCENARIOS as SCENARIOS_SHIPPED
 
-PROXY = {
-    "auth_header": "X-Forwarded-User",
-    "groups_header": "X-Forwarded-Groups",
-    "trusted_proxies": "127.0.0.1",
-    "role_map": "readers=viewer,ops=operator,admins=admin",
-    "host": "0.0.0.0",
-    "allowed_hosts": "*",
-}
 GROUPS = {
     "alice": "ops,printers",  # an operator on every run list
     "bob": "ops",  # an operator, but not on the run list of `restricted`
@@ -157,8 +150,10 @@ def until(what: str, predicate: Any, timeout: float = 10) -> Any:
 
 def waiting(who: User, run_id: str, count: int = 1) -> list[dict[str, Any]]:
     """The run's pending requests, once it has `count` of them."""
-    return until(f"{count} request(s) of run {run_id}", lambda: len(found := who.run(run_id)["pending_requests"])
-                 >= count and found)
+    return until(
+        f"{count} request(s) of run {run_id}",
+        lambda: len(found := who.run(run_id)["pending_requests"]) >= count and found,
+    )
 
 
 def finished(who: User, run_id: str) -> dict[str, Any]:
@@ -390,8 +385,9 @@ def test_an_answer_that_is_not_strict_json_is_refused(alice: User) -> None:
     [request] = waiting(alice, run_id)
     path = f"/api/runs/{run_id}/requests/{request['request_id']}"
 
-    broken = alice.post(path, content=b'{"action": "accept", "content": {"copies": NaN}}',
-                        headers={"Content-Type": "application/json"})
+    broken = alice.post(
+        path, content=b'{"action": "accept", "content": {"copies": NaN}}', headers={"Content-Type": "application/json"}
+    )
     as_text = alice.post(path, content=b'{"action": "decline"}', headers={"Content-Type": "text/plain"})
 
     assert broken.status_code == 422
@@ -512,9 +508,7 @@ def test_a_sampling_request_is_drafted_by_the_model_reviewed_and_answered(alice:
     assert drafted["drafted_by"] == {"name": "alice", "source": "proxy"}
 
 
-def test_a_model_that_fails_is_502_with_its_reason_and_the_request_stays_open(
-    alice: User, model: ChatModel
-) -> None:
+def test_a_model_that_fails_is_502_with_its_reason_and_the_request_stays_open(alice: User, model: ChatModel) -> None:
     run_id = alice.start("ship", {"title": "Refused"})
     waiting(alice, run_id)
     future = ask_on(alice.app, run_id, RequestKind.SAMPLING, "Reply, please", **SAMPLING)

@@ -8,10 +8,8 @@ without JavaScript posts them (and as htmx does, with its header), and checks wh
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from html import unescape
@@ -21,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import wait_until
 from inprocess import InProcessApp, in_process
-from mcp_process import SERVERS, workflow_home
+from mcp_process import asking_home
 from servers.chat_model import MODEL, ChatModel, chat_model
 from ui_support import HOSTILE_TEXT, form_token
 
@@ -85,27 +83,34 @@ SCENARIOS = [
     ),
     v2(
         "visit",
-        {"name": "visit", "tool": "ask_url", "server": "asker",
-         "input": {"message": "Sign in", "url": "{{ input.url }}"}},
+        {
+            "name": "visit",
+            "tool": "ask_url",
+            "server": "asker",
+            "input": {"message": "Sign in", "url": "{{ input.url }}"},
+        },
         input_schema={"type": "object", "properties": {"url": {"type": "string"}}},
     ),
-    v2("sample", {"name": "write", "tool": "ask_model", "server": "asker", "input": {"prompt": "{{ input.title }}"}},
-       input_schema=TITLE_INPUT),
-    v2("picture", {"name": "write", "tool": "ask_model", "server": "asker",
-                   "input": {"prompt": "What is this?", "picture": True}}),
+    v2(
+        "sample",
+        {"name": "write", "tool": "ask_model", "server": "asker", "input": {"prompt": "{{ input.title }}"}},
+        input_schema=TITLE_INPUT,
+    ),
+    v2(
+        "picture",
+        {
+            "name": "write",
+            "tool": "ask_model",
+            "server": "asker",
+            "input": {"prompt": "What is this?", "picture": True},
+        },
+    ),
 ]
 
 
 @contextmanager
 def people_app(home: Path, **settings: Any) -> Iterator[InProcessApp]:
-    folder, config = workflow_home(home, SCENARIOS)
-    servers = json.loads(config.read_text())
-    servers["mcpServers"]["asker"] = {
-        "command": sys.executable,
-        "args": [str(SERVERS / "form_asker.py"), "stdio"],
-        "protocol": "legacy",
-    }
-    config.write_text(json.dumps(servers))
+    folder, config = asking_home(home, SCENARIOS)
     with in_process(home, scenarios=folder, mcp_config=config, **BEHIND_THE_PORTAL, **settings) as app:
         app.wait_ready()
         yield app

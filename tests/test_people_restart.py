@@ -9,11 +9,8 @@ A run that was doing more than waiting, or whose scenario changed meanwhile, end
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ from mcp_process import HttpMcpServer, workflow_home
 from runs import start_run
 from sse import read_events
 from test_approval import answer, get_run, pending, wait_asked, wait_finished
+from test_history import kill_hard, stored_event_types
 
 from web.events import AnswerAction, RequestKind
 from web.inbox import Ask
@@ -110,18 +108,6 @@ def come_back(make_app: Callable[..., InProcessApp], home: tuple[Path, Path, Pat
     app = make_app(scenarios=folder, mcp_config=config, data_dir=data)
     app.wait_ready()
     return app
-
-
-def kill_hard(server: StepServer) -> None:
-    """kill -9 the server and its MCP children: nothing gets to write a last word."""
-    os.killpg(server.process.pid, signal.SIGKILL)
-    server.process.wait(10)
-
-
-def stored_event_types(data_dir: Path, run_id: str) -> list[str]:
-    """The run's events committed to the history file so far, read as a restarted server would."""
-    with contextlib.closing(sqlite3.connect(f"file:{data_dir / 'stepline.db'}?mode=ro", uri=True, timeout=5)) as db:
-        return [kind for (kind,) in db.execute("SELECT type FROM events WHERE run_id = ? ORDER BY seq", (run_id,))]
 
 
 def listed_status(target: str | InProcessApp, run_id: str) -> str:
