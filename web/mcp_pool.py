@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import anyio
 from mcp.client.stdio import PROCESS_TERMINATION_TIMEOUT
-from mcp_types import CallToolResult, InputRequiredResult, InputResponses
+from mcp_types import CallToolResult, InputRequiredResult, InputResponses, Tool
 
 from web.client_requests import Asker
 from web.mcp_config import McpConfigError, ServerConfig, load_config_roots, load_mcp_config
@@ -34,12 +34,22 @@ class ToolInfo:
     description: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any] | None
+    # The tool's annotations as the server sent them (camelCase keys: readOnlyHint, …); None when it sent none.
+    annotations: dict[str, Any] | None = None
 
 
 def _tool_infos(servers: Iterable[McpServer]) -> list[ToolInfo]:
     return [
-        ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema) for s in servers for t in s.tools
+        ToolInfo(s.name, t.name, t.description or "", t.input_schema, t.output_schema, _annotations(t))
+        for s in servers
+        for t in s.tools
     ]
+
+
+def _annotations(tool: Tool) -> dict[str, Any] | None:
+    if tool.annotations is None:
+        return None
+    return tool.annotations.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class ToolLookupError(Exception):
