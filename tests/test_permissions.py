@@ -162,9 +162,10 @@ def test_a_viewer_is_refused_on_a_page_with_a_page(portal_app: InProcessApp, fin
 
 def test_open_routes_answer_without_credentials(portal_app: InProcessApp) -> None:
     open_routes = sorted(name for name, role in ROUTE_ROLES.items() if role is None)
-    assert open_routes == ["docs", "healthz", "openapi", "static"]
+    # /mcp authenticates itself, answering 401 as MCP's authorization spec asks (tests/test_mcp_access.py).
+    assert open_routes == ["docs", "healthz", "mcp", "mcp_resource_metadata", "openapi", "static"]
 
-    for path in ("/healthz", "/openapi.json", "/docs", "/static/app.css"):
+    for path in ("/healthz", "/openapi.json", "/docs", "/static/app.css", "/.well-known/oauth-protected-resource/mcp"):
         assert portal_app.get(path).status_code == 200, path
 
 

@@ -34,6 +34,7 @@ class IdentitySource(StrEnum):
     PROXY = "proxy"  # the portal's proxy named the user in a trusted header
     TOKEN = "token"  # an API token (Authorization: Bearer)
     ANONYMOUS = "anonymous"  # nobody named: allowed on loopback, or when configured
+    LOCAL = "local"  # the account that started a local process: `stepline mcp` serving its client over stdio
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,7 +17,8 @@ from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from web import api, check_api, openapi, output_api, pages, preview_api, requests_api
+from web import api, check_api, mcp_endpoint, openapi, output_api, pages, preview_api, requests_api
+from web.access import Identity, IdentitySource, Role
 from web.api import RequestInvalid
 from web.auth import Authenticator
 from web.catalog_reload import CatalogWatcher
@@ -24,6 +26,7 @@ from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.inbox import Inbox
 from web.mcp_config import load_config_roots, load_mcp_config
 from web.mcp_pool import McpPool
+from web.mcp_serving import ScenarioServer
 from web.permissions import guard_routes
 from web.registry import RunRegistry
 from web.resources import STATIC
@@ -31,6 +34,7 @@ from web.resume import waiting_steps
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
 from web.sampling_model import SamplingModel
+from web.scenario_tools import RunLinks
 from web.scenarios import load_catalog
 from web.security import FormTokens, SecurityMiddleware
 from web.settings import Settings
@@ -93,15 +97,32 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
             # The model endpoint's HTTP client, closed with the app (None: people write sampling replies).
             sampling = SamplingModel.from_settings(settings)
-            yield {
-                "sampling": sampling,
-                "catalog": catalog,
-                "pool": pool,
-                "runs": registry,
-                "runner": runner,
-                "run_service": service,
-                "reload": reload,
-            }
+            mcp = ScenarioServer(
+                service,
+                pool,
+                max_calls=settings.max_mcp_calls,
+                max_json_depth=settings.max_json_depth,
+                links=RunLinks(settings.public_url.rstrip("/")) if settings.public_url else None,
+                local=Identity(_account(), IdentitySource.LOCAL, Role.ADMIN),
+                on_shutdown=registry.stop_live,
+            )
+            watcher.on_change.append(mcp.tools_changed)
+            mcp_sessions = mcp_endpoint.session_manager(mcp, settings)
+            async with mcp_sessions.run():
+                app.state.mcp_sessions = mcp_sessions
+                yield {
+                    "sampling": sampling,
+                    "catalog": catalog,
+                    "pool": pool,
+                    "runs": registry,
+                    "runner": runner,
+                    "run_service": service,
+                    "reload": reload,
+                    "mcp": mcp,
+                }
+                # Calls in flight answer first, leaving their runs to end below as every run does at shutdown.
+                mcp.stop()
+                app.state.mcp_sessions = None
             await registry.cancel_all()
             if sampling is not None:
                 await sampling.aclose()
@@ -113,6 +134,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *check_api.routes,
             *preview_api.routes,
             *requests_api.routes,
+            *mcp_endpoint.routes,
             *openapi.routes,
             *pages.routes,
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -143,6 +165,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         on_shutdown=registry.stop_live,
     )
     return app
+
+
+def _account() -> str:
+    """The account this process runs as: who a stdio MCP client acts as."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        return "local"
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

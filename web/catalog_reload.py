@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from web.scenarios import Catalog, CatalogChanges
 
@@ -25,6 +25,8 @@ class CatalogWatcher:
         self.catalog = catalog
         self.interval = interval
         self._wake = asyncio.Event()
+        # Told after each rescan that changed the catalog (MCP clients hear their tool list changed).
+        self.on_change: list[Callable[[], Awaitable[None]]] = []
 
     def wake(self) -> None:
         """Rescan now rather than at the next tick."""
@@ -63,4 +65,7 @@ class CatalogWatcher:
             log.info("Scenario reloaded: %s", name)
         for name in changes.removed:
             log.info("Scenario removed: %s (its past runs stay in history)", name)
+        if changes.added or changes.reloaded or changes.removed:
+            for listener in self.on_change:
+                await listener()
         return changes

@@ -32,6 +32,10 @@ ROUTE_ROLES: dict[str, Role | None] = {
     "api_scenario_checks": Role.VIEWER,
     "api_scenario_preview": Role.VIEWER,  # computes, calls no tool, records nothing
     "healthz": None,  # details for admins only (the handler decides)
+    # MCP clients: the endpoint answers 401 itself, as MCP's authorization spec asks (web.mcp_endpoint), and
+    # lists and runs only the scenarios the caller may run.
+    "mcp": None,
+    "mcp_resource_metadata": None,
     "openapi": None,
     "docs": None,
     # The pages

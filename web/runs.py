@@ -195,11 +195,17 @@ class RunService:
             raise InputInvalid(scenario, errors)
         return completed
 
-    async def start(self, scenario_id: str, run_input: dict[str, Any], *, by: Identity | None) -> RunRecord:
-        """A new run, recorded (StoreError when the history cannot be written) and started; `by` who asked."""
+    async def start(
+        self, scenario_id: str, run_input: dict[str, Any], *, by: Identity | None, client: str | None = None
+    ) -> RunRecord:
+        """A new run, recorded (StoreError when the history cannot be written) and started; `by` who asked,
+        `client` the MCP client they called through."""
         scenario = self.scenario(scenario_id, by)
         self.require_may_run(by, scenario_id, "run")
-        return await self.runner.launch(scenario, self.check_input(scenario, run_input), started_by=_audit(by))
+        started_by = _audit(by)
+        if started_by is not None and client is not None:
+            started_by["client"] = client
+        return await self.runner.launch(scenario, self.check_input(scenario, run_input), started_by=started_by)
 
     async def rerun(self, run_id: str, *, by: Identity | None) -> RunRecord:
         """A new run of a run's scenario with its input, completed and checked against the scenario as it is now."""

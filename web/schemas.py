@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from web.access import IdentitySource
 from web.auth import MAX_NAME_CHARS
@@ -49,11 +49,27 @@ class Actor(BaseModel):
 
     model_config = _examples({"name": "alice", "source": "proxy"}, {"name": "ci-bot", "source": "token"})
 
-    name: str = Field(description="The user the portal's proxy named, the API token's name, or `anonymous`.")
-    source: IdentitySource | None = Field(
-        description="`proxy` (the portal signed them in), `token` (an API token) or `anonymous`; null when the "
-        "history kept only the name (a run cancelled before it started, read back after a restart)."
+    name: str = Field(
+        description="The user the portal's proxy named, the API token's name, `anonymous`, or the local account "
+        "that started `stepline mcp`."
     )
+    source: IdentitySource | None = Field(
+        description="`proxy` (the portal signed them in), `token` (an API token), `anonymous`, or `local` (an MCP "
+        "client of `stepline mcp` over stdio); null when the history kept only the name (a run cancelled "
+        "before it started, read back after a restart)."
+    )
+    client: str | None = Field(
+        None,
+        description="For a run started as an MCP tool call: the MCP client that called, as it names itself "
+        "(name and version). Absent otherwise.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _client_only_when_known(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("client") is None:
+            data.pop("client", None)
+        return data
 
 
 STARTED_BY = "Who started the run; null for runs recorded before access control."

@@ -46,6 +46,14 @@ class Settings(BaseSettings):
     - ``STEPLINE_SAMPLING_KEY_ENV``: the environment variable holding the endpoint's API key
       (``STEPLINE_SAMPLING_API_KEY``); the key is sent only to the endpoint, never shown or logged.
 
+    Agents and MCP clients (see the README's "Scenarios as MCP tools"):
+
+    - ``STEPLINE_MAX_MCP_CALLS``: MCP tool calls (each a run) in flight at once over ``/mcp`` and
+      ``stepline mcp`` (200); past it a call is answered with a tool error saying Stepline is busy.
+    - ``STEPLINE_PUBLIC_URL``: the absolute URL clients reach Stepline at, e.g.
+      ``https://portal.example.com/stepline``, for the links in tool results when no HTTP request says it
+      (``stepline mcp`` over stdio); none: such results link only to ``stepline://runs/{id}``.
+
     Access (see the README's "Access control"):
 
     - ``STEPLINE_AUTH_HEADER``: the header the portal's proxy names the user in, e.g. ``X-Forwarded-User``;
@@ -129,5 +137,7 @@ class Settings(BaseSettings):
     sampling_url: str | None = Field(None, pattern=r"^https?://")
     sampling_model: str = "gpt-4o-mini"
     sampling_key_env: str = Field("STEPLINE_SAMPLING_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    max_mcp_calls: int = Field(200, ge=1)
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     allowed_hosts: str | None = None
     forwarded_allow_ips: str = ""
