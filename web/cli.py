@@ -1,4 +1,4 @@
-"""`stepline serve | validate | run | token`: the command line (also `python -m web`)."""
+"""`stepline serve | validate | run | token | mcp`: the command line (also `python -m web`)."""
 
 from __future__ import annotations
 
@@ -149,6 +149,57 @@ def main(argv: list[str] | None = None) -> int:
     _add_sources(run)
     add_token_commands(commands)
 
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve the scenarios as MCP tools over stdio",
+        description="Serve every scenario as an MCP tool over stdio, for an MCP client that starts its servers "
+        'as commands ({"command": "stepline", "args": ["mcp", ...]}). In this process, recording the runs '
+        "in the data directory's history, or with --server on a running Stepline, relaying the client's messages "
+        "to its /mcp endpoint. The session ends when the client closes stdin; runs still in flight then end as "
+        "they do when `stepline serve` stops.",
+        epilog="Exit status: 0 the client closed the session; 1 the --server could not be reached or refused the "
+        "token; 2 bad options, or a data directory in use by another Stepline process.",
+    )
+    mcp.add_argument(
+        "--server",
+        metavar="URL",
+        help="relay to the Stepline at URL (its root, e.g. http://127.0.0.1:8000) instead of running one here",
+    )
+    mcp.add_argument(
+        "--token-env",
+        metavar="VAR",
+        help="with --server: the environment variable holding the API token sent as 'Authorization: Bearer' "
+        "(default STEPLINE_TOKEN; unset: no token, as a loopback server allows)",
+    )
+    mcp.add_argument("--data-dir", type=Path, metavar="DIR", help="where run history is stored (default ./.stepline/)")
+    mcp.add_argument(
+        "--root",
+        dest="roots",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        help="a folder offered to MCP servers that ask for roots (repeatable)",
+    )
+    mcp.add_argument(
+        "--wait-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a request waits for a person unless its step says (default 86400, a day)",
+    )
+    mcp.add_argument(
+        "--call-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="seconds one tool call may take before its step fails (default 60)",
+    )
+    mcp.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where people reach this data directory's pages (a `stepline serve` on it), for the links to each "
+        "run's page and snapshot in tool results (default: results link only to stepline://runs/{id})",
+    )
+    _add_sources(mcp)
+
     args = parser.parse_args(argv)
     flags = {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
     try:
@@ -176,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(validate_command(settings, as_json=args.json))
         if args.command == "token":
             return token_command(args, settings)
+        if args.command == "mcp":
+            from web.mcp_command import mcp_command
+
+            return mcp_command(args, settings)
         from web.run_command import run_command
 
         return run_command(args, settings)
