@@ -50,14 +50,23 @@ $(REFERENCE_STAMP): $(REFERENCE)/package-lock.json
 	npm ci --prefix $(REFERENCE) --no-audit --no-fund --loglevel=error
 	touch $(REFERENCE_STAMP)
 
-test: $(TEST_STAMP) $(REFERENCE_STAMP) browser
+# The MCP Inspector from npm, at the version its lock file pins: the tests drive its CLI mode against
+# Stepline's own MCP server. After the reference server, whose recipe installs npm when it is missing.
+INSPECTOR := tests/inspector
+INSPECTOR_STAMP := $(INSPECTOR)/node_modules/.installed
+
+$(INSPECTOR_STAMP): $(INSPECTOR)/package-lock.json | $(REFERENCE_STAMP)
+	npm ci --prefix $(INSPECTOR) --no-audit --no-fund --loglevel=error
+	touch $(INSPECTOR_STAMP)
+
+test: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP) browser
 	$(BIN)/ruff check web tests
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests
 
-bench: $(TEST_STAMP) $(REFERENCE_STAMP)
+bench: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP)
 	$(BIN)/python -m tests.benchmarks.run_all
 
 # What a user of the wheel gets: `pip install .` into a fresh venv, then `stepline serve` from
