@@ -9,15 +9,15 @@ The MCP session manager itself is the SDK's, started with the app (web.app).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from web.access import Role
+from web.access import Identity, Role
 from web.auth import Authenticator, AuthRefused
 from web.mcp_serving import ScenarioServer
 from web.settings import Settings
@@ -39,7 +39,9 @@ def session_manager(mcp: ScenarioServer, settings: Settings) -> StreamableHTTPSe
 
 
 def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where clients reach Stepline: its public URL when set (a proxy in front may not say), else as asked."""
+    settings: Settings = request.app.state.settings
+    return (settings.public_url or str(request.base_url)).rstrip("/")
 
 
 def metadata_url(request: Request) -> str:
@@ -53,14 +55,6 @@ def _refusal(request: Request, status: int, description: str, error: str | None 
     body = {"error": error or ("unauthorized" if status == 401 else "forbidden"), "error_description": description}
     headers = {"WWW-Authenticate": challenge} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _cross_origin(request: Request) -> bool:
-    """A browser page from another site posting to us (the MCP spec asks servers to refuse it: DNS rebinding)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin == "null"
-    return urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower()
 
 
 class McpEndpoint:
@@ -81,8 +75,6 @@ class McpEndpoint:
         await manager.handle_request(scope, receive, send)
 
     def _refused(self, request: Request) -> Response | None:
-        if _cross_origin(request):
-            return JSONResponse({"detail": "Refused: a request from another site's page"}, status_code=403)
         authenticator: Authenticator = request.app.state.authenticator
         try:
             identity = authenticator.identify(request)
@@ -97,7 +89,16 @@ class McpEndpoint:
         if not identity.has(Role.VIEWER):
             return _refusal(request, 403, f"Refused: this needs the viewer role; yours is {identity.role.value}")
         request.scope.setdefault("state", {})["identity"] = identity
+        request.scope["user"] = session_owner(identity)
         return None
+
+
+def session_owner(identity: Identity) -> AuthenticatedUser:
+    """`identity` as the SDK's session manager knows a principal: it serves a session only to the one that opened
+    it, so another caller who learnt a session's id can neither read its questions nor act in it."""
+    principal = f"{identity.source.value}:{identity.name}"
+    # The manager compares principals only; the secret itself is never kept.
+    return AuthenticatedUser(AccessToken(token="", client_id=principal, scopes=[], subject=identity.name))
 
 
 async def resource_metadata(request: Request) -> Response:

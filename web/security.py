@@ -27,6 +27,7 @@ from web.hosts import DEFAULT_PORTS, HostPolicy, believe_forwarded_headers
 from web.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+MCP_PATH = "/mcp"
 TOKEN_FIELD = "_csrf"
 # A form may sit open in a tab for a working day or two before it is sent.
 TOKEN_MAX_AGE_SECONDS = 48 * 3600
@@ -94,7 +95,9 @@ class SecurityMiddleware:
         if unknown_host:
             return PlainTextResponse(unknown_host, status_code=400)
         named = [host for host in hosts if host]
-        if scope["method"] not in SAFE_METHODS and not is_same_site_request(headers, self.allowed_sources, named):
+        # /mcp's event stream is read by MCP clients, never by our pages: another site's page gets none of it.
+        changes_state = scope["method"] not in SAFE_METHODS or route_path(scope) == MCP_PATH
+        if changes_state and not is_same_site_request(headers, self.allowed_sources, named):
             return PlainTextResponse(
                 "Refused: this request came from another site. Submit the form from Stepline's own page.",
                 status_code=403,
