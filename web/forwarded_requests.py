@@ -74,3 +74,13 @@ def answer_of(request: dict[str, Any], result: Any) -> tuple[AnswerAction, Any]:
         raise ValueError(f"the client answered an elicitation with {type(result).__name__}")
     action = AnswerAction(result.action)
     return action, (result.content or {}) if action == AnswerAction.ACCEPT else None
+
+
+def answer_problems(errors: list[dict[str, Any]]) -> str:
+    """What is wrong with an answer the run refused (web.runs.AnswerInvalid's errors), as the client reads it:
+    "copies: 0 is less than the minimum of 1", each field named by its place in the answer."""
+    problems = []
+    for error in errors:
+        field = [str(part) for part in error.get("loc", [])[2:]]  # past "body", "content": the answer's own
+        problems.append(f"{'.'.join(field)}: {error['msg']}" if field else str(error["msg"]))
+    return "; ".join(problems)

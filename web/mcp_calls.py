@@ -25,7 +25,7 @@ from mcp.shared.message import ServerMessageMetadata
 from web import runs
 from web.access import Identity
 from web.events import EventType, RequestKind
-from web.forwarded_requests import answer_of, can_answer, client_request
+from web.forwarded_requests import answer_of, answer_problems, can_answer, client_request
 from web.json_limits import safe_text
 from web.registry import RunRecord
 from web.runs import RunService
@@ -34,6 +34,8 @@ from web.scenario_tools import RunLinks, call_result
 log = logging.getLogger(__name__)
 
 PROGRESS_MESSAGE_CHARS = 300
+# How long a call that ends waits for the questions it withdraws to be written (each a notification).
+WITHDRAW_SECONDS = 2.0
 # What request_state holds between the legs of a call on protocol 2026-07-28: the run and how far it was read.
 STATE_KEYS = {"run_id", "after"}
 
@@ -89,6 +91,8 @@ class CallFollower:
         self.done = 0
         self._forwards: dict[str, asyncio.Task[None]] = {}
         self._told_waiting: set[str] = set()
+        # Notifications sent since `done` last changed: MCP wants each one's progress above the last.
+        self._told_at: tuple[int, int] | None = None
 
     async def follow(self, after: int = 0) -> types.CallToolResult | types.InputRequiredResult:
         """The run's result once it has ended; on 2026-07-28 an input-required result first, when the caller
@@ -101,10 +105,18 @@ class CallFollower:
                 if asked is not None:
                     return asked
         finally:
-            for task in self._forwards.values():
-                task.cancel()
+            await self._withdraw()
         scenario = self.service.catalog.get(self.record.state.scenario_id)
         return call_result(self.record, self.caller.links, scenario)
+
+    async def _withdraw(self) -> None:
+        """Withdraw the questions still put to the client (the SDK sends notifications/cancelled for each), and
+        wait until that is written: on streamable HTTP it travels on the call's own stream, gone once it answers."""
+        forwards = list(self._forwards.values())
+        for task in forwards:
+            task.cancel()
+        if forwards:
+            await asyncio.wait(forwards, timeout=WITHDRAW_SECONDS)
 
     async def answer(self, responses: dict[str, Any]) -> None:
         """Answers from the caller (2026-07-28's input responses, keyed by request id) given to the run.
@@ -183,12 +195,21 @@ class CallFollower:
         except (runs.UnknownRequest, runs.RequestClosed):
             pass  # someone answered first
         except (runs.AnswerInvalid, ValueError) as exc:
-            problems = exc.errors if isinstance(exc, runs.AnswerInvalid) else str(exc)
+            problems = answer_problems(exc.errors) if isinstance(exc, runs.AnswerInvalid) else str(exc)
             await self._progress(self._waiting_line(request, f"the client's answer was refused: {problems}"))
 
     async def _progress(self, message: str) -> None:
         with contextlib.suppress(Exception):  # a caller gone does not stop the run
-            await self.ctx.session.report_progress(self.done, self.total, safe_text(message, PROGRESS_MESSAGE_CHARS))
+            await self.ctx.session.report_progress(
+                self._next_progress(), self.total, safe_text(message, PROGRESS_MESSAGE_CHARS)
+            )
+
+    def _next_progress(self) -> float:
+        """The steps ended; each further notification before another step ends creeps toward the next whole
+        number (done + 1/2, + 2/3, …), since MCP wants the progress to grow with every notification."""
+        repeats = self._told_at[1] + 1 if self._told_at is not None and self._told_at[0] == self.done else 0
+        self._told_at = (self.done, repeats)
+        return self.done + repeats / (repeats + 1)
 
     def _waiting_line(self, request: dict[str, Any], why: str | None = None) -> str:
         where = f" at {self.caller.links.page(self.record.run_id)}" if self.caller.links is not None else ""

@@ -16,10 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 from sse_starlette.sse import AppStatus
@@ -41,6 +43,8 @@ INSTRUCTIONS = (
     "recorded and watched live in Stepline's pages; its result links to them. Runs are readable as "
     "stepline://runs/{run_id}."
 )
+# How long a cancelled call waits for the questions it put to the caller to be withdrawn.
+WITHDRAW_WAIT_SECONDS = 3.0
 # How often a call in flight looks whether the server has begun to stop.
 SHUTDOWN_POLL_SECONDS = 0.2
 
@@ -50,6 +54,20 @@ def _version() -> str:
         return version("stepline")
     except PackageNotFoundError:
         return "0"
+
+
+class ToolListServer(Server[Any]):
+    """The SDK's low-level server, saying at the 2025 handshake what it does: it tells open sessions when the
+    tool list changes (the SDK's default says it does not, and a client may then ignore the notification)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        told = notification_options or NotificationOptions(tools_changed=True)
+        return super().create_initialization_options(told, experimental_capabilities, extensions)
 
 
 def tool_error(message: str) -> types.CallToolResult:
@@ -83,7 +101,7 @@ class ScenarioServer:
         self.links = links
         self.local = local
         self.on_shutdown = on_shutdown
-        self.server: Server[Any] = Server(
+        self.server: Server[Any] = ToolListServer(
             "stepline",
             version=_version(),
             title="Stepline",
@@ -141,15 +159,16 @@ class ScenarioServer:
     ) -> types.CallToolResult | types.InputRequiredResult:
         self._remember(ctx)
         caller = self._caller(ctx)
-        if params.request_state is not None:
-            return await self._go_on(ctx, params, caller)
         scenario_id = params.name
         try:
             self.service.scenario(scenario_id, caller.identity)
             self.service.require_may_run(caller.identity, scenario_id, "run")
         except (runs.UnknownScenario, runs.RunForbidden):
-            # What a caller may not run is not listed, and answered as if it did not exist.
+            # What a caller may not run is not listed, and answered as if it did not exist: going on with a
+            # call (request_state) included.
             raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {scenario_id}") from None
+        if params.request_state is not None:
+            return await self._go_on(ctx, params, caller)
         arguments = params.arguments or {}
         try:
             json_limits.check(arguments, max_depth=self.max_json_depth)
@@ -197,6 +216,10 @@ class ScenarioServer:
             following.cancel()
             if not self._stopping.is_set() and not follower.record.is_finished:
                 self._cancel_run(follower)
+            # The questions put to the caller are withdrawn on the call's own stream, before it closes; the SDK's
+            # cancel scope would cancel this wait at once unless shielded.
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({following}, timeout=WITHDRAW_WAIT_SECONDS)
             raise
         finally:
             stopping.cancel()
