@@ -189,6 +189,7 @@ def anyio_backend() -> str:
 # start at once and the short ones fill in around them, instead of a long one starting last.
 SLOWEST_MODULES_FIRST = (
     "test_browser.py",
+    "test_mcp_command.py",
     "test_mcp.py",
     "test_mcp_errors.py",
     "test_history.py",

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import mcp_types as types
-from conftest import PROJECT_ROOT, StepServer, wait_until
+from conftest import PROJECT_ROOT, StepServer, start_server, wait_until
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
@@ -21,6 +21,12 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 MODES = {"2025": "legacy", "2026-07-28": "auto"}
 # Long enough for any machine, short of hanging the suite.
 CALL_SECONDS = 30
+
+
+def serve_home(home: tuple[Path, Path, Path]) -> StepServer:
+    """A `stepline serve` of (scenario folder, mcpServers file, data directory)."""
+    folder, config, data = home
+    return start_server(data.parent, "--scenarios", str(folder), "--mcp-config", str(config), "--data-dir", str(data))
 
 
 @contextlib.asynccontextmanager

@@ -24,9 +24,9 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from conftest import PROJECT_ROOT, StepServer, start_server
+from conftest import PROJECT_ROOT, StepServer
 from mcp import Client
-from mcp_callers import MODES, Slow, connected, in_flight, stepline_mcp, text_of, the_run
+from mcp_callers import MODES, Slow, connected, in_flight, serve_home, stepline_mcp, text_of, the_run
 from mcp_process import workflow_home
 from runs import get_run, run_to_end, wait_finished
 from test_tokens import create_token
@@ -82,10 +82,7 @@ def token(home: tuple[Path, Path, Path]) -> str:
 
 @pytest.fixture(scope="module")
 def server(home: tuple[Path, Path, Path], token: str) -> Iterator[StepServer]:
-    folder, config, data = home
-    started = start_server(
-        data.parent, "--scenarios", str(folder), "--mcp-config", str(config), "--data-dir", str(data)
-    )
+    started = serve_home(home)
     yield started
     started.stop()
 

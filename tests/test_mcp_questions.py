@@ -21,7 +21,7 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from conftest import StepServer, start_server
+from conftest import StepServer
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_callers import (
@@ -32,6 +32,7 @@ from mcp_callers import (
     connected,
     in_flight,
     run_id_of,
+    serve_home,
     stepline_mcp,
     text_of,
     the_run,
@@ -99,10 +100,7 @@ def token(home: tuple[Path, Path, Path]) -> str:
 
 @pytest.fixture(scope="module")
 def server(home: tuple[Path, Path, Path], token: str) -> Iterator[StepServer]:
-    folder, config, data = home
-    started = start_server(
-        data.parent, "--scenarios", str(folder), "--mcp-config", str(config), "--data-dir", str(data)
-    )
+    started = serve_home(home)
     yield started
     started.stop()
 
