@@ -8,6 +8,7 @@ Exits 1 naming what failed.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -97,6 +98,9 @@ def check(base: str, server: subprocess.Popen[bytes]) -> list[str]:
             response = client.get(path)
             if response.status_code != 200 or not response.content:
                 problems.append(f"GET {path}: {response.status_code}")
+        tools = _mcp_tools(client)
+        if tools != SHIPPED_SCENARIOS:
+            problems.append(f"/mcp lists the tools {tools}, expected the shipped scenarios")
         if not any("htmx" in asset for asset in assets):
             problems.append(f"the pages reference no htmx script (assets: {sorted(assets)})")
         print(
@@ -104,6 +108,20 @@ def check(base: str, server: subprocess.Popen[bytes]) -> list[str]:
             f"from an installed wheel (history {location['history']['state']})"
         )
         return problems
+
+
+def _mcp_tools(client: httpx.Client) -> list[str]:
+    """The tools /mcp lists to a client on the 2025 handshake (each answer comes as one SSE message)."""
+    headers = {"Accept": "application/json, text/event-stream"}
+    hello = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "wheel-check", "version": "1"}}
+    opened = client.post(
+        "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": hello}, headers=headers
+    )
+    session = {**headers, "Mcp-Session-Id": opened.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-11-25"}
+    client.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=session)
+    listed = client.post("/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session)
+    [data] = [line.removeprefix("data: ") for line in listed.text.splitlines() if line.startswith("data: ")]
+    return sorted(tool["name"] for tool in json.loads(data)["result"]["tools"])
 
 
 def _wait_ready(client: httpx.Client, server: subprocess.Popen[bytes]) -> None:

@@ -90,7 +90,6 @@ class CallFollower:
         self.total: int | None = None
         self.done = 0
         self._forwards: dict[str, asyncio.Task[None]] = {}
-        self._told_waiting: set[str] = set()
         # Notifications sent since `done` last changed: MCP wants each one's progress above the last.
         self._told_at: tuple[int, int] | None = None
 
