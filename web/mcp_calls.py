@@ -30,6 +30,7 @@ from web.json_limits import safe_text
 from web.registry import RunRecord
 from web.runs import RunService
 from web.scenario_tools import RunLinks, call_result
+from web.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,10 @@ class CallFollower:
         except (runs.AnswerInvalid, ValueError) as exc:
             problems = answer_problems(exc.errors) if isinstance(exc, runs.AnswerInvalid) else str(exc)
             await self._progress(self._waiting_line(request, f"the client's answer was refused: {problems}"))
+        except StoreError:
+            pass  # taken: the answer stands, and the history retries its writes
+        except runs.RunRefused as exc:  # the history known to be failing: nothing taken, the question stays
+            await self._progress(self._waiting_line(request, f"the client's answer could not be recorded: {exc}"))
 
     async def _progress(self, message: str) -> None:
         with contextlib.suppress(Exception):  # a caller gone does not stop the run
