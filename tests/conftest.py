@@ -190,6 +190,7 @@ def anyio_backend() -> str:
 SLOWEST_MODULES_FIRST = (
     "test_browser.py",
     "test_mcp_command.py",
+    "test_resume.py",
     "test_mcp.py",
     "test_mcp_errors.py",
     "test_history.py",

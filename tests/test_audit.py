@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from inprocess import InProcessApp, in_process
 from runs import TERMINAL, wait_finished
 from sse import read_events
@@ -164,14 +165,19 @@ def test_who_acted_is_read_back_after_a_restart(history: Callable[[], Iterator[I
         cancel(app, run_id, "bob")
         finished(app, run_id)
         kept = start(app, "alice")  # still running when the server stops
+        wait_until(lambda: bool(snapshot(app, kept)["steps"]), 10, "the kept run's first step to start")
 
     with history() as app:
         run = snapshot(app, run_id)
         assert (run["status"], run["started_by"], run["cancelled_by"]) == ("cancelled", ALICE, BOB)
-        interrupted = snapshot(app, kept)
-        # Interrupted by the restart, not cancelled by anyone.
-        assert (interrupted["status"], interrupted["started_by"]) == ("failed", ALICE)
-        assert interrupted["cancelled_by"] is None
+        # Gone on after the restart, by the server itself: still alice's run, cancelled by nobody.
+        went_on = finished(app, kept)
+        assert (went_on["status"], went_on["started_by"], went_on["cancelled_by"]) == ("success", ALICE, None)
+        went_on_events = events_of(app, kept)
+        assert [e["started_by"] for e in went_on_events if e["type"] == "run_started"] == [ALICE]
+        assert [e["by"] for e in went_on_events if e["type"] == "run_resumed"] == [None]
+        assert went_on_events[-1]["cancelled_by"] is None
+        assert "Started by alice (portal)" in page_text(app, f"/runs/{kept}")
         assert [row["run_id"] for row in listed(app, started_by="alice")] == [kept, run_id]
         assert listed(app, started_by="bob") == []
         events = events_of(app, run_id)

@@ -1,4 +1,4 @@
-"""Run history across restarts: finished runs stay, interrupted runs end, bad disks stop the server.
+"""Run history across restarts: finished runs stay, interrupted runs go on, bad disks stop the server.
 
 A graceful restart is two in-process apps on one data directory, one after the other. What needs a
 process boundary (kill -9, SIGTERM, a file-size limit, `serve` refusing to start) uses a real
@@ -22,7 +22,7 @@ import httpx
 import pytest
 from conftest import PROJECT_ROOT, StepServer, free_port, wait_until
 from inprocess import InProcessApp, in_process
-from runs import get_run, run_to_end, start_run
+from runs import get_run, run_to_end, start_run, wait_finished
 from sse import read_events
 
 NEWS = "news_source_discovery_v1"
@@ -30,11 +30,9 @@ NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explaine
 # news_source_discovery_v1's steps, in order.
 NEWS_STEPS = ["fetch_article", "search_news_sources", "pick_earliest", "trace_citations"]
 OUTLET = "outlet_profile_v1"
-# How a run ends when the server stops gracefully during it, and when it died and came back.
+# How a run ends when a server without a history stops gracefully during it.
 SHUT_DOWN_MESSAGE = "Interrupted: the server shut down while this run was in progress"
 SHUT_DOWN_STEP_MESSAGE = "Interrupted: the server shut down during this step"
-RESTARTED_MESSAGE = "Interrupted by a server restart: the server stopped while this run was in progress"
-RESTARTED_STEP_MESSAGE = "Interrupted by a server restart: the server stopped during this step"
 
 
 def list_all(app: InProcessApp) -> list[dict[str, Any]]:
@@ -111,7 +109,7 @@ def test_runs_evicted_from_memory_are_read_back_from_disk(make_app: Callable[...
         assert events[-1]["type"] == "run_finished"
 
 
-def test_a_run_killed_mid_step_reads_failed_interrupted_after_restart(
+def test_a_run_killed_mid_step_goes_on_after_restart(
     make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -129,27 +127,38 @@ def test_a_run_killed_mid_step_reads_failed_interrupted_after_restart(
     kill_hard(server)
     app = make_app(data_dir=data)
 
-    run = get_run(app.client, run_id)
-    assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
-    # The step in flight failed (interrupted); the steps after it never ran, and say so.
-    assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
-        ("fetch_article", "failed", RESTARTED_STEP_MESSAGE),
-        *((name, "skipped", f"Not run: {RESTARTED_MESSAGE}") for name in NEWS_STEPS[1:]),
-    ]
-    events = read_events(app.client, run_id)  # replays, then the stream ends
+    # The demo's tools are read-only: the step in flight is called again without asking, and the run goes on.
+    run = wait_finished(app.client, run_id)
+    assert (run["status"], run["message"]) == ("success", "")
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [(name, "success") for name in NEWS_STEPS]
+    # The same results as a run that was never interrupted.
+    fresh = run_to_end(app.client, NEWS, NEWS_INPUT)
+    assert [s["output"] for s in run["steps"]] == [s["output"] for s in fresh["steps"]]
+    events = read_events(app.client, run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert [e["type"] for e in events[:2]] == ["run_started", "step_started"]
-    endings = [(e["type"], e.get("step_name"), e["status"]) for e in events if "status" in e]
-    assert endings == [
-        ("step_finished", "fetch_article", "failed"),
-        *(("step_finished", name, "skipped") for name in NEWS_STEPS[1:]),
-        ("run_finished", None, "failed"),
-    ]
+    types = [e["type"] for e in events]
+    assert types.count("run_started") == 1 and types.count("run_finished") == 1
+    [resumed] = [e for e in events if e["type"] == "run_resumed"]
+    assert (resumed["attempt"], resumed["waiting_steps"], resumed["rerun_steps"], resumed["by"]) == (
+        1,
+        [],
+        ["fetch_article"],
+        None,
+    )
+    # The step in flight started again after the restart; nothing ended as failed or interrupted.
+    assert [e["step_name"] for e in events if e["type"] == "step_started"] == [NEWS_STEPS[0], *NEWS_STEPS]
+    starts = [position for position, e in enumerate(events) if e["type"] == "step_started"]
+    assert starts[0] < types.index("run_resumed") < starts[1] < types.index("step_finished")
+    assert {e["status"] for e in events if e["type"] == "step_finished"} == {"success"}
     assert get_run(app.client, done["run_id"]) == done  # finished runs are never altered
-    assert {r["run_id"]: r["status"] for r in list_all(app)} == {run_id: "failed", done["run_id"]: "failed"}
+    assert {r["run_id"]: r["status"] for r in list_all(app)} == {
+        run_id: "success",
+        done["run_id"]: "failed",
+        fresh["run_id"]: "success",
+    }
 
 
-def test_a_run_stopped_gracefully_records_the_shutdown(
+def test_a_run_stopped_gracefully_goes_on_after_restart(
     make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -158,26 +167,46 @@ def test_a_run_stopped_gracefully_records_the_shutdown(
     wait_until(lambda: bool(get_run(server.url, run_id)["steps"]), 10, "the first step to start")
 
     assert server.stop() in (0, -signal.SIGTERM)
+    # The stopping server recorded no ending: neither the step's nor the run's.
+    stored = stored_event_types(data, run_id)
+    assert stored[:2] == ["run_started", "step_started"]
+    assert "step_finished" not in stored and "run_finished" not in stored
     app = make_app(data_dir=data)
 
-    # The stopping server wrote the ending itself (not the restart's recovery): failed, not cancelled.
-    run = get_run(app.client, run_id)
-    assert (run["status"], run["message"]) == ("failed", SHUT_DOWN_MESSAGE)
-    assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
+    run = wait_finished(app.client, run_id)
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [(name, "success") for name in NEWS_STEPS]
+    assert run["status"] == "success"
+    events = read_events(app.client, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events[: len(stored)]] == stored  # what was recorded before the stop, unchanged
+    resumed = events[len(stored)]
+    assert (resumed["type"], resumed["rerun_steps"], resumed["by"]) == ("run_resumed", ["fetch_article"], None)
+    assert {e["status"] for e in events if e["type"] == "step_finished"} == {"success"}
+
+
+def test_without_a_history_a_graceful_stop_records_the_shutdown(tmp_path: Path) -> None:
+    """Nothing could resume the run: the stopping server ends it itself, failed (not cancelled)."""
+    with in_process(tmp_path, history=False, demo_delay=2) as app:
+        run_id = start_run(app.client, NEWS, NEWS_INPUT)["run_id"]
+        wait_until(lambda: bool(get_run(app.client, run_id)["steps"]), 10, "the first step to start")
+        record = app.state["runs"].get(run_id)
+
+    state = record.state
+    assert (state.status, state.message) == ("failed", SHUT_DOWN_MESSAGE)
+    assert [(s.node_id, s.status, s.message) for s in state.steps.values()] == [
         ("fetch_article", "cancelled", SHUT_DOWN_STEP_MESSAGE),
         *((name, "skipped", f"Not run: {SHUT_DOWN_MESSAGE}") for name in NEWS_STEPS[1:]),
     ]
-    events = read_events(app.client, run_id)
-    endings = [(e["type"], e.get("step_name"), e["status"]) for e in events if "status" in e]
+    endings = [(e["type"], e.get("step_name"), e["status"]) for e in record.events if "status" in e]
     assert endings == [
         ("step_finished", "fetch_article", "cancelled"),
         *(("step_finished", name, "skipped") for name in NEWS_STEPS[1:]),
         ("run_finished", None, "failed"),
     ]
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["seq"] for e in record.events] == list(range(1, len(record.events) + 1))
 
 
-def test_a_queued_run_killed_before_any_event_still_ends(
+def test_a_queued_run_killed_before_any_event_still_runs(
     make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], tmp_path: Path
 ) -> None:
     # The kill comes right after the 202, before the run's events may have reached the disk.
@@ -188,9 +217,12 @@ def test_a_queued_run_killed_before_any_event_still_ends(
 
     app = make_app(data_dir=data)
 
-    run = get_run(app.client, run_id)
-    assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
-    assert read_events(app.client, run_id)[-1]["type"] == "run_finished"
+    run = wait_finished(app.client, run_id)
+    assert (run["status"], run["input"]) == ("success", {"domain": "daily.example.com"})
+    events = read_events(app.client, run_id)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    types = [e["type"] for e in events]
+    assert (types.count("run_started"), types[-1]) == (1, "run_finished")
 
 
 @pytest.mark.parametrize("layout", ["parent is a file", "path is a file"])

@@ -3,7 +3,8 @@ back with the run still waiting, and an answer then completes the step and the r
 
 The first server is a real `stepline serve` (a process to kill); the one that comes back on the same data
 directory is in-process, so that the test answers through the run's inbox as the API and the pages do.
-A run that was doing more than waiting, or whose scenario changed meanwhile, ends as any interrupted run.
+A run that was also calling a tool not known to be safe to call twice waits for a person's Resume first; one
+whose scenario changed or went away meanwhile ends interrupted, saying why.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from conftest import StepServer, wait_until
 from inprocess import InProcessApp, in_process
 from mcp_process import HttpMcpServer, workflow_home
+from runs import get_run as served_run
 from runs import start_run
 from sse import read_events
 from test_approval import answer, get_run, pending, wait_asked, wait_finished
@@ -30,9 +33,11 @@ from web.inbox import Ask
 
 ALICE = {"name": "alice", "source": "proxy"}
 ANONYMOUS = {"name": "anonymous", "source": "anonymous"}
-# How a run that cannot go on after a restart ends (web.registry.RESTARTED), and its waiting step.
-RESTARTED_MESSAGE = "Interrupted by a server restart: the server stopped while this run was in progress"
-RESTARTED_STEP_MESSAGE = "Interrupted by a server restart: the server stopped during this step"
+# What a person is asked after a restart before a call that may have partly run is made again.
+RESUME_QUESTION = (
+    "Stepline stopped while step 'slow' was running: it may have partly run (its tool may have done some of its "
+    "work). Resume runs it again from the start; the steps that had ended keep their results."
+)
 SHUT_DOWN_MESSAGE = "Interrupted: the server shut down while this run was in progress"
 
 FORM = {"type": "object", "properties": {"copies": {"type": "integer"}}, "required": ["copies"]}
@@ -118,6 +123,18 @@ def listed_status(target: str | InProcessApp, run_id: str) -> str:
         response = target.get("/api/runs", params={"status": "waiting"})
     assert response.status_code == 200, response.text
     return {run["run_id"]: run["status"] for run in response.json()["runs"]}.get(run_id, "not waiting")
+
+
+def pending_of_kind(app: InProcessApp, run_id: str, kind: str) -> dict[str, Any]:
+    [request] = [request for request in pending(app, run_id) if request["kind"] == kind]
+    return request
+
+
+def respond(app: InProcessApp, run_id: str, request_id: str, action: str) -> None:
+    """Answer a request as the run's page and the API do (nobody named, on a loopback server)."""
+    response = app.post(f"/api/runs/{run_id}/requests/{request_id}", json={"action": action})
+    assert response.status_code == 200, response.text
+    assert response.json()["answered_by"] == ANONYMOUS
 
 
 def wait_waiting_on_disk(server: StepServer, data: Path, run_id: str) -> None:
@@ -230,55 +247,121 @@ def test_a_request_that_expired_while_the_server_was_down_fails_its_step(
     assert [(e["action"], e["answered_by"]) for e in expired] == [("expired", None)]
 
 
+@pytest.mark.parametrize("change", ["changed", "removed"])
 def test_a_run_whose_scenario_changed_while_it_waited_ends_saying_so(
-    make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], home: tuple[Path, Path, Path]
+    make_server: Callable[..., StepServer],
+    make_app: Callable[..., InProcessApp],
+    home: tuple[Path, Path, Path],
+    change: str,
 ) -> None:
     server = serve(make_server, home)
     run_id = start_run(server.url, "ship", {"title": "Changed"})["run_id"]
     wait_waiting_on_disk(server, home[2], run_id)
     kill_hard(server)
-    changed = {**SHIP, "steps": [*SHIP["steps"][:2], {"name": "print", "tool": "upper", "input": {"text": "x"}}]}
-    (home[0] / "ship.json").write_text(json.dumps(changed), encoding="utf-8")
+    if change == "changed":
+        changed = {**SHIP, "steps": [*SHIP["steps"][:2], {"name": "print", "tool": "upper", "input": {"text": "x"}}]}
+        (home[0] / "ship.json").write_text(json.dumps(changed), encoding="utf-8")
+        why = "its scenario 'ship' changed since"
+    else:
+        (home[0] / "ship.json").unlink()
+        why = "its scenario 'ship' is no longer served"
     app = come_back(make_app, home)
 
     run = get_run(app, run_id)
-    why = "its scenario 'ship' changed since"
-    assert (run["status"], run["message"]) == (
-        "failed",
-        f"Interrupted by a server restart: {why}, so this run could not go on waiting",
-    )
+    ending = f"Interrupted by a server restart: {why}, so this run could not go on"
+    assert (run["status"], run["message"]) == ("failed", ending)
     assert [(s["node_id"], s["status"], s["message"]) for s in run["steps"]] == [
         ("draft", "success", ""),
         ("approve", "failed", f"Interrupted by a server restart: {why}"),
-        ("print", "skipped", f"Not run: Interrupted by a server restart: {why}, so this run could not go on waiting"),
+        ("print", "skipped", f"Not run: {ending}"),
     ]
     assert run["pending_requests"] == []
+    events = read_events(app.client, run_id)
+    assert "run_resumed" not in [e["type"] for e in events]
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
-def test_a_run_doing_more_than_waiting_ends_interrupted_its_waiting_step_too(
+def test_a_run_doing_more_than_waiting_asks_to_resume_its_call_and_waits_again_once_resumed(
     make_server: Callable[..., StepServer], make_app: Callable[..., InProcessApp], home: tuple[Path, Path, Path]
 ) -> None:
+    """An approval waiting beside a call in flight whose tool may not be called twice (no annotations): after
+    the restart, the run waits for a person's Resume. Ending it ends the waiting step too; resuming it asks the
+    approval again (the same request) and calls the tool again from the start."""
     server = serve(make_server, home)
-    run_id = start_run(server.url, "busy")["run_id"]
-    wait_until(
-        lambda: (
-            {"input_requested", "step_started"} <= set(stored_event_types(home[2], run_id))
-            and stored_event_types(home[2], run_id).count("step_started") == 2
-        ),
-        10,
-        "the approval asked and the slow call started",
-    )
+    ended, resumed, answered = (start_run(server.url, "busy")["run_id"] for _ in range(3))
+
+    def busy_on_disk(run_id: str) -> bool:
+        stored = stored_event_types(home[2], run_id)
+        return "input_requested" in stored and stored.count("step_started") == 2
+
+    runs = (ended, resumed, answered)
+    wait_until(lambda: all(map(busy_on_disk, runs)), 10, "the approvals asked and the calls started")
+    before = {run_id: served_run(server.url, run_id) for run_id in runs}
     kill_hard(server)
     app = come_back(make_app, home)
 
-    run = get_run(app, run_id)
-    assert (run["status"], run["message"]) == ("failed", RESTARTED_MESSAGE)
+    for run_id in runs:
+        run = get_run(app, run_id)
+        assert run["status"] == "waiting"
+        assert listed_status(app, run_id) == "waiting"
+        by_kind = {request["kind"]: request for request in run["pending_requests"]}
+        assert sorted(by_kind) == ["approval", "resume"]
+        # The approval still open as it was; the Resume asked of the call that may have partly run.
+        assert by_kind["approval"] == before[run_id]["pending_requests"][0]
+        question = by_kind["resume"]
+        assert (question["step_name"], question["steps"], question["message"]) == ("slow", ["slow"], RESUME_QUESTION)
+
+    question = {run_id: pending_of_kind(app, run_id, "resume") for run_id in runs}
+    respond(app, ended, question[ended]["request_id"], "decline")
+    run = wait_finished(app, ended)
+    declined = "Not resumed after a server restart (declined by anonymous)"
+    assert (run["status"], run["message"]) == ("failed", declined)
     assert sorted((s["node_id"], s["status"], s["message"]) for s in run["steps"]) == [
-        ("approve", "failed", RESTARTED_STEP_MESSAGE),
-        ("slow", "failed", RESTARTED_STEP_MESSAGE),
+        ("approve", "failed", declined),
+        ("slow", "failed", declined),
     ]
     assert run["pending_requests"] == []
-    assert read_events(app.client, run_id)[-1]["type"] == "run_finished"
+    events = read_events(app.client, ended)
+    assert "run_resumed" not in [e["type"] for e in events]
+    assert events[-1]["type"] == "run_finished"
+
+    respond(app, resumed, question[resumed]["request_id"], "accept")
+    record = app.state["runs"].get(resumed)
+    wait_until(
+        lambda: [e.get("step_name") for e in record.events if e["type"] == "step_started"].count("slow") == 2,
+        10,
+        "the call to start again",
+    )
+    run = get_run(app, resumed)
+    assert run["status"] == "waiting"
+    assert [(s["node_id"], s["status"]) for s in run["steps"]] == [("approve", "waiting"), ("slow", "running")]
+    assert run["pending_requests"] == before[resumed]["pending_requests"]  # asked again, not anew
+    # The call would take a minute: cancelling ends the run, and its stream can be read whole.
+    assert app.post(f"/api/runs/{resumed}/cancel").status_code == 202
+    events = read_events(app.client, resumed)
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    [event] = [e for e in events if e["type"] == "run_resumed"]
+    assert (event["attempt"], event["waiting_steps"], event["rerun_steps"], event["by"]) == (
+        1,
+        ["approve"],
+        ["slow"],
+        ANONYMOUS,
+    )
+    assert [e["step_name"] for e in events if e["type"] == "step_started"] == ["approve", "slow", "slow"]
+    assert [e["kind"] for e in events if e["type"] == "input_requested"] == ["approval", "resume"]
+    assert (events[-1]["type"], events[-1]["status"]) == ("run_finished", "cancelled")
+
+    # The approval may be answered while the run waits for its Resume: the step takes that answer once resumed.
+    respond(app, answered, pending_of_kind(app, answered, "approval")["request_id"], "accept")
+    respond(app, answered, question[answered]["request_id"], "accept")
+    wait_until(
+        lambda: [(s["node_id"], s["status"]) for s in get_run(app, answered)["steps"]]
+        == [("approve", "success"), ("slow", "running")],
+        10,
+        "the approval to take its answer and the call to start again",
+    )
+    assert get_run(app, answered)["pending_requests"] == []
+    assert app.post(f"/api/runs/{answered}/cancel").status_code == 202
 
 
 def test_an_answer_given_as_the_server_stops_is_acted_on_after_the_restart(

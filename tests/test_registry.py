@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from web.events import run_finished, run_started, step_finished, step_progress, step_started
-from web.registry import RunRecord, RunRegistry
+from web.registry import RunRecord, RunRegistry, close
+from web.resume import not_resumed
 from web.run_state import utc_now
 from web.store import RunStore
 
@@ -344,7 +345,7 @@ async def test_a_run_stopped_outside_its_runner_still_ends_each_step() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_restart_ends_the_runs_left_unfinished_step_by_step(tmp_path: Path) -> None:
+async def test_a_restart_keeps_the_runs_left_unfinished_as_they_were_until_ended_step_by_step(tmp_path: Path) -> None:
     def store() -> RunStore:
         return RunStore(tmp_path, retention_days=1, retention_runs=100)
 
@@ -353,18 +354,40 @@ async def test_a_restart_ends_the_runs_left_unfinished_step_by_step(tmp_path: Pa
         record = before.create("scenario", {})
         begin_three_steps(record)
         await before.sync()
-    # What a process killed mid-run leaves: no ending on disk. The next one ends the run when it starts.
-    first_stored = len(record.events)
+    # What a process killed mid-run leaves: no ending on disk. The next one keeps the run as it was, for its
+    # runner to resume (web.resume), and records nothing of its own.
+    stored = [dict(event) for event in record.events]
     after = RunRegistry(max_size=10, store=store())
     async with after.history():
         recovered = after.get(record.run_id)
         assert recovered is not None
+        assert recovered.events == stored
+        assert recovered.state.status == "running"
+        assert {name: step.status for name, step in recovered.state.steps.items()} == {
+            "done": "success",
+            "busy": "running",
+        }
+        # Handed to the runner once.
+        assert after.take_suspended() == [recovered]
+        assert after.take_suspended() == []
+        # A run that cannot go on (its scenario gone, here) is ended step by step, seq going on from the last.
+        close(recovered, not_resumed("its scenario 'scenario' is no longer served"))
+        await after.sync()
 
-    restart = "Interrupted by a server restart: the server stopped while this run was in progress"
+    why = "Interrupted by a server restart: its scenario 'scenario' is no longer served"
+    ending = f"{why}, so this run could not go on"
     assert endings(recovered) == [
         ("done", "success", ""),
-        ("busy", "failed", "Interrupted by a server restart: the server stopped during this step"),
-        ("later", "skipped", f"Not run: {restart}"),
-        ("run", "failed", restart),
+        ("busy", "failed", why),
+        ("later", "skipped", f"Not run: {ending}"),
+        ("run", "failed", ending),
     ]
-    assert [event["seq"] for event in recovered.events] == list(range(1, first_stored + 4))
+    assert [event["seq"] for event in recovered.events] == list(range(1, len(stored) + 4))
+    # Its ending is on disk: the next start reads it back finished and keeps nothing to resume.
+    again = RunRegistry(max_size=10, store=store())
+    async with again.history():
+        assert again.take_suspended() == []
+        reread = again.get(record.run_id)
+        assert reread is not None
+        assert (reread.state.status, reread.state.message) == ("failed", ending)
+        assert reread.events == recovered.events

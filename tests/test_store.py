@@ -132,9 +132,14 @@ def test_a_data_file_from_the_previous_schema_version_opens(tmp_path: Path) -> N
             ("lookup_outlet", "success", OUTLET_OUTPUT)
         ]
         assert read_events(app.client, OLD_DONE) == written[OLD_DONE]
+        # The previous version recorded no plan: nothing says how its unfinished run would go on.
+        why = "Interrupted by a server restart: it was recorded before runs recorded their plan"
         interrupted = read_events(app.client, OLD_RUNNING)
         assert interrupted[:2] == written[OLD_RUNNING]
-        assert (interrupted[-1]["type"], interrupted[-1]["status"]) == ("run_finished", "failed")
+        assert [(e["type"], e["status"], e["message"]) for e in interrupted[2:]] == [
+            ("step_finished", "failed", why),
+            ("run_finished", "failed", f"{why}, so this run could not go on"),
+        ]
         listed = app.get("/api/runs", params={"scenario_id": OUTLET}).json()["runs"]
         assert [(r["run_id"], r["status"]) for r in listed] == [(OLD_RUNNING, "failed"), (OLD_DONE, "success")]
         # The file is now at the current version, and new runs are written to it.

@@ -296,7 +296,7 @@ def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(
         listed = app.get("/api/runs", params={"limit": 200}).json()["runs"]
         assert not [run for run in listed if "Interrupted" in run["message"]]
     assert "writes are lost" not in caplog.text
-    assert "were in progress when the server last stopped" not in caplog.text
+    assert "unfinished when the server last stopped" not in caplog.text
 
 
 # --- a real server, restarted ---------------------------------------------------------------------
@@ -323,15 +323,17 @@ def test_no_accepted_run_is_lost_across_restarts_after_a_bad_request(
 
     server = make_server("--data-dir", data)
     assert [get_run(server.url, run_id)["status"] for run_id in succeeded] == ["success"] * 3
-    assert "were in progress when the server last stopped" not in server.log()
+    assert "unfinished when the server last stopped" not in server.log()
     succeeded += [run_to_end(server.url, NEWS, NEWS_INPUT)["run_id"] for _ in range(2)]
-    # Its 202 means every write queued before it (the endings above included) is on disk.
-    start_run(server.url, NEWS, NEWS_INPUT)
+    # Its 202 means every write queued before it (the endings above included) is on disk, and the run itself.
+    last = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
 
     server = make_server("--data-dir", data)
     assert [get_run(server.url, run_id)["status"] for run_id in succeeded] == ["success"] * 5
+    # The run the kill cut short goes on (or starts) after the restart.
+    assert wait_finished(server.url, last)["status"] == "success"
 
 
 def test_an_unwritable_history_is_answered_503_with_retry_after_and_the_directory_as_configured(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -262,12 +262,8 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_sigterm_ends_live_runs_open_streams_and_children(make_server: Any) -> None:
-    server: StepServer = make_server(env={"STEPLINE_DEMO_DELAY": "2"})
-    children = child_pids(server.process.pid)
-    assert children, "the demo MCP server should run as a child process"
-    run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
-
+def stream_until_sigterm(server: StepServer, run_id: str) -> list[dict[str, Any]]:
+    """The run's events as streamed live, SIGTERM sent at its first progress; read until the server ends it."""
     events: list[dict[str, Any]] = []
     signalled = False
     with httpx.stream("GET", events_url(server, run_id), timeout=10) as response:
@@ -276,9 +272,28 @@ def test_sigterm_ends_live_runs_open_streams_and_children(make_server: Any) -> N
             if frame.event == "step_progress" and not signalled:
                 signalled = True
                 server.process.send_signal(signal.SIGTERM)
-    # The stream ended by itself, after telling us how the run ended: interrupted by the shutdown,
-    # recorded as failed so that history tells it apart from a user's cancel.
     assert signalled
+    return events
+
+
+def assert_stopped_with_its_children(server: StepServer, children: set[int]) -> None:
+    # The 2 s tool call was cut short, not waited for; the process exits, its demo server with it.
+    assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
+    wait_until(lambda: not any(alive(pid) for pid in children), 5, "the demo server process to exit")
+    demo_processes = subprocess.run(["pgrep", "-f", "web.demo"], capture_output=True, text=True).stdout.split()
+    assert children.isdisjoint(int(pid) for pid in demo_processes)
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_without_a_history_ends_live_runs_open_streams_and_children(make_server: Any) -> None:
+    server: StepServer = make_server("--no-history", env={"STEPLINE_DEMO_DELAY": "2"})
+    children = child_pids(server.process.pid)
+    assert children, "the demo MCP server should run as a child process"
+    run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
+
+    events = stream_until_sigterm(server, run_id)
+    # The stream ended by itself, after telling us how the run ended: interrupted by the shutdown (nothing could
+    # resume it), recorded as failed so that it is told apart from a user's cancel.
     assert events[-1]["type"] == "run_finished"
     assert (events[-1]["status"], events[-1]["message"]) == (
         "failed", "Interrupted: the server shut down while this run was in progress"
@@ -287,10 +302,33 @@ def test_sigterm_ends_live_runs_open_streams_and_children(make_server: Any) -> N
     assert (stopped_step["step_name"], stopped_step["status"], stopped_step["message"]) == (
         "fetch_article", "cancelled", "Interrupted: the server shut down during this step"
     )
+    assert_stopped_with_its_children(server, children)
 
-    # Its 2 s tool call was cut short (the step above), not waited for; the process exits.
-    assert server.process.wait(timeout=15) in (0, -signal.SIGTERM)
-    wait_until(lambda: not any(alive(pid) for pid in children), 5, "the demo server process to exit")
-    demo_processes = subprocess.run(["pgrep", "-f", "web.demo"], capture_output=True, text=True).stdout.split()
-    assert children.isdisjoint(int(pid) for pid in demo_processes)
 
+def test_sigterm_ends_open_streams_and_children_and_the_run_goes_on_after_the_restart(
+    make_server: Any, make_app: Callable[..., InProcessApp], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    server: StepServer = make_server("--data-dir", str(data), env={"STEPLINE_DEMO_DELAY": "2"})
+    children = child_pids(server.process.pid)
+    assert children, "the demo MCP server should run as a child process"
+    run_id = start_run(server.url, NEWS, NEWS_INPUT)["run_id"]
+
+    events = stream_until_sigterm(server, run_id)
+    # The stream ended by itself without an ending: the run is left as it was, to go on after the restart.
+    assert [e["type"] for e in events][:2] == ["run_started", "step_started"]
+    assert not [e for e in events if e["type"] in ("step_finished", "run_finished")]
+    assert_stopped_with_its_children(server, children)
+
+    # A reader reconnecting with the last seq it saw simply sees the run go on, with nothing lost or repeated.
+    app = make_app(data_dir=data)
+    seen = events[-1]["seq"]
+    rest = read_events(app.client, run_id, headers={"Last-Event-ID": str(seen)})
+    assert [e["seq"] for e in rest] == list(range(seen + 1, seen + 1 + len(rest)))
+    [resumed] = [position for position, e in enumerate(rest) if e["type"] == "run_resumed"]
+    # Only the step's last progress, if it came after the stream ended, before it.
+    assert {e["type"] for e in rest[:resumed]} <= {"step_progress"}
+    assert rest[resumed]["rerun_steps"] == ["fetch_article"]
+    assert (rest[-1]["type"], rest[-1]["status"]) == ("run_finished", "success")
+    finished = [e["step_name"] for e in rest if e["type"] == "step_finished" and e["status"] == "success"]
+    assert finished == NEWS_STEPS

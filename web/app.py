@@ -30,7 +30,6 @@ from web.mcp_serving import ScenarioServer
 from web.permissions import guard_routes
 from web.registry import RunRegistry
 from web.resources import STATIC
-from web.resume import waiting_steps
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
 from web.sampling_model import SamplingModel
@@ -56,10 +55,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         )
         # Likewise a data directory that cannot be written: refuse to start rather than lose runs.
         store.check()
-    # A run waiting only on people outlives a restart: left waiting at shutdown, resumed at start (web.resume).
-    registry = RunRegistry(
-        settings.run_registry_max_size, store=store, can_resume=lambda record: waiting_steps(record) is not None
-    )
+    # With a history, runs outlive the process: left as they are at shutdown, resumed at start (web.resume).
+    registry = RunRegistry(settings.run_registry_max_size, store=store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -88,7 +85,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 wait_timeout=settings.wait_timeout,
             )
             service = RunService(catalog, registry, runner)
-            await runner.resume_waiting(catalog)
+            await runner.resume_unfinished(catalog)
 
             async def reload() -> None:
                 """What SIGHUP asks of `stepline serve`: the scenario folder and the MCP config read again now."""

@@ -17,6 +17,8 @@ from web.schemas import (
     FORM_SCHEMA,
     PIXEL_PNG,
     REQUEST_ID,
+    RESUME_QUESTION,
+    RESUME_REQUEST_ID,
     SAMPLING_MESSAGES,
     SAMPLING_REQUEST_ID,
     STARTED_BY,
@@ -44,6 +46,8 @@ ARTICLE = {
     "published_at": "2024-03-07T10:00:00+00:00",
     "cites": ["https://ledger.example.org/2024/03/06/lighthouse-library-what-we-know"],
 }
+# A run Stepline restarted under while its step 'publish' (a tool not known to be safe to call twice) was running.
+RESUMED_RUN_ID = "8e4b2f17-6c3a-4d95-b0e8-3a7f1c9d2e64"
 NOT_ARCHIVED = f"Error executing tool check_archive: No archived copy of {ARTICLE_URL}: the archive never captured it"
 EARLIEST_CONDITION = "{{ steps.earliest.output.earliest[0].url != steps.article.output.url }}"
 # The plan of the shipped story_origin_check_v2 scenario, as its run_started records it.
@@ -276,6 +280,10 @@ class InputRequestedEvent(_StepEvent):
          "created_at": "2026-04-24T09:32:40.310+00:00", "expires_at": "2026-04-25T09:32:40.310+00:00",
          "url": "https://auth.daily.example.com/authorize?request=7f3c", "elicitation_id": "7f3c", "durable": False,
          "run_status": "waiting"},
+        {"type": "input_requested", "run_id": RESUMED_RUN_ID, "seq": 7, "request_id": RESUME_REQUEST_ID,
+         "step_name": "publish", "index": 2, "item_index": None, "kind": "resume", "message": RESUME_QUESTION,
+         "created_at": "2026-04-24T10:02:44.910+00:00", "expires_at": "2026-04-25T10:02:44.910+00:00",
+         "steps": ["publish"], "durable": True, "run_status": "waiting"},
     )
 
     type: Literal[EventType.INPUT_REQUESTED]
@@ -298,6 +306,9 @@ class InputRequestedEvent(_StepEvent):
     temperature: float | None = Field(None, description="sampling.")
     stop_sequences: list[str] | None = Field(None, description="sampling.")
     include_context: str | None = Field(None, description="sampling.")
+    steps: list[str] | None = Field(
+        None, description="resume: the steps that were running when Stepline stopped, run again on a Resume."
+    )
     durable: bool = Field(description="Whether it is asked again after a restart of Stepline.")
     run_status: Literal[RunStatus.WAITING] = Field(description="The run's status now.")
 
@@ -340,7 +351,9 @@ class InputDraftedEvent(_StepEvent):
 class RunResumedEvent(_Event):
     model_config = _examples(
         {"type": "run_resumed", "run_id": WAITING_RUN_ID, "seq": 11, "attempt": 1,
-         "resumed_at": "2026-04-24T10:02:44.913+00:00", "waiting_steps": ["approve"], "rerun_steps": [], "by": None}
+         "resumed_at": "2026-04-24T10:02:44.913+00:00", "waiting_steps": ["approve"], "rerun_steps": [], "by": None},
+        {"type": "run_resumed", "run_id": RESUMED_RUN_ID, "seq": 9, "attempt": 1,
+         "resumed_at": "2026-04-24T10:05:31.207+00:00", "waiting_steps": [], "rerun_steps": ["publish"], "by": ALICE},
     )
 
     type: Literal[EventType.RUN_RESUMED]
@@ -348,7 +361,10 @@ class RunResumedEvent(_Event):
     resumed_at: str
     waiting_steps: list[str] = Field(description="The steps that wait again on their open requests.")
     rerun_steps: list[str] = Field(description="The steps called again from the start.")
-    by: Actor | None = Field(description="Who resumed it; null for the server itself, at start.")
+    by: Actor | None = Field(
+        description="Who resumed it (the Resume button, POST /api/runs/{run_id}/resume); null for the server itself, "
+        "at start."
+    )
 
 
 EVENT_MODELS: dict[EventType, type[BaseModel]] = {

@@ -57,6 +57,7 @@ class RequestKind(StrEnum):
     URL = "url"  # a page to visit (a login, a payment), confirmed by the person
     SAMPLING = "sampling"  # a model completion, written or reviewed by the person
     APPROVAL = "approval"  # a scenario's approval step
+    RESUME = "resume"  # steps that may have partly run before a restart: run them again? (web.resume)
 
 
 class AnswerAction(StrEnum):

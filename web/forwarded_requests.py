@@ -16,9 +16,9 @@ from web.events import AnswerAction, RequestKind
 
 def can_answer(capabilities: types.ClientCapabilities | None, request: dict[str, Any]) -> bool:
     """Whether a client that declared `capabilities` can be asked `request` (an input_requested event)."""
-    if capabilities is None:
-        return False
     kind = request["kind"]
+    if capabilities is None or kind == RequestKind.RESUME:  # whether to run again what may have partly run: a person's
+        return False
     if kind == RequestKind.SAMPLING:
         return capabilities.sampling is not None
     elicitation = capabilities.elicitation

@@ -194,7 +194,11 @@ class Inbox:
             raise AnswerInvalid([problem])
         content = answer_content(request, content) if action == AnswerAction.ACCEPT else None
         waiting = self._waiting.get(request_id)
-        if waiting is None or waiting.done():
+        if waiting is not None and waiting.done():
+            raise RequestClosed(f"Request {request_id} is not being waited on any more")
+        # A durable request outlives whoever waited on it: answered while its run is down or waits for a Resume,
+        # its step takes the recorded answer when it goes on (web.resume).
+        if waiting is None and not request.get("durable"):
             raise RequestClosed(f"Request {request_id} is not being waited on any more")
         record.emit(
             input_answered(
@@ -209,7 +213,8 @@ class Inbox:
             )
         )
         answer = Answer(request_id, action, content, by)
-        waiting.set_result(answer)
+        if waiting is not None:
+            waiting.set_result(answer)
         return answer
 
     def draft(self, record: RunRecord, request_id: str, draft: dict[str, Any], *, by: Actor | None) -> None:
@@ -265,7 +270,7 @@ def answer_schema(request: dict[str, Any]) -> dict[str, Any] | None:
     kind = request["kind"]
     if kind == RequestKind.SAMPLING:
         return SAMPLING_ANSWER_SCHEMA
-    if kind == RequestKind.URL:
+    if kind in (RequestKind.URL, RequestKind.RESUME):
         return None
     return request.get("requested_schema") or APPROVAL_DEFAULT_SCHEMA
 

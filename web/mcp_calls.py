@@ -73,6 +73,16 @@ def read_call_state(text: str) -> tuple[str, int]:
     return run_id, after
 
 
+def stopped_result(record: RunRecord) -> types.CallToolResult:
+    """The answer to a call whose server stops before its run ends: the run goes on after the restart."""
+    run_id = record.run_id
+    text = (
+        f"Stepline stopped before run {run_id} ended ({record.state.status}); the run goes on when Stepline "
+        f"starts again. Read it at stepline://runs/{run_id}."
+    )
+    return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+
+
 class CallFollower:
     """Follows `record` for one call (or one leg of it) and gives the call's result."""
 
@@ -106,6 +116,8 @@ class CallFollower:
                     return asked
         finally:
             await self._withdraw()
+        if not self.record.is_finished:  # left to go on after a restart: the server is stopping
+            return stopped_result(self.record)
         scenario = self.service.catalog.get(self.record.state.scenario_id)
         return call_result(self.record, self.caller.links, scenario)
 

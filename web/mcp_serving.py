@@ -29,7 +29,7 @@ from starlette.requests import Request
 
 from web import json_limits, runs
 from web.access import Identity, may_run
-from web.mcp_calls import BadRequestState, Caller, CallFollower, read_call_state
+from web.mcp_calls import BadRequestState, Caller, CallFollower, read_call_state, stopped_result
 from web.mcp_pool import McpPool
 from web.run_resources import read_run, resource_templates, run_resources
 from web.runs import RunService
@@ -226,11 +226,7 @@ class ScenarioServer:
         if following.done():
             return following.result()
         following.cancel()
-        run_id = follower.record.run_id
-        return tool_error(
-            f"Stepline stopped before run {run_id} ended ({follower.record.state.status}); a run waiting for a "
-            f"person goes on waiting when it starts again. Read it at stepline://runs/{run_id}."
-        )
+        return stopped_result(follower.record)
 
     def _cancel_run(self, follower: CallFollower) -> None:
         identity = follower.caller.identity

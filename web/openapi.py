@@ -407,8 +407,9 @@ PATHS: dict[str, dict[str, Any]] = {
             'whose text the `output` reproduces is a reference to it (`{"type": "text", "text_from": "output"}`, '
             "see `StepFinishedEvent`). A request to a person is `input_requested` (its step and the run become "
             "`waiting`), then `input_answered` (who answered, or `expired`); `input_drafted` is a model's draft of a "
-            "sampling reply; `run_resumed` a run that goes on after a restart of Stepline. To resume after a dropped "
-            "connection, send "
+            "sampling reply; `run_resumed` a run that goes on after a restart of Stepline (after an `input_requested` "
+            "of kind `resume` when steps that may have partly run wait for a person's Resume). To resume after a "
+            "dropped connection, send "
             "`Last-Event-ID: <seq>` or `?last_event_id=<seq>`: nothing is lost or repeated. Comments (`: ping`) "
             "keep the connection alive while a step is slow.",
             "parameters": [

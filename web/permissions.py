@@ -25,6 +25,7 @@ ROUTE_ROLES: dict[str, Role | None] = {
     "api_rerun": Role.OPERATOR,
     "api_answer_request": Role.OPERATOR,  # answering is running (and the scenario's run list is judged too)
     "api_draft_reply": Role.OPERATOR,  # asks the configured model, at the operator's cost
+    "api_resume_run": Role.OPERATOR,  # runs steps again (and the scenario's run list is judged too)
     "api_scenarios": Role.VIEWER,
     "api_scenario": Role.VIEWER,
     "api_tools": Role.VIEWER,

@@ -61,6 +61,7 @@ class PlannedStep:
     timeout_seconds: float | None  # None: the server-wide call timeout
     idle_timeout_seconds: float | None
     wait_timeout_seconds: float | None = None  # None: the server-wide wait timeout
+    resume: str | None = None  # "auto" | "ask" | "never"; None: as the tool's annotations say (web.resume)
     kind: str = TOOL
     # An approval's text (a template) and form (a JSON Schema; None: a comment).
     message: Node | None = None
@@ -89,6 +90,8 @@ class PlannedStep:
         }
         if self.kind != TOOL:  # a tool step's plan reads as it did before there were other types
             summary["type"] = self.kind
+        if self.resume is not None:  # likewise, a plan without resume policies reads as before
+            summary["resume"] = self.resume
         return summary
 
 
@@ -236,6 +239,7 @@ class _Compiler:
             timeout_seconds=settings["timeout_seconds"],
             idle_timeout_seconds=settings["idle_timeout_seconds"],
             wait_timeout_seconds=settings["wait_timeout_seconds"],
+            resume=settings["resume"],
             kind=kind,
             message=message,
             approval_schema=approval_schema,
@@ -318,6 +322,7 @@ class _Compiler:
             "timeout_seconds": None,
             "idle_timeout_seconds": None,
             "wait_timeout_seconds": None,
+            "resume": None,
         }
         retry: dict[str, Any] = {}
         layers: list[Any] = []

@@ -75,18 +75,12 @@ SHUT_DOWN = Ending(
     "Interrupted: the server shut down while this run was in progress",
     "Interrupted: the server shut down during this step",
 )
-RESTARTED = Ending(
-    RunStatus.FAILED,
-    "Interrupted by a server restart: the server stopped while this run was in progress",
-    "Interrupted by a server restart: the server stopped during this step",
-    StepStatus.FAILED,
-)
 # A task cancelled by anything else (its own code, a test).
 CANCELLED = Ending(RunStatus.CANCELLED, "Run cancelled", "Cancelled while running")
-# A run only waiting on people when its server shuts down: nothing is recorded, it goes on after the restart
-# (web.resume). Its status is the one it keeps: waiting.
+# A run live when its server shuts down, with a history: nothing is recorded, it goes on after the restart
+# (web.resume).
 SUSPENDED = Ending(
-    RunStatus.WAITING, "Waiting on people across a restart", "Waiting on people across a restart", StepStatus.WAITING
+    RunStatus.RUNNING, "Going on after the restart", "Going on after the restart", StepStatus.RUNNING
 )
 
 
@@ -141,6 +135,11 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         return self.state.run_id
+
+    @property
+    def is_suspended(self) -> bool:
+        """Left unfinished by a server shutting down, to go on after its restart (web.resume): nothing more comes."""
+        return self.stop_reason is SUSPENDED
 
     @property
     def is_finished(self) -> bool:
@@ -226,7 +225,7 @@ class RunRecord:
                 yield event
                 if event["type"] == EventType.RUN_FINISHED:
                     return
-            if self.is_finished:
+            if self.is_finished or self.is_suspended:
                 return
             await appended.wait()
 
@@ -287,15 +286,13 @@ class RunRegistry:
         max_size: int,
         *,
         store: RunStore | None = None,
-        can_resume: Callable[[RunRecord], bool] | None = None,
     ) -> None:
-        """`can_resume`: whether an unfinished run only waits on people and may go on after a restart
-        (web.resume); such a run is left waiting at shutdown and kept at start. None: every run is ended."""
+        """With a `store`, runs outlive the process (web.resume): left as they are at shutdown, kept at start
+        for the runner to resume. Without one, they end with it."""
         self.max_size = max_size
         self.store = store
-        self.can_resume = can_resume
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
-        # Runs the history left waiting on people, kept at start until they are resumed (web.resume).
+        # Runs the history left unfinished, kept at start until the runner resumes or ends them (web.resume).
         self._suspended: list[RunRecord] = []
         if store is not None:
             store.on_commit = self._saved
@@ -422,17 +419,16 @@ class RunRegistry:
         return record
 
     def stop_live(self) -> list[asyncio.Task[None]]:
-        """Cancel every live run; each records its own ending (run_finished, failed: interrupted), except a run
-        only waiting on people, which records nothing and goes on after the restart."""
+        """Cancel every live run. With a store, each records nothing more and goes on after the restart
+        (web.resume); without one, each records its ending (run_finished, failed: interrupted)."""
         records = [record for record in self.active() if record.task is not None]
         for record in records:
             # Only a run on disk can go on after the restart.
-            resumable = self.store is not None and self.can_resume is not None and self.can_resume(record)
-            if record.stop_reason is None and resumable:
-                record.stop_reason = SUSPENDED
-            record.stop_reason = record.stop_reason or SHUT_DOWN
+            record.stop_reason = record.stop_reason or (SUSPENDED if self.store is not None else SHUT_DOWN)
             assert record.task is not None
             record.task.cancel()
+            if record.is_suspended:
+                record._wake_now()  # its followers end: nothing more comes before the restart
         return [record.task for record in records if record.task is not None]
 
     async def cancel_all(self) -> None:
@@ -453,32 +449,22 @@ class RunRegistry:
             await self.store.aclose()
 
     async def recover(self) -> list[str]:
-        """End every stored run still queued, running or waiting as failed (interrupted) and save that ending,
-        except those only waiting on people (`can_resume`): kept, for `take_suspended`. The ids of those ended.
-
-        Runs a previous process was executing when it stopped, gracefully or not: their streams and
-        pages must say how they ended rather than wait for ever.
-        """
+        """Keep every stored run still queued, running or waiting (a stopped process left it unfinished,
+        gracefully or not) for the runner to resume or end (`take_suspended`); their ids."""
         if self.store is None:
             return []
-        ended = []
+        kept = []
         for row, stored in self.store.unfinished():
             record = RunRecord.restore(row, stored, sink=self.store.add_event)
-            if self.can_resume is not None and self.can_resume(record):
-                self._suspended.append(record)
-                self._runs[record.run_id] = record
-                continue
-            close(record, RESTARTED)
-            ended.append(row.run_id)
-        await self.store.sync()
-        if ended:
-            log.warning(
-                "%d run(s) were in progress when the server last stopped; recorded as failed (interrupted)", len(ended)
-            )
-        return ended
+            self._suspended.append(record)
+            self._runs[record.run_id] = record
+            kept.append(row.run_id)
+        if kept:
+            log.warning("%d run(s) were unfinished when the server last stopped: they go on", len(kept))
+        return kept
 
     def take_suspended(self) -> list[RunRecord]:
-        """The runs `recover` kept waiting on people, each once, for the runner to resume or end."""
+        """The runs `recover` kept, each once, for the runner to resume or end."""
         suspended, self._suspended = self._suspended, []
         return suspended
 

@@ -24,12 +24,14 @@ ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     RequestKind.URL: (("accept", "I have done it"), ("decline", "Decline"), ("cancel", "Cancel")),
     RequestKind.SAMPLING: (("accept", "Send"), ("decline", "Decline")),
     RequestKind.APPROVAL: (("accept", "Approve"), ("decline", "Reject"), ("cancel", "Dismiss")),
+    RequestKind.RESUME: (("accept", "Resume"), ("decline", "End the run")),
 }
 KIND_NAMES = {
     RequestKind.ELICITATION: "Form",
     RequestKind.URL: "Web page",
     RequestKind.SAMPLING: "Model reply",
     RequestKind.APPROVAL: "Approval",
+    RequestKind.RESUME: "Resume after a restart",
 }
 # The sampling reply's control; its draft's model is sent along only when the text is the draft's own.
 REPLY_FIELD = "reply"

@@ -1,5 +1,6 @@
-"""Answering what a run asks people: POST /api/runs/{run_id}/requests/{request_id}, and a model's draft of a
-sampling reply. The run service judges and records; these handlers parse and render."""
+"""Answering what a run asks people: POST /api/runs/{run_id}/requests/{request_id}, a model's draft of a
+sampling reply, and the Resume of a run that waits for one after a restart (POST /api/runs/{run_id}/resume).
+The run service judges and records; these handlers parse and render."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from web.runs import AnswerInvalid, HistoryFailing
 from web.schemas import (
     ALICE,
     REQUEST_ID,
+    RESUME_REQUEST_ID,
     RUN_ID,
     SAMPLING_REQUEST_ID,
     SCENARIO_ID,
@@ -93,6 +95,26 @@ class DraftResponse(BaseModel):
     draft: SamplingDraft = Field(description="The model's reply: also in the snapshot's request, until answered.")
 
 
+class ResumeResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"run_id": RUN_ID, "request_id": RESUME_REQUEST_ID, "steps": ["publish"], "resumed_by": ALICE,
+                 "resumed_at": "2026-04-24T10:05:31.204+00:00", "status": "running"}
+            ]
+        }
+    )
+
+    run_id: str
+    request_id: str = Field(description="The Resume request it answered (`kind` `resume` in `pending_requests`).")
+    steps: list[str] = Field(description="The steps run again from the start (a for_each: its items not ended).")
+    resumed_by: Actor | None = Field(description="Who resumed it, as the run records it (`run_resumed`'s `by`).")
+    resumed_at: str
+    status: RunStatus = Field(
+        description="The run's status now: `running` as it goes on, or `waiting` while other requests are open."
+    )
+
+
 async def answer_request(request: Request) -> Response:
     body = await read_json(request, AnswerBody)
     service = request.state.run_service
@@ -123,7 +145,18 @@ async def draft_reply(request: Request) -> Response:
     return model_response(DraftResponse(run_id=run_id, request_id=request_id, draft=draft))
 
 
+async def resume_run(request: Request) -> Response:
+    try:
+        resumed = await request.state.run_service.resume_run(request.path_params["run_id"], by=identity_of(request))
+    except HistoryFailing as exc:
+        raise HTTPException(503, str(exc), headers=RETRY_AFTER) from None
+    except StoreError as exc:
+        raise HTTPException(503, f"Resumed, but not yet on disk: {exc}", headers=RETRY_AFTER) from None
+    return model_response(ResumeResponse.model_validate(resumed, from_attributes=True))
+
+
 routes = [
+    Route("/api/runs/{run_id}/resume", resume_run, methods=["POST"], name="api_resume_run"),
     Route("/api/runs/{run_id}/requests/{request_id}", answer_request, methods=["POST"], name="api_answer_request"),
     Route("/api/runs/{run_id}/requests/{request_id}/draft", draft_reply, methods=["POST"], name="api_draft_reply"),
 ]
@@ -180,6 +213,52 @@ CONTENT_INVALID = {
 }
 
 PATHS: dict[str, dict[str, Any]] = {
+    "/api/runs/{run_id}/resume": {
+        "post": {
+            "summary": "Resume a run after a restart",
+            "description": "A run whose steps were running when Stepline stopped goes on by itself after the "
+            'restart when calling them again is safe (the step says `"resume": "auto"`, or its tool is '
+            "annotated `idempotentHint` or `readOnlyHint`). Otherwise it waits (`waiting`, a `pending_requests` "
+            "entry of kind `resume` naming the `steps`), since those steps may have partly run. This accepts that "
+            "request: the steps run again from the start (a for_each step: only its items that had not ended), "
+            "the steps that had ended keep their results, and a `run_resumed` event names who resumed it. To end "
+            "the run instead, decline the request (POST /api/runs/{run_id}/requests/{request_id} "
+            '`{"action": "decline"}`): it fails "Not resumed after a server restart (declined by …)". '
+            "Resuming is running: it needs the operator role and, when the scenario has an `access.run` list, a "
+            "place on it. No body.",
+            "parameters": [PARAMETERS[0]],
+            "responses": {
+                "200": json_response("The Resume, recorded on disk", ResumeResponse),
+                "403": error_responses(
+                    "Identified, but not allowed: resuming is running, so it needs the operator role and a place on "
+                    "the scenario's `access.run` list (when it has one)",
+                    role_too_low="Refused: this needs the operator role; yours is viewer",
+                    not_on_the_run_list=f"Refused: you may not resume runs of scenario '{SCENARIO_ID}' (its run "
+                    "list names neither you nor your groups)",
+                ),
+                "404": error_response(
+                    "Unknown run (or a run of a scenario you may not see)", f"Unknown run_id: {RUN_ID}"
+                ),
+                "409": error_responses(
+                    "The run waits for no Resume: it is running, waiting on other requests, or has ended (or its "
+                    "Resume was answered already)",
+                    running=f"Run {RUN_ID} is not waiting for a Resume (it is running)",
+                    ended=f"Run {RUN_ID} is not waiting for a Resume (it is failed)",
+                ),
+                "503": {
+                    "headers": HISTORY_FAILING["headers"],
+                    **error_responses(
+                        "The run history cannot be written (see /healthz); try again after `Retry-After` seconds",
+                        not_resumed="Not answered: run history .stepline/stepline.db cannot be written: database "
+                        "or disk is full [SQLITE_FULL] (is the disk full or the directory read-only?)",
+                        resumed_not_on_disk="Resumed, but not yet on disk: run history in .stepline cannot be "
+                        "written: database or disk is full [SQLITE_FULL] (is the disk full or the directory "
+                        "read-only?)",
+                    ),
+                },
+            },
+        }
+    },
     "/api/runs/{run_id}/requests/{request_id}": {
         "post": {
             "summary": "Answer a request",
@@ -260,4 +339,4 @@ PATHS: dict[str, dict[str, Any]] = {
         }
     },
 }
-MODELS: list[type[BaseModel]] = [AnswerBody, AnswerResponse, DraftResponse]
+MODELS: list[type[BaseModel]] = [AnswerBody, AnswerResponse, DraftResponse, ResumeResponse]

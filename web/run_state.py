@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from web.events import STRUCTURED_IS_OUTPUT, TERMINAL_RUN_STATUSES, EventType, RunStatus, StepStatus
+from web.events import STRUCTURED_IS_OUTPUT, TERMINAL_RUN_STATUSES, EventType, RequestKind, RunStatus, StepStatus
 from web.step_content import full_content
 
 STEP_EVENTS = frozenset(
@@ -200,6 +200,8 @@ class RunState:
             self.started_at = event["started_at"]
             self.plan = event.get("plan")
             self.started_by = event.get("started_by") or self.started_by
+        elif kind == EventType.RUN_RESUMED:
+            self._drop_dead_requests()
         elif kind == EventType.RUN_FINISHED:
             self.pending = {}
             self.status = event["status"]
@@ -214,6 +216,8 @@ class RunState:
             step.seq = event.get("seq", step.seq)
             if kind == EventType.STEP_STARTED:
                 step.started(event)
+                # A new attempt (or the step run again after a restart) waits on nothing asked before it.
+                self._drop_requests_of(step.node_id)
             elif kind == EventType.STEP_PROGRESS:
                 step.progress = event["progress"]
                 step.total = event.get("total")
@@ -232,6 +236,8 @@ class RunState:
         request_id = event["request_id"]
         step = self.steps.get(event["step_name"])
         if kind == EventType.INPUT_REQUESTED:
+            if event.get("kind") == RequestKind.RESUME:
+                self._drop_dead_requests()
             self.pending[request_id] = {key: value for key, value in event.items() if key not in _NOT_SHOWN}
             if step is not None:
                 step.seq = event.get("seq", step.seq)
@@ -263,6 +269,16 @@ class RunState:
                     step.status = StepStatus.RUNNING.value
             if not self.pending and self.status == RunStatus.WAITING:
                 self.status = RunStatus.RUNNING.value
+
+    def _drop_dead_requests(self) -> None:
+        """After a restart (a Resume asked, or the run resumed), the requests that lived only on a connection of
+        the process that stopped (a server asking over its session) are gone: only durable ones stay open."""
+        for request_id, request in list(self.pending.items()):
+            if not request.get("durable"):
+                del self.pending[request_id]
+                step = self.steps.get(request["step_name"])
+                if step is not None and request_id in step.waiting_on:
+                    step.waiting_on.remove(request_id)
 
     def _drop_requests_of(self, step_name: str) -> None:
         """A step that ended waits for nothing: its requests are no longer open."""

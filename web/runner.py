@@ -19,6 +19,7 @@ from typing import Any
 from web.events import (
     TERMINAL_STEP_STATUSES,
     EventType,
+    RequestKind,
     RunStatus,
     StepStatus,
     run_finished,
@@ -27,13 +28,23 @@ from web.events import (
     step_finished,
 )
 from web.expressions import OMIT, EvaluationError
-from web.inbox import DEFAULT_WAIT_SECONDS, Inbox
+from web.inbox import DEFAULT_WAIT_SECONDS, Ask, Inbox
 from web.json_limits import MESSAGE_MAX_CHARS, bounded, safe_text
 from web.mcp_pool import McpPool
 from web.mcp_server import describe
 from web.plan import Plan, PlannedStep
-from web.registry import CANCELLED, RESTARTED, SUSPENDED, RunRecord, RunRegistry, close
-from web.resume import ResumedStep, not_resumed, scenario_changed, waiting_steps
+from web.registry import CANCELLED, SUSPENDED, Ending, RunRecord, RunRegistry, close
+from web.resume import (
+    AUTO,
+    NEVER,
+    RerunStep,
+    Restart,
+    ResumedStep,
+    not_resumed,
+    restart_of,
+    resume_question,
+    scenario_changed,
+)
 from web.run_state import StepState, utc_now
 from web.scenarios import Catalog, Scenario
 from web.step_runner import RunContext, StepRun, settle
@@ -87,29 +98,70 @@ class Runner:
     async def run(self, record: RunRecord, scenario: Scenario) -> None:
         await _Execution(self._context(record), scenario.plan).run(scenario.scenario_id)
 
-    async def resume(self, record: RunRecord, scenario: Scenario, waiting: dict[str, ResumedStep]) -> None:
-        """Go on with a run a stopped process left waiting on people (web.resume): `waiting`, its steps in flight."""
-        await _Execution(self._context(record), scenario.plan).resume(waiting)
-
-    async def resume_waiting(self, catalog: Catalog) -> list[str]:
-        """Resume each run the history left waiting on people (web.registry.RunRegistry.recover kept them); the
-        ids of those resumed. Those that cannot go on end, saying why."""
+    async def resume_unfinished(self, catalog: Catalog) -> list[str]:
+        """Go on with each run the history left unfinished (web.registry.RunRegistry.recover kept them); the ids
+        of those that go on. Those that cannot (their scenario gone or changed) end, saying why."""
         resumed = []
         for record in self.registry.take_suspended():
             if record.is_finished:
                 continue
             scenario = catalog.get(record.state.scenario_id)
-            why = scenario_changed(record, scenario)
-            steps = waiting_steps(record) if why is None else None
-            if scenario is None or why is not None or steps is None:
-                close(record, not_resumed(why) if why is not None else RESTARTED)
+            if record.state.started_at is not None and record.state.plan is None:
+                close(record, not_resumed("it was recorded before runs recorded their plan"))
                 continue
-            self.registry.start(record, lambda r, s=scenario, w=steps: self.resume(r, s, w))
+            if record.state.started_at is None:  # queued, never started: nothing ran, it starts now as it would have
+                if scenario is None:
+                    close(record, not_resumed(f"its scenario '{record.state.scenario_id}' is no longer served"))
+                    continue
+                self.registry.start(record, lambda r, s=scenario: self.run(r, s))
+            else:
+                why = scenario_changed(record, scenario)
+                if scenario is None or why is not None:
+                    close(record, not_resumed(why or "its scenario is gone"))
+                    continue
+                self.registry.start(record, lambda r, s=scenario: self.restart(r, s))
             resumed.append(record.run_id)
         await self.registry.sync()
         if resumed:
-            log.warning("%d run(s) waiting on people when the server last stopped go on waiting", len(resumed))
+            log.warning("%d run(s) unfinished when the server last stopped go on", len(resumed))
         return resumed
+
+    async def restart(self, record: RunRecord, scenario: Scenario) -> None:
+        """Go on with a run its stopped process left unfinished, as web.resume says: at once when every step to
+        run again may be, after a person's Resume when one may have partly run, or not at all (never)."""
+        restart = await restart_of(record, scenario.plan, self.pool.locate)
+        if restart.policy == NEVER:
+            never = [name for name, step in restart.rerun.items() if step.policy == NEVER]
+            close(record, not_resumed(f'step \'{never[0]}\' says "resume": "never"'))
+            return
+        by = None
+        if restart.policy != AUTO:
+            try:
+                answer = await self._ask_to_resume(record, scenario, restart)
+            except asyncio.CancelledError:
+                ending = record.stop_reason or CANCELLED
+                if ending is not SUSPENDED:
+                    close(record, ending)
+                raise
+            if not answer.accepted:
+                who = (answer.by or {}).get("name", "nobody")
+                close(record, _not_resumed_by(answer.action, who))
+                return
+            by = answer.by
+            # Requests answered meanwhile (an approval waiting across the restart) are taken as answered.
+            restart = await restart_of(record, scenario.plan, self.pool.locate)
+        await _Execution(self._context(record), scenario.plan).resume(restart.waiting, restart.rerun, by=by)
+
+    async def _ask_to_resume(self, record: RunRecord, scenario: Scenario, restart: Restart) -> Any:
+        """A person's answer to whether steps that may have partly run run again (a durable request: asked
+        again, not anew, if the server stops before anyone answers)."""
+        unsafe = [name for name, step in restart.rerun.items() if step.policy != AUTO] or list(restart.rerun)
+        first = min(unsafe, key=lambda name: scenario.plan.step(name).index)
+        step = scenario.plan.step(first)
+        ask = Ask(RequestKind.RESUME, resume_question(restart), {"steps": list(restart.rerun)}, durable=True)
+        return await self.inbox.ask(
+            record, step.name, step.index, ask, wait_seconds=self.wait_timeout, again=restart.asked
+        )
 
     def _context(self, record: RunRecord) -> RunContext:
         return RunContext(
@@ -143,6 +195,8 @@ class _Execution:
         self.inline: StepRun | None = None
         self.tolerated: list[PlannedStep] = []
         self.failure: StepRun | None = None
+        # Steps in flight when the run's last process stopped, run again now (web.resume).
+        self.reruns: dict[str, RerunStep] = {}
 
     async def run(self, scenario_id: str) -> None:
         self.record.emit(
@@ -152,11 +206,19 @@ class _Execution:
         )
         await self._drive()
 
-    async def resume(self, waiting: dict[str, ResumedStep]) -> None:
-        """Go on from what the run's events say: finished steps stay as they ended, `waiting` ones wait again."""
+    async def resume(
+        self, waiting: dict[str, ResumedStep], rerun: dict[str, RerunStep], *, by: dict[str, Any] | None = None
+    ) -> None:
+        """Go on from what the run's events say: finished steps stay as they ended, `waiting` ones wait again,
+        `rerun` ones run again from the start (a for_each: its items that had not ended)."""
         record = self.record
         attempt = 1 + sum(event["type"] == EventType.RUN_RESUMED for event in record.events)
-        record.emit(run_resumed(attempt=attempt, resumed_at=utc_now(), waiting_steps=list(waiting), rerun_steps=[]))
+        record.emit(
+            run_resumed(
+                attempt=attempt, resumed_at=utc_now(), waiting_steps=list(waiting), rerun_steps=list(rerun), by=by
+            )
+        )
+        self.reruns = rerun
         ended = {name: state for name, state in record.state.steps.items() if state.status in TERMINAL_STEP_STATUSES}
         for name in [*ended, *waiting]:
             del self.waiting[name]
@@ -185,7 +247,7 @@ class _Execution:
                 await self._schedule()
         except asyncio.CancelledError:
             ending = record.stop_reason or CANCELLED
-            if ending is SUSPENDED:  # only waiting on people: left as it is, to go on after the restart
+            if ending is SUSPENDED:  # left as it is, to go on after the restart
                 await settle(self.running)
                 raise
             # Who cancelled says how the run ends: a user (cancelled), a shutdown (failed, interrupted)…
@@ -218,7 +280,7 @@ class _Execution:
         while True:
             if len(self.ready) == 1 and not self.running:
                 # Alone: nothing else can start before it ends, so it needs no task of its own.
-                self.inline = StepRun(self.context, self.ready.pop())
+                self.inline = self._step_run(self.ready.pop())
                 del self.waiting[self.inline.step.name]
                 status = await self.inline.run()
                 step_run, self.inline = self.inline, None
@@ -226,7 +288,7 @@ class _Execution:
             else:
                 for step in self.ready:
                     del self.waiting[step.name]
-                    step_run = StepRun(self.context, step)
+                    step_run = self._step_run(step)
                     self.running[asyncio.create_task(step_run.run(), name=f"step {step.name}")] = step_run
                 self.ready = []
                 if not self.running:
@@ -240,6 +302,9 @@ class _Execution:
                 return
             if not self.ready and not self.running:
                 return
+
+    def _step_run(self, step: PlannedStep) -> StepRun:
+        return StepRun(self.context, step, rerun=self.reruns.get(step.name))
 
     def _ended(self, step_run: StepRun, status: StepStatus) -> None:
         step = step_run.step
@@ -312,6 +377,13 @@ def result_of(state: StepState) -> dict[str, Any]:
         "content": content,
         "structured": state.structured,
     }
+
+
+def _not_resumed_by(action: str, who: str) -> Ending:
+    """How a run ends whose Resume a person declined (or let expire)."""
+    said = "expired: nobody answered" if action == "expired" else f"declined by {who}"
+    message = f"Not resumed after a server restart ({said})"
+    return Ending(RunStatus.FAILED, message, message, StepStatus.FAILED)
 
 
 def _ended_before(context: RunContext, step: PlannedStep, state: StepState) -> StepRun:

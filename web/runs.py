@@ -129,6 +129,19 @@ class Answered:
     status: str
 
 
+@dataclass(frozen=True)
+class Resumed:
+    """A run's Resume after a restart, once on disk: the steps it runs again, who resumed it and when, and the
+    run's status then."""
+
+    run_id: str
+    request_id: str
+    steps: list[str]
+    resumed_by: dict[str, Any] | None
+    resumed_at: str
+    status: str
+
+
 class RunService:
     """Runs of the catalog's scenarios, launched by the runner and kept by the registry."""
 
@@ -256,6 +269,24 @@ class RunService:
             answered_by=answer.by,
             answered_at=answered["answered_at"],
             status=record.state.status,
+        )
+
+    async def resume_run(self, run_id: str, *, by: Identity | None) -> Resumed:
+        """Accept the run's open Resume request (web.resume): the steps that may have partly run before a restart
+        run again. RequestClosed when the run waits for no Resume; otherwise raises as `answer` does."""
+        record = self.run(run_id, by)
+        self.require_may_run(by, record.state.scenario_id, "resume runs of")
+        request = next((r for r in record.state.pending.values() if r["kind"] == RequestKind.RESUME), None)
+        if request is None:
+            raise RequestClosed(f"Run {run_id} is not waiting for a Resume (it is {record.state.status})")
+        answered = await self.answer(run_id, request["request_id"], AnswerAction.ACCEPT, None, by=by)
+        return Resumed(
+            run_id=answered.run_id,
+            request_id=answered.request_id,
+            steps=request.get("steps") or [],
+            resumed_by=answered.answered_by,
+            resumed_at=answered.answered_at,
+            status=answered.status,
         )
 
     async def draft(

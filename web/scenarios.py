@@ -95,6 +95,9 @@ class StepSettings(BaseModel):
     idle_timeout_seconds: float | None = Field(None, gt=0)
     # None: the server's wait timeout (STEPLINE_WAIT_TIMEOUT, a day).
     wait_timeout_seconds: float | None = Field(None, gt=0)
+    # What a step in flight when its process died does at the restart: run again (auto), wait for a person's
+    # Resume (ask), or fail the run (never). None: auto when its tool is annotated idempotent or read-only.
+    resume: Literal["auto", "ask", "never"] | None = None
 
 
 class StepV2(StepSettings, Step):

@@ -136,6 +136,12 @@ class PlanStep(BaseModel):
     on_error: Literal["fail", "continue"] = Field(description="`continue`: its failure does not fail the run.")
     max_attempts: int = Field(ge=1, description="Attempts allowed by its `retry` (1: no retry).")
     description: str = ""
+    # Absent unless the scenario sets it, as runs recorded it before there were resume policies.
+    resume: Literal["auto", "ask", "never"] | None = Field(
+        None, exclude_if=lambda policy: policy is None, description="What the step does when Stepline restarts "
+        "while it runs, as the scenario says: `auto` (run again), `ask` (wait for a Resume) or `never` (the run "
+        "fails); absent: auto when its tool is annotated idempotent or read-only, else ask."
+    )
 
 
 REQUEST_ID = "9b1f0c7e4d2a4e61a8c3f5b7d9e0a1c2"
@@ -275,7 +281,31 @@ class SamplingRequest(_PendingRequest):
     )
 
 
-PendingRequest = Annotated[FormRequest | UrlRequest | SamplingRequest, Field(discriminator="kind")]
+RESUME_REQUEST_ID = "a7d2c9e04f1b4d6e8c3a5b0f9e2d7c61"
+RESUME_QUESTION = (
+    "Stepline stopped while step 'publish' was running: it may have partly run (its tool may have done some of its "
+    "work). Resume runs it again from the start; the steps that had ended keep their results."
+)
+
+
+class ResumeRequest(_PendingRequest):
+    """Stepline restarted while steps whose tools are not known to be safe to call twice were running: a person
+    says whether they run again from the start (accept: Resume) or the run ends (decline: End the run)."""
+
+    model_config = _examples(
+        {"request_id": RESUME_REQUEST_ID, "step_name": "publish", "item_index": None, "kind": "resume",
+         "message": RESUME_QUESTION, "created_at": "2026-04-24T10:02:44.910+00:00",
+         "expires_at": "2026-04-25T10:02:44.910+00:00", "durable": True, "steps": ["publish"]}
+    )
+
+    kind: Literal[RequestKind.RESUME]
+    steps: list[str] = Field(
+        description="The steps that were running when Stepline stopped: a Resume runs them again from the start "
+        "(a for_each step: only its items that had not ended). Accept it with POST /api/runs/{run_id}/resume."
+    )
+
+
+PendingRequest = Annotated[FormRequest | UrlRequest | SamplingRequest | ResumeRequest, Field(discriminator="kind")]
 
 
 class StepStateModel(BaseModel):
@@ -631,7 +661,8 @@ class ScenarioRunResponse(BaseModel):
     pending_requests: list[PendingRequest] = Field(
         [],
         description="The requests waiting for a person, in the order asked: a form (`elicitation`, `approval`), a "
-        "page to visit (`url`) or a model's reply (`sampling`). Answer each with "
+        "page to visit (`url`), a model's reply (`sampling`) or, after a restart, whether steps that may have "
+        "partly run run again (`resume`: `POST /api/runs/{run_id}/resume`). Answer each with "
         "`POST /api/runs/{run_id}/requests/{request_id}`. Empty unless the run is `waiting`.",
     )
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from web.approval import answer_of, approval_ask, approval_message, approval_outcome
 from web.events import (
     STRUCTURED_IS_OUTPUT,
+    EventType,
+    RequestKind,
     StepStatus,
     step_finished,
     step_item_finished,
@@ -32,7 +34,7 @@ from web.mcp_pool import McpPool, ToolInfo, ToolLookupError
 from web.mcp_server import PersonDeclined, ServerUnavailable, ToolCallError, WaitExpired, describe
 from web.plan import PlannedStep
 from web.registry import RunRecord
-from web.resume import ResumedStep
+from web.resume import RerunStep, ResumedStep, step_events
 from web.run_state import utc_now
 from web.step_asker import StepAsker
 from web.step_inputs import StepInputError, for_each_items, missing_required, required_arguments
@@ -81,11 +83,22 @@ class StepRun:
     `resumed`: a step that was waiting on people when the process stopped, going on from where it was.
     """
 
-    def __init__(self, context: RunContext, step: PlannedStep, resumed: ResumedStep | None = None) -> None:
+    def __init__(
+        self,
+        context: RunContext,
+        step: PlannedStep,
+        resumed: ResumedStep | None = None,
+        *,
+        rerun: RerunStep | None = None,
+    ) -> None:
         self.context = context
         self.step = step
         self.resumed = resumed
+        # A for_each step in flight when the run's last process stopped: its items that ended are kept.
+        self.ended_items = rerun.ended_items if rerun is not None and step.for_each is not None else None
         self.started_at: str | None = resumed.started_at if resumed is not None else None
+        if self.ended_items is not None and rerun is not None:
+            self.started_at = rerun.started_at
         self.status: StepStatus | None = None  # set once step_finished is recorded
         self.message = ""
 
@@ -202,10 +215,21 @@ class StepRun:
     async def _run_for_each(self, for_each: Node, scope: Mapping[str, Any]) -> StepStatus:
         items = for_each_items(self.step, for_each, scope, self.context.max_for_each_items)
         count = len(items)
-        self._start(None, item_count=count)
         values: list[Any] = [None] * count
         outputs: list[Any] = [None] * count
         failures: dict[int, str] = {}
+        ended = self.ended_items
+        if ended is None:
+            self._start(None, item_count=count)
+            ended = {}
+        for index, item in ended.items():  # ended before a restart: kept, not called again
+            if index >= count:
+                continue
+            if item["status"] == StepStatus.SUCCESS:
+                values[index] = outputs[index] = item.get("output")
+            else:
+                failures[index] = item.get("message") or "failed"
+        asked, answered = self._approvals_before() if self.ended_items is not None else ({}, {})
 
         async def run_item(index: int) -> None:
             item_scope = {**scope, "item": items[index], "item_index": index}
@@ -219,8 +243,10 @@ class StepRun:
             except StepInputError as failure:
                 outcome = ToolOutcome(False, str(failure))
             else:
-                if self.step.is_approval:
-                    outcome = await self._approve(message, index)
+                if self.step.is_approval and index in answered:
+                    outcome = approval_outcome(answer_of(answered[index]), self._wait_seconds())
+                elif self.step.is_approval:
+                    outcome = await self._approve(message, index, again=asked.get(index))
                 else:
                     outcome, attempt = await self._attempts(arguments, omitted, index)
             message = safe_text(outcome.message, MESSAGE_MAX_CHARS)
@@ -241,7 +267,7 @@ class StepRun:
                 )
             )
 
-        await _each(self.step.name, range(count), run_item, self.step.max_parallel)
+        await _each(self.step.name, [i for i in range(count) if i not in ended], run_item, self.step.max_parallel)
         kept = bounded(outputs, max_bytes=self.context.reader.max_output_bytes)
         notes = [self.context.reader.truncation("Output", kept)] if kept.truncated else []
         status = StepStatus.SUCCESS
@@ -253,6 +279,30 @@ class StepRun:
         return self._finish(status, "; ".join(notes), ToolOutcome(not failures, "", kept.value, value=values))
 
     # --- approval ------------------------------------------------------------------------------------
+
+    def _approvals_before(self) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, Any]]]:
+        """A for_each approval's items asked before a restart, by item: the requests still open (waited on
+        again, not asked anew), and the answers recorded that the item had not acted on."""
+        if not self.step.is_approval:
+            return {}, {}
+        record, name = self.context.record, self.step.name
+        asked = {
+            request["item_index"]: request
+            for request in record.state.pending.values()
+            if request["step_name"] == name and request["kind"] == RequestKind.APPROVAL
+        }
+        events = step_events(record.events, name)
+        requested = {
+            event["request_id"]: event["item_index"]
+            for event in events
+            if event["type"] == EventType.INPUT_REQUESTED and event.get("kind") == RequestKind.APPROVAL
+        }
+        answered = {
+            requested[event["request_id"]]: event
+            for event in events
+            if event["type"] == EventType.INPUT_ANSWERED and event["request_id"] in requested
+        }
+        return asked, answered
 
     def _wait_seconds(self) -> float:
         return self.step.wait_timeout_seconds or self.context.wait_timeout
@@ -430,7 +480,7 @@ def evaluate_input(step: PlannedStep, scope: Mapping[str, Any]) -> tuple[dict[st
     return arguments, omitted
 
 
-async def _each(name: str, indexes: range, work: Any, parallel: int) -> None:
+async def _each(name: str, indexes: Sequence[int], work: Any, parallel: int) -> None:
     """`await work(i)` for each index, at most `parallel` at once; workers pull the next index as they free up."""
     pending: Iterator[int] = iter(indexes)
 

@@ -120,7 +120,7 @@ class RunFeed:
         record = self.record
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.keepalive
-        while seen < len(record.events) or not record.is_finished:
+        while seen < len(record.events) or not (record.is_finished or record.is_suspended):
             if seen == len(record.events):
                 events = record.follow(seen)
                 try:

@@ -124,7 +124,7 @@ class EventStream(Response):
         record, feed = self.record, self.place.feed
         cursor = self.after
         beats = feed.beats
-        while cursor < len(record.events) or not record.is_finished:
+        while cursor < len(record.events) or not (record.is_finished or record.is_suspended):
             if cursor < len(record.events):
                 cursor = await self._send_from(send, cursor)
                 if record.events[cursor - 1]["type"] == EventType.RUN_FINISHED:
