@@ -287,7 +287,9 @@ def test_hostile_markup_is_shown_as_text_and_never_runs(browser: Browser, live: 
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}$"))
     wait_seen(page, "running", "step-0")  # so its fragments stream in
     expect_finished(page, "failed")
-    assert step_states(page)["step-1"] == ["pending", "running", "failed"]
+    # Seen live, pending then failed: a step that fails at once may be sent in one write with its start.
+    states = step_states(page)["step-1"]
+    assert (states[0], states[-1]) == ("pending", "failed") and set(states) <= {"pending", "running", "failed"}
     expect(page.locator("#step-2")).to_have_attribute("data-status", "skipped")
     main = page.locator("main")
     expect(main).to_contain_text('<img src=x onerror="window.__pwned=1">')  # the tool's output, as text

@@ -79,9 +79,7 @@ SHUT_DOWN = Ending(
 CANCELLED = Ending(RunStatus.CANCELLED, "Run cancelled", "Cancelled while running")
 # A run live when its server shuts down, with a history: nothing is recorded, it goes on after the restart
 # (web.resume).
-SUSPENDED = Ending(
-    RunStatus.RUNNING, "Going on after the restart", "Going on after the restart", StepStatus.RUNNING
-)
+SUSPENDED = Ending(RunStatus.RUNNING, "Going on after the restart", "Going on after the restart", StepStatus.RUNNING)
 
 
 def history_refused(why: str) -> Ending:
@@ -101,6 +99,7 @@ class RunRecord:
         *,
         started_by: Actor | None = None,
         sink: Callable[[dict[str, Any]], None] | None = None,
+        history_writing: Callable[[], bool] | None = None,
     ) -> None:
         self.state = RunState(
             run_id=run_id, scenario_id=scenario_id, input=run_input, created_at=created_at, started_by=started_by
@@ -112,20 +111,35 @@ class RunRecord:
         # How many of `events` the store has committed (all of them when there is no store).
         self.saved_seq = 0
         self._sink = sink
+        # Whether the history writes now (None: always); while it fails, readers get events from memory.
+        self._history_writing = history_writing
         self._appended = asyncio.Event()
         self._woken_at = -WAKE_INTERVAL_SECONDS  # the event loop's time of the last wake
         self._wake_later: asyncio.TimerHandle | None = None
 
     @classmethod
     def restore(
-        cls, row: RunRow, events: list[dict[str, Any]], *, sink: Callable[[dict[str, Any]], None] | None = None
+        cls,
+        row: RunRow,
+        events: list[dict[str, Any]],
+        *,
+        sink: Callable[[dict[str, Any]], None] | None = None,
+        history_writing: Callable[[], bool] | None = None,
     ) -> RunRecord:
         """A run rebuilt from its stored row and events: the same fold as when it ran.
 
         Its run_started says who started it; a run that never started has only the row's name, source unknown.
         """
         started_by = {"name": row.started_by, "source": None} if row.started_by is not None else None
-        record = cls(row.run_id, row.scenario_id, row.input, row.created_at, started_by=started_by, sink=sink)
+        record = cls(
+            row.run_id,
+            row.scenario_id,
+            row.input,
+            row.created_at,
+            started_by=started_by,
+            sink=sink,
+            history_writing=history_writing,
+        )
         for event in events:
             record.events.append(event)
             record.state.apply(event)
@@ -135,6 +149,20 @@ class RunRecord:
     @property
     def run_id(self) -> str:
         return self.state.run_id
+
+    @property
+    def readable(self) -> int:
+        """How many of `events` readers are given: with a history, those on disk, so that a reader never sees an
+        event that a crash could take back (a restarted run would reuse its seq); without one, all of them."""
+        if self._sink is None or (self._history_writing is not None and not self._history_writing()):
+            return len(self.events)
+        return min(self.saved_seq, len(self.events))
+
+    @property
+    def is_over(self) -> bool:
+        """Nothing more will be read of it in this process: finished and every event readable, or left for the
+        restart (suspended)."""
+        return (self.is_finished and self.readable == len(self.events)) or self.is_suspended
 
     @property
     def is_suspended(self) -> bool:
@@ -219,13 +247,13 @@ class RunRecord:
         cursor = max(after, 0)
         while True:
             appended = self._appended
-            while cursor < len(self.events):
+            while cursor < self.readable:
                 event = self.events[cursor]
                 cursor += 1
                 yield event
                 if event["type"] == EventType.RUN_FINISHED:
                     return
-            if self.is_finished or self.is_suspended:
+            if self.is_over:
                 return
             await appended.wait()
 
@@ -302,7 +330,15 @@ class RunRegistry:
     def create(self, scenario_id: str, run_input: dict[str, Any], *, started_by: Actor | None = None) -> RunRecord:
         """`started_by`: who started it (web.access.Identity.audit), None for nobody named."""
         sink = self.store.add_event if self.store is not None else None
-        record = RunRecord(str(uuid.uuid4()), scenario_id, run_input, utc_now(), started_by=started_by, sink=sink)
+        record = RunRecord(
+            str(uuid.uuid4()),
+            scenario_id,
+            run_input,
+            utc_now(),
+            started_by=started_by,
+            sink=sink,
+            history_writing=self._history_writing,
+        )
         if self.store is not None:
             # Queued ahead of the run's first event, so the row is on disk before or with it.
             self.store.add_run(summary_of(record.state))
@@ -455,7 +491,7 @@ class RunRegistry:
             return []
         kept = []
         for row, stored in self.store.unfinished():
-            record = RunRecord.restore(row, stored, sink=self.store.add_event)
+            record = RunRecord.restore(row, stored, sink=self.store.add_event, history_writing=self._history_writing)
             self._suspended.append(record)
             self._runs[record.run_id] = record
             kept.append(row.run_id)
@@ -476,7 +512,11 @@ class RunRegistry:
             record = self._runs.get(run_id)
             if record is not None and seq > record.saved_seq:
                 record.saved_seq = seq
+                record._wake_now()  # its readers are given what is now on disk
         self._evict()
+
+    def _history_writing(self) -> bool:
+        return self.store is not None and self.store.error is None
 
     def _refused(self, refusals: list[Refusal]) -> None:
         for refusal in refusals:

@@ -94,7 +94,7 @@ class RunFeed:
         self._waiting: list[asyncio.Future[None]] = []  # streams that have caught up
         self._turns: deque[asyncio.Future[None]] = deque()  # streams with something to write
         self._round: asyncio.Task[None] | None = None  # handing out turns while there are any
-        self._watcher = asyncio.create_task(self._watch(len(record.events)), name=f"stream feed {record.run_id}")
+        self._watcher = asyncio.create_task(self._watch(record.readable), name=f"stream feed {record.run_id}")
 
     def next_change(self) -> asyncio.Future[None]:
         """Done at the next change: a new event, or the next keep-alive beat."""
@@ -120,8 +120,8 @@ class RunFeed:
         record = self.record
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self.keepalive
-        while seen < len(record.events) or not (record.is_finished or record.is_suspended):
-            if seen == len(record.events):
+        while seen < record.readable or not record.is_over:
+            if seen >= record.readable:
                 events = record.follow(seen)
                 try:
                     async with asyncio.timeout_at(next_beat):
@@ -134,7 +134,7 @@ class RunFeed:
                 # The run's task appended and carries on: let it reach its next await (its next MCP
                 # request) before the readers are woken.
                 await asyncio.sleep(0)
-            seen = len(record.events)
+            seen = record.readable
             self._turns.extend(self._waiting)
             self._waiting.clear()
             self._hand_out_turns()

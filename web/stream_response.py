@@ -124,26 +124,26 @@ class EventStream(Response):
         record, feed = self.record, self.place.feed
         cursor = self.after
         beats = feed.beats
-        while cursor < len(record.events) or not (record.is_finished or record.is_suspended):
-            if cursor < len(record.events):
+        while cursor < record.readable or not record.is_over:
+            if cursor < record.readable:
                 cursor = await self._send_from(send, cursor)
                 if record.events[cursor - 1]["type"] == EventType.RUN_FINISHED:
                     return
-                if cursor < len(record.events):
+                if cursor < record.readable:
                     await feed.next_turn()  # more to send: the other streams, and the run, get their turn first
                 continue
             await feed.next_change()
-            if feed.beats != beats and cursor == len(record.events):
+            if feed.beats != beats and cursor >= record.readable:
                 await self._write(send, KEEPALIVE)
             beats = feed.beats
 
     async def _send_from(self, send: Send, cursor: int) -> int:
         """Write the recorded events from `cursor` (as many as one write takes); the cursor after them."""
-        events = self.record.events
+        events, readable = self.record.events, self.record.readable
         started = time.perf_counter()
         frames: list[bytes] = []
         size = 0
-        while cursor < len(events) and len(frames) < MAX_EVENTS_PER_WRITE and size < MAX_BYTES_PER_WRITE:
+        while cursor < readable and len(frames) < MAX_EVENTS_PER_WRITE and size < MAX_BYTES_PER_WRITE:
             event = events[cursor]
             cursor += 1
             frames.append(self.render(event))
