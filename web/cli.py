@@ -83,14 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the role of requests that name nobody: viewer, operator or admin (default: refused, except on a "
         "loopback address, where they are admin)",
     )
-    serve.add_argument(
-        "--root",
-        dest="roots",
-        metavar="DIR",
-        type=Path,
-        action="append",
-        help="a folder offered to MCP servers that ask for roots (repeatable)",
-    )
+    _add_roots(serve)
     serve.add_argument(
         "--sampling-url",
         metavar="URL",
@@ -172,14 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default STEPLINE_TOKEN; unset: no token, as a loopback server allows)",
     )
     mcp.add_argument("--data-dir", type=Path, metavar="DIR", help="where run history is stored (default ./.stepline/)")
-    mcp.add_argument(
-        "--root",
-        dest="roots",
-        metavar="DIR",
-        type=Path,
-        action="append",
-        help="a folder offered to MCP servers that ask for roots (repeatable)",
-    )
+    _add_roots(mcp)
     mcp.add_argument(
         "--wait-timeout",
         type=float,
@@ -237,6 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     except (McpConfigError, StoreError) as exc:
         print(f"stepline: {exc}", file=sys.stderr)
         return 2
+
+
+def _add_roots(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        dest="roots",
+        metavar="DIR",
+        type=Path,
+        action="append",
+        help="a folder offered to MCP servers that ask for roots (repeatable)",
+    )
 
 
 def _add_sources(parser: argparse.ArgumentParser) -> None:
