@@ -194,11 +194,9 @@ class Inbox:
             raise AnswerInvalid([problem])
         content = answer_content(request, content) if action == AnswerAction.ACCEPT else None
         waiting = self._waiting.get(request_id)
-        if waiting is not None and waiting.done():
-            raise RequestClosed(f"Request {request_id} is not being waited on any more")
         # A durable request outlives whoever waited on it: answered while its run is down or waits for a Resume,
         # its step takes the recorded answer when it goes on (web.resume).
-        if waiting is None and not request.get("durable"):
+        if waiting.done() if waiting is not None else not request.get("durable"):
             raise RequestClosed(f"Request {request_id} is not being waited on any more")
         record.emit(
             input_answered(
