@@ -213,3 +213,22 @@ def browser() -> Iterator[Any]:
 
     with chromium() as browser:
         yield browser
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server (tests/postgres.py), started once per test worker when a test asks for it."""
+    from postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def history_location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Where a test's history is kept: an SQLite data directory, then a fresh PostgreSQL database."""
+    from web.database import Location
+
+    if request.param == "sqlite":
+        return Location.of(tmp_path / "data", None)
+    return Location.of(tmp_path / "data", request.getfixturevalue("postgres").fresh_database())

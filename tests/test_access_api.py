@@ -330,7 +330,7 @@ def test_the_identity_header_from_an_untrusted_address_is_refused(tmp_path: Path
 
 
 async def _count_runs(app: InProcessApp) -> int:
-    return len(app.state["runs"].page(limit=200).runs)
+    return len((await app.state["runs"].page(limit=200)).runs)
 
 
 def test_runs_of_a_scenario_gone_from_the_folder_are_an_admins_to_see(tmp_path: Path) -> None:

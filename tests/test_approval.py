@@ -131,7 +131,7 @@ def wait_asked(app: InProcessApp, run_id: str, count: int = 1) -> list[dict[str,
 
 def answer(app: InProcessApp, run_id: str, request_id: str, action: str, content: Any = None, by: Any = None) -> None:
     async def send() -> None:
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
         app.state["runner"].inbox.answer(record, request_id, AnswerAction(action), content, by=by)
 
     app.call(send())
@@ -263,7 +263,7 @@ def test_a_call_whose_request_nobody_answered_fails_without_being_retried(app: I
     assert "within 0.3s (wait_timeout_seconds)" in steps_of(run)["ask"]["message"]
 
     async def asked() -> int:
-        return sum(e["type"] == "input_requested" for e in app.state["runs"].get(run_id).events)
+        return sum(e["type"] == "input_requested" for e in app.state["runs"].held(run_id).events)
 
     assert app.call(asked()) == 1  # one attempt, one request: asking again would be in vain
 

@@ -18,7 +18,7 @@ from inprocess import InProcessApp, in_process
 from runs import TERMINAL, wait_finished
 from sse import read_events
 
-from web.store_db import MIGRATIONS
+from web.schema import migration
 
 OUTLET = "outlet_profile_v1"
 OUTLET_INPUT = {"domain": "daily.example.com"}
@@ -256,8 +256,9 @@ def test_runs_recorded_before_access_control_have_nobody(tmp_path: Path) -> None
 def write_version_2_history(path: Path, run_id: str) -> None:
     """A history file as Stepline wrote it before runs recorded who acted: one cancelled run."""
     connection = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
-        connection.executescript(migration)
+    for version in (1, 2):
+        for statement in migration(version, "sqlite"):
+            connection.execute(statement)
     connection.execute("PRAGMA user_version = 2")
     at = "2026-04-24T09:25:12.041+00:00"
     connection.execute(

@@ -362,7 +362,7 @@ def test_a_live_run_page_has_a_slot_per_node_and_the_stream_sends_each_nodes_cha
 
 def wait_until_running(app: InProcessApp, run_id: str) -> None:
     async def first_started() -> None:
-        async for event in app.state["runs"].get(run_id).follow():
+        async for event in app.state["runs"].held(run_id).follow():
             if event["type"] == events.EventType.STEP_STARTED:
                 return
 

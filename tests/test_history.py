@@ -189,7 +189,7 @@ def test_without_a_history_a_graceful_stop_records_the_shutdown(tmp_path: Path) 
     with in_process(tmp_path, history=False, demo_delay=2) as app:
         run_id = start_run(app.client, NEWS, NEWS_INPUT)["run_id"]
         wait_until(lambda: bool(get_run(app.client, run_id)["steps"]), 10, "the first step to start")
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
 
     state = record.state
     assert (state.status, state.message) == ("failed", SHUT_DOWN_MESSAGE)

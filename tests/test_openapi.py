@@ -193,7 +193,7 @@ def ask_sampling(app: InProcessApp, run_id: str) -> Any:
     """A server's sampling request, asked on the waiting review step as the MCP client side asks it."""
 
     async def ask() -> Answer:
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
         messages = [{"role": "user", "content": {"type": "text", "text": "One word for it?"}}]
         details = {"messages": messages, "system_prompt": None, "model_preferences": None, "max_tokens": 20,
                    "temperature": None, "stop_sequences": None, "include_context": None}

@@ -301,7 +301,7 @@ def wait_for_event(app: InProcessApp, run_id: str, wanted: Callable[[dict[str, A
     """The run's first event for which `wanted` is true, waiting on the run's own event list."""
 
     async def follow() -> dict[str, Any]:
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
         async for event in record.follow():
             if wanted(event):
                 return event

@@ -169,7 +169,7 @@ def ask_on(app: InProcessApp, run_id: str, kind: RequestKind, message: str, **de
     the future is its Answer."""
 
     async def ask() -> Answer:
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
         index = record.state.steps["approve"].index
         return await app.state["runner"].inbox.ask(record, "approve", index, Ask(kind, message, details))
 
@@ -285,7 +285,7 @@ def test_an_answer_is_on_disk_when_it_is_acknowledged(alice: User) -> None:
 
 
 async def _loaded(store: Any, run_id: str) -> list[dict[str, Any]]:
-    _, events = store.load(run_id)
+    _, events = await store.load(run_id)
     return events
 
 

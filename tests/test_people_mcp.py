@@ -107,7 +107,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
 
 
 def record(app: InProcessApp, run_id: str) -> Any:
-    found = app.state["runs"].get(run_id)
+    found = app.state["runs"].held(run_id)
     assert found is not None
     return found
 

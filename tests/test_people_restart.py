@@ -326,7 +326,7 @@ def test_a_run_doing_more_than_waiting_asks_to_resume_its_call_and_waits_again_o
     assert events[-1]["type"] == "run_finished"
 
     respond(app, resumed, question[resumed]["request_id"], "accept")
-    record = app.state["runs"].get(resumed)
+    record = app.state["runs"].held(resumed)
     wait_until(
         lambda: [e.get("step_name") for e in record.events if e["type"] == "step_started"].count("slow") == 2,
         10,
@@ -375,7 +375,7 @@ def test_an_answer_given_as_the_server_stops_is_acted_on_after_the_restart(
         [request] = wait_asked(app, run_id)
 
         async def answer_then_shut_down() -> None:
-            record = app.state["runs"].get(run_id)
+            record = app.state["runs"].held(run_id)
             inbox = app.state["runner"].inbox
             inbox.answer(record, request["request_id"], AnswerAction.ACCEPT, {"copies": 4}, by=ALICE)
             app.app.state.stop_runs()  # in the same tick: the step never hears the answer
@@ -401,7 +401,7 @@ def test_an_answer_to_another_request_of_the_step_is_not_taken_for_its_approval(
         [approval] = wait_asked(app, run_id)
 
         async def another_request_answered_then_shut_down() -> None:
-            record = app.state["runs"].get(run_id)
+            record = app.state["runs"].held(run_id)
             inbox = app.state["runner"].inbox
             other = Ask(RequestKind.ELICITATION, "Anything else?", {"requested_schema": FORM}, durable=True)
             asking = asyncio.create_task(inbox.ask(record, "approve", 1, other))
@@ -427,7 +427,7 @@ def test_without_a_history_a_waiting_run_ends_at_shutdown(tmp_path: Path, home: 
         app.wait_ready()
         run_id = start_run(app.client, "ship", {"title": "Memory only"})["run_id"]
         wait_asked(app, run_id)
-        record = app.state["runs"].get(run_id)
+        record = app.state["runs"].held(run_id)
 
     assert (record.state.status, record.state.message) == ("failed", SHUT_DOWN_MESSAGE)
     assert record.state.steps["approve"].status == "cancelled"

@@ -71,18 +71,19 @@ def test_finished_runs_go_first_once_over_the_limit() -> None:
     assert ids(registry) == {live[1].run_id, live[3].run_id, newest.run_id}
 
 
-def test_the_least_recently_used_finished_run_is_evicted() -> None:
+@pytest.mark.anyio
+async def test_the_least_recently_used_finished_run_is_evicted() -> None:
     registry = RunRegistry(max_size=3)
     a, b, c = (registry.create("scenario", {}) for _ in range(3))
     for record in (a, b, c):
         start(record)
         finish(record)
-    assert registry.get(a.run_id) is a  # reading a run makes it recently used
+    assert await registry.get(a.run_id) is a  # reading a run makes it recently used
 
     d = registry.create("scenario", {})
 
     assert ids(registry) == {a.run_id, c.run_id, d.run_id}
-    assert registry.get(b.run_id) is None
+    assert await registry.get(b.run_id) is None
 
 
 # --- Followers ------------------------------------------------------------------------------------
@@ -359,7 +360,7 @@ async def test_a_restart_keeps_the_runs_left_unfinished_as_they_were_until_ended
     stored = [dict(event) for event in record.events]
     after = RunRegistry(max_size=10, store=store())
     async with after.history():
-        recovered = after.get(record.run_id)
+        recovered = await after.get(record.run_id)
         assert recovered is not None
         assert recovered.events == stored
         assert recovered.state.status == "running"
@@ -387,7 +388,7 @@ async def test_a_restart_keeps_the_runs_left_unfinished_as_they_were_until_ended
     again = RunRegistry(max_size=10, store=store())
     async with again.history():
         assert again.take_suspended() == []
-        reread = again.get(record.run_id)
+        reread = await again.get(record.run_id)
         assert reread is not None
         assert (reread.state.status, reread.state.message) == ("failed", ending)
         assert reread.events == recovered.events

@@ -517,7 +517,7 @@ def test_an_item_approved_as_the_server_stops_is_not_asked_again(tmp_path: Path,
         requests = {r["item_index"]: r for r in get_run(app.client, run_id)["pending_requests"]}
 
         async def answer_then_shut_down() -> None:
-            record = app.state["runs"].get(run_id)
+            record = app.state["runs"].held(run_id)
             inbox = app.state["runner"].inbox
             inbox.answer(record, requests[1]["request_id"], AnswerAction.DECLINE, None, by=ALICE_ACTOR)
             app.app.state.stop_runs()  # in the same tick: the item never hears the answer

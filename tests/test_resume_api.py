@@ -265,7 +265,7 @@ def test_the_resume_button_runs_the_step_again(restarted: tuple[InProcessApp, di
     assert run["pending_requests"] == []
     assert steps_of(run)["publish"]["status"] == "running"
     assert "Resume after a restart" not in page(app, run_id)
-    record = app.state["runs"].get(run_id)
+    record = app.state["runs"].held(run_id)
     [run_resumed] = [e for e in record.events if e["type"] == "run_resumed"]
     assert (run_resumed["rerun_steps"], run_resumed["by"]["name"]) == (["publish"], "alice")
 

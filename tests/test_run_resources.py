@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -26,13 +26,9 @@ def wire(model: Any) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
-def on_app(app: InProcessApp, make: Callable[[], T]) -> T:
-    """`make()` run on the app's loop, where its registry and history are used."""
-
-    async def run() -> T:
-        return make()
-
-    return app.call(run())
+def on_app(app: InProcessApp, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`make()` awaited on the app's loop, where its registry and history are used."""
+    return app.call(make())
 
 
 def test_recent_runs_are_listed_newest_first_for_whoever_may_see_them(make_app: Callable[..., InProcessApp]) -> None:

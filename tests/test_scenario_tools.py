@@ -162,7 +162,7 @@ def test_output_schema_follows_the_declared_output() -> None:
 def test_a_succeeded_run_gives_its_output_summary_and_links(demo_app: InProcessApp) -> None:
     run = run_to_end(demo_app.client, "story_origin_check_v2", {"url": ARTICLE})
     assert run["status"] == "success"
-    record = demo_app.state["runs"].get(run["run_id"])
+    record = demo_app.state["runs"].held(run["run_id"])
     shipped = demo_app.state["catalog"].get("story_origin_check_v2")
 
     result = call_result(record, LINKS, shipped)
@@ -192,7 +192,7 @@ def test_a_succeeded_run_gives_its_output_summary_and_links(demo_app: InProcessA
 def test_a_scenario_without_an_output_shows_its_last_steps_output(demo_app: InProcessApp) -> None:
     run = run_to_end(demo_app.client, "news_source_discovery_v1", {"url": ARTICLE})
     assert run["status"] == "success"
-    record = demo_app.state["runs"].get(run["run_id"])
+    record = demo_app.state["runs"].held(run["run_id"])
     result = call_result(record, LINKS, demo_app.state["catalog"].get("news_source_discovery_v1"))
     assert "structuredContent" not in wire(result)
     last = next(step for step in run["steps"] if step["node_id"] == "trace_citations")
@@ -205,7 +205,7 @@ def test_a_scenario_without_an_output_shows_its_last_steps_output(demo_app: InPr
 def test_a_failed_run_is_an_error_naming_the_step_and_its_message(demo_app: InProcessApp) -> None:
     run = run_to_end(demo_app.client, "outlet_profile_v1", {"domain": "nowhere.example.com"})
     assert run["status"] == "failed"
-    record = demo_app.state["runs"].get(run["run_id"])
+    record = demo_app.state["runs"].held(run["run_id"])
     result = call_result(record, LINKS, demo_app.state["catalog"].get("outlet_profile_v1"))
     sent = wire(result)
     assert sent["isError"] is True and "structuredContent" not in sent
@@ -248,7 +248,7 @@ def test_a_tolerated_failure_is_not_what_failed_the_run(tmp_path: Path, make_app
     app = make_app(scenarios=folder, mcp_config=config)
     run = run_to_end(app.client, "two_failures")
     assert run["status"] == "failed"
-    result = call_result(app.state["runs"].get(run["run_id"]), LINKS)
+    result = call_result(app.state["runs"].held(run["run_id"]), LINKS)
     assert "failed at step 'needed'" in text_of(result) and "needed went wrong" in text_of(result)
     assert "optional went wrong" not in text_of(result).splitlines()[0]
 
@@ -259,7 +259,7 @@ def test_a_cancelled_run_is_an_error_saying_who_cancelled_it(make_app: Callable[
     assert app.post(f"/api/runs/{run_id}/cancel").status_code == 202
     run = wait_finished(app.client, run_id)
     assert run["status"] == "cancelled"
-    result = call_result(app.state["runs"].get(run_id), LINKS)
+    result = call_result(app.state["runs"].held(run_id), LINKS)
     assert wire(result)["isError"] is True
     by = run["cancelled_by"]
     expected = f"Run {run_id} of outlet_profile_v1 was cancelled"
@@ -285,7 +285,7 @@ def test_a_long_output_is_cut_and_said_to_be(tmp_path: Path, make_app: Callable[
     run = run_to_end(app.client, "long_text", {"text": text})
     assert run["status"] == "success", run
     shipped = app.state["catalog"].get("long_text")
-    result = call_result(app.state["runs"].get(run["run_id"]), LINKS, shipped)
+    result = call_result(app.state["runs"].held(run["run_id"]), LINKS, shipped)
     # structuredContent is whole, wrapped (the output is no object), and fits the outputSchema.
     assert wire(result)["structuredContent"] == {"output": text}
     jsonschema.validate(wire(result)["structuredContent"], output_schema_of(shipped))
@@ -331,7 +331,7 @@ def test_an_output_written_as_one_expression_is_always_wrapped(
     app = make_app(scenarios=folder, mcp_config=config)
     run = run_to_end(app.client, "whole")
     assert run["status"] == "success" and isinstance(run["output"], dict), run
-    record, shipped = app.state["runs"].get(run["run_id"]), app.state["catalog"].get("whole")
+    record, shipped = app.state["runs"].held(run["run_id"]), app.state["catalog"].get("whole")
     # The value is an object this time, but the template is no object: the outputSchema says `output`.
     assert structured_output(record, shipped) == {"output": run["output"]}
     jsonschema.validate(structured_output(record, shipped), output_schema_of(shipped))

@@ -23,8 +23,8 @@ from sse import aread_events, read_events
 from web.events import RunStatus, run_finished, run_started
 from web.registry import RunRegistry
 from web.run_state import utc_now
+from web.schema import SCHEMA_VERSION
 from web.store import RunRow, RunStore
-from web.store_db import SCHEMA_VERSION
 
 NEWS = "news_source_discovery_v1"
 NEWS_INPUT = {"url": "https://signal.example/culture/lighthouse-library-explainer"}
@@ -156,7 +156,7 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
     store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
     committed: dict[str, int] = {}
     store.on_commit = committed.update
-    store.open()
+    await store.open()
     try:
         row = RunRow("run-1", "scenario", "queued", "", {"n": 1}, "2026-03-01T10:00:00.000+00:00", None, None)
         events = [
@@ -174,7 +174,7 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
         ]
         # Handing writes over never waits for the disk: not even while another connection holds the
         # file's write lock (a write made there and then would wait for it, then fail "locked").
-        with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+        with contextlib.closing(sqlite3.connect(store.location.path, isolation_level=None)) as other:
             other.execute("BEGIN EXCLUSIVE")
             store.add_run(row)
             for event in events:
@@ -186,7 +186,7 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
         assert store.events_written == len(events)
         assert store.batches <= len(events) // 20, "events should be committed many per transaction"
         assert committed == {"run-1": 3000}
-        loaded = store.load("run-1")
+        loaded = await store.load("run-1")
         assert loaded is not None
         assert loaded[0] == row
         assert loaded[1] == events
@@ -289,5 +289,5 @@ async def test_a_run_is_listed_by_the_status_it_has_now_before_its_row_is_writte
         record.emit(run_started(scenario_id="scenario", started_at=utc_now(), plan=None))
         record.emit(run_finished(status=RunStatus.CANCELLED, finished_at=utc_now(), message="Cancelled"))
         # No await since: nothing of it has been written yet.
-        assert [row.run_id for row in registry.page(status="cancelled").runs] == [record.run_id]
-        assert registry.page(status="queued").runs == []
+        assert [row.run_id for row in (await registry.page(status="cancelled")).runs] == [record.run_id]
+        assert (await registry.page(status="queued")).runs == []

@@ -94,7 +94,7 @@ async def test_a_bad_event_fails_its_run_alone_and_every_other_write_lands(
     store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
-    store.open()
+    await store.open()
     try:
         good = {f"good-{n}": run_events(f"good-{n}", output={"n": n}, message="½ done ✓") for n in range(3)}
         bad = run_events("bad", output=bad_output)
@@ -109,11 +109,11 @@ async def test_a_bad_event_fails_its_run_alone_and_every_other_write_lands(
         assert store.health()["state"] == "ok"
         assert store.health()["error"] is None
         for run_id, events in good.items():
-            stored = store.load(run_id)
+            stored = await store.load(run_id)
             assert stored is not None
             assert stored[0].status == "success"
             assert stored[1] == events
-        stored = store.load("bad")
+        stored = await store.load("bad")
         assert stored is not None
         bad_row, bad_events = stored
         message = f"{REFUSED}the output of step 'work' contains {why}. "
@@ -139,15 +139,15 @@ async def test_a_run_whose_input_cannot_be_stored_is_recorded_with_it_repaired(t
     store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
-    store.open()
+    await store.open()
     try:
         store.add_run(row("bad", {"url": "\ud800", "ratio": math.inf}))
         store.add_run(row("good", {"url": "https://example.com/ü"}))
         await store.sync()
 
         assert store.health()["state"] == "ok"
-        bad = store.load("bad")
-        good = store.load("good")
+        bad = await store.load("bad")
+        good = await store.load("good")
         assert bad is not None and good is not None
         assert bad[0].input == {"url": "\ufffd", "ratio": None}
         assert good[0].input == {"url": "https://example.com/ü"}
@@ -163,7 +163,7 @@ async def test_a_write_the_file_refuses_fails_that_run_and_the_rest_of_its_batch
     store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
-    store.open()
+    await store.open()
     try:
         first, other = run_events("first"), run_events("other")
         store.add_run(row("first"))
@@ -176,11 +176,11 @@ async def test_a_write_the_file_refuses_fails_that_run_and_the_rest_of_its_batch
         await store.sync()
 
         assert store.health()["state"] == "ok"
-        stored_other = store.load("other")
+        stored_other = await store.load("other")
         assert stored_other is not None
         assert stored_other[0].status == "success"
         assert stored_other[1] == other
-        stored_first = store.load("first")
+        stored_first = await store.load("first")
         assert stored_first is not None
         assert stored_first[0].status == "failed"
         assert stored_first[0].message.startswith(f"{REFUSED}the history file refused one of its writes (UNIQUE")
@@ -203,9 +203,9 @@ async def test_numbers_an_older_version_stored_as_nan_read_back_as_null(tmp_path
             "INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)",
             ("old", 1, "run_finished", '{"status":"success","finished_at":"x","message":"","output":[Infinity]}'),
         )
-    store.open()
+    await store.open()
     try:
-        stored = store.load("old")
+        stored = await store.load("old")
         assert stored is not None
         assert stored[0].input == {"ratio": None}
         assert stored[1][0]["output"] == [None]
@@ -260,7 +260,7 @@ def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(
     with in_process(tmp_path, data_dir=data_dir, demo_delay=0.5) as app:
         bad_id = start_run(app.client, NEWS, NEWS_INPUT)["run_id"]
         wait_until(lambda: get_run(app.client, bad_id)["steps"], 20, "the first step to start")
-        app.call(emit_bad_progress(app.state["runs"].get(bad_id)))
+        app.call(emit_bad_progress(app.state["runs"].held(bad_id)))
         others = [start_run(app.client, NEWS, NEWS_INPUT)["run_id"] for _ in range(2)]
 
         bad = wait_finished(app.client, bad_id)

@@ -214,7 +214,7 @@ def test_concurrent_subscribers_receive_the_same_events(slow_demo_app: InProcess
     run_id = start_run(slow_demo_app.client, NEWS, NEWS_INPUT)["run_id"]
 
     async def subscribe_eight() -> tuple[bool, list[list[dict[str, Any]]]]:
-        live = not slow_demo_app.state["runs"].get(run_id).is_finished
+        live = not slow_demo_app.state["runs"].held(run_id).is_finished
         async with slow_demo_app.async_client() as client:
             received = await asyncio.gather(*(aread_events(client, run_id) for _ in range(8)))
         return live, list(received)

@@ -282,7 +282,7 @@ def wait_for_event(app: InProcessApp, run_id: str, kind: str) -> dict[str, Any]:
     """The run's first event of `kind`, as soon as it is appended to the run's event list."""
 
     async def first() -> dict[str, Any]:
-        async for event in app.state["runs"].get(run_id).follow():
+        async for event in app.state["runs"].held(run_id).follow():
             if event["type"] == kind:
                 return event
         raise AssertionError(f"run {run_id} ended without a {kind} event")

@@ -110,9 +110,9 @@ REFUSAL_STATUS: dict[type[RunRefused], int] = {
 }
 
 
-def require_run(request: Request) -> RunRecord:
+async def require_run(request: Request) -> RunRecord:
     """The path's run, if the asker may see it: UnknownRun (404) otherwise, as if there were none."""
-    return request.state.run_service.run(request.path_params["run_id"], identity_of(request))
+    return await request.state.run_service.run(request.path_params["run_id"], identity_of(request))
 
 
 async def post_run(request: Request) -> Response:
@@ -126,7 +126,7 @@ async def post_run(request: Request) -> Response:
 async def list_runs(request: Request) -> Response:
     query = read_query(request, RunListQuery)
     try:
-        page = request.state.run_service.runs_page(
+        page = await request.state.run_service.runs_page(
             identity_of(request),
             scenario_id=query.scenario_id,
             status=query.status,
@@ -151,11 +151,11 @@ async def rerun(request: Request) -> Response:
 
 
 async def get_run(request: Request) -> Response:
-    return model_response(ScenarioRunResponse.of(require_run(request).state))
+    return model_response(ScenarioRunResponse.of((await require_run(request)).state))
 
 
 async def get_run_events(request: Request) -> Response:
-    record = require_run(request)
+    record = await require_run(request)
     try:
         after = resume_point(request)
     except BadLastEventId as exc:

@@ -22,6 +22,7 @@ from web.access import Identity, IdentitySource, Role
 from web.api import RequestInvalid
 from web.auth import Authenticator
 from web.catalog_reload import CatalogWatcher
+from web.database import Location
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.inbox import Inbox
 from web.mcp_config import load_config_roots, load_mcp_config
@@ -51,7 +52,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     store = None
     if settings.history:
         store = RunStore(
-            settings.data_dir, retention_days=settings.retention_days, retention_runs=settings.retention_runs
+            Location.of(settings.data_dir, settings.database_url),
+            retention_days=settings.retention_days,
+            retention_runs=settings.retention_runs,
         )
         # Likewise a data directory that cannot be written: refuse to start rather than lose runs.
         store.check()
@@ -151,7 +154,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     guard_routes(app.routes)
     app.state.settings = settings
-    app.state.authenticator = Authenticator(settings, tokens=TokenBook(store.path) if store is not None else None)
+    tokens = TokenBook(store.location, store.fetchall) if store is not None else None
+    app.state.authenticator = Authenticator(settings, tokens=tokens)
     app.state.form_tokens = FormTokens(settings.secret)
     app.state.stop_runs = registry.stop_live
     app.state.stream_budget = StreamBudget(

@@ -43,7 +43,7 @@ class TokenRefused(Exception):
 
 
 class TokenBook(Protocol):
-    def identify(self, secret: str) -> Identity:
+    async def identify(self, secret: str) -> Identity:
         """The token's identity; TokenRefused when it is not accepted."""
         ...
 
@@ -76,14 +76,14 @@ class Authenticator:
         local_admin = Role.ADMIN if is_loopback(settings.host) and self.header is None else None
         self.anonymous_role = settings.allow_anonymous or local_admin
 
-    def identify(self, request: Request) -> Identity | None:
+    async def identify(self, request: Request) -> Identity | None:
         """The request's identity; None when it names nobody and anonymous requests are not allowed.
 
         Raises AuthRefused for credentials that are bad, or come from where they may not.
         """
         authorization = request.headers.get("authorization")
         if authorization is not None:
-            return self._token(request, authorization)
+            return await self._token(request, authorization)
         if self.header is not None and self.header in request.headers:
             return self._proxy_user(request)
         if self.anonymous_role is None:
@@ -96,7 +96,7 @@ class Authenticator:
             "Refused %s %s from %s (%s): %s", request.method, request.url.path, client, refused.status, refused.reason
         )
 
-    def _token(self, request: Request, authorization: str) -> Identity:
+    async def _token(self, request: Request, authorization: str) -> Identity:
         scheme, _, secret = authorization.partition(" ")
         secret = secret.strip()
         refused = AuthRefused(401, "Invalid token: send 'Authorization: Bearer <token>' with a valid token", "")
@@ -107,7 +107,7 @@ class Authenticator:
             refused.reason = "a token, but this server keeps no history, so no tokens"
             raise refused
         try:
-            return self.tokens.identify(secret)
+            return await self.tokens.identify(secret)
         except TokenRefused as exc:
             refused.reason = str(exc)
             raise refused from None

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from web.access import Role
+from web.db_command import add_database_option, add_db_parser, db_command
 from web.hosts import HostPolicy
 from web.mcp_config import McpConfigError
 from web.settings import Settings
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         "e.g. \"'self' https://portal.example.com\"",
     )
     serve.add_argument("--data-dir", type=Path, help="where run history is stored (default ./.stepline/)")
+    add_database_option(serve)
     serve.add_argument("--retention-days", type=float, help="prune finished runs older than this (default 30)")
     serve.add_argument("--retention-runs", type=int, help="keep at most this many runs (default 10000)")
     serve.add_argument(
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_sources(run)
     add_token_commands(commands)
+    add_db_parser(commands)
 
     mcp = commands.add_parser(
         "mcp",
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default STEPLINE_TOKEN; unset: no token, as a loopback server allows)",
     )
     mcp.add_argument("--data-dir", type=Path, metavar="DIR", help="where run history is stored (default ./.stepline/)")
+    add_database_option(mcp)
     _add_roots(mcp)
     mcp.add_argument(
         "--wait-timeout",
@@ -213,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(validate_command(settings, as_json=args.json))
         if args.command == "token":
             return token_command(args, settings)
+        if args.command == "db":
+            return db_command(args, settings)
         if args.command == "mcp":
             from web.mcp_command import mcp_command
 

@@ -62,7 +62,7 @@ class McpEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        response = self._refused(request)
+        response = await self._refused(request)
         if response is not None:
             await response(scope, receive, send)
             return
@@ -74,10 +74,10 @@ class McpEndpoint:
             return
         await manager.handle_request(scope, receive, send)
 
-    def _refused(self, request: Request) -> Response | None:
+    async def _refused(self, request: Request) -> Response | None:
         authenticator: Authenticator = request.app.state.authenticator
         try:
-            identity = authenticator.identify(request)
+            identity = await authenticator.identify(request)
         except AuthRefused as refused:
             authenticator.log_refusal(request, refused)
             error = "invalid_token" if refused.status == 401 else None

@@ -195,7 +195,7 @@ class ScenarioServer:
         """A call sent again with answers (protocol 2026-07-28): they go to the run, which is followed on."""
         try:
             run_id, after = read_call_state(params.request_state or "")
-            record = self.service.run(run_id, caller.identity)
+            record = await self.service.run(run_id, caller.identity)
         except (BadRequestState, runs.UnknownRun) as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         if record.state.scenario_id != params.name:
@@ -243,7 +243,7 @@ class ScenarioServer:
     async def _list_resources(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=run_resources(self.service, self._identity(ctx)))
+        return types.ListResourcesResult(resources=await run_resources(self.service, self._identity(ctx)))
 
     async def _list_resource_templates(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -253,7 +253,7 @@ class ScenarioServer:
     async def _read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
-        return read_run(self.service, self._identity(ctx), str(params.uri))
+        return await read_run(self.service, self._identity(ctx), str(params.uri))
 
     # Who is calling
 

@@ -33,7 +33,7 @@ class StepOutput(RootModel[Any]):
 
 
 async def get_step_output(request: Request) -> Response:
-    state = require_run(request).state
+    state = (await require_run(request)).state
     name = request.path_params["step_name"]
     step = state.steps.get(name)
     if step is None:

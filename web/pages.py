@@ -148,7 +148,7 @@ def visible_problems(request: Request, identity: Identity | None) -> list[Proble
 async def scenario_page(request: Request) -> Response:
     scenario = require_scenario(request, request.path_params["scenario_id"])
     from_run = request.query_params.get("from_run")
-    source = request.state.runs.get(from_run) if from_run else None
+    source = await request.state.runs.get(from_run) if from_run else None
     notice = None
     if from_run and (source is None or source.state.scenario_id != scenario.scenario_id):
         notice = f"Run {from_run} of this scenario was not found, so the form shows the example input."
@@ -178,7 +178,7 @@ async def scenario_response(
     preview: PreviewForm | None = None,
     status_code: int = 200,
 ) -> Response:
-    recent = request.state.runs.page(scenario_id=scenario.scenario_id, limit=RECENT_RUNS).runs
+    recent = (await request.state.runs.page(scenario_id=scenario.scenario_id, limit=RECENT_RUNS)).runs
     context = {
         "scenario": scenario,
         "can_run": may_run_scenario(request, scenario.scenario_id),
@@ -231,7 +231,7 @@ async def scenario_preview(request: Request) -> Response:
     if form.has_errors:
         return await scenario_response(request, scenario, form, preview=preview, status_code=422)
     try:
-        preview.source = source_run(service, scenario, preview.run_id or None, identity_of(request))
+        preview.source = await source_run(service, scenario, preview.run_id or None, identity_of(request))
     except (UnknownRun, RunOfAnotherScenario) as exc:
         preview.error = _sentence(str(exc))
         return await scenario_response(request, scenario, form, preview=preview, status_code=422)
@@ -262,7 +262,7 @@ async def runs_page(request: Request) -> Response:
         raise HTTPException(422, f"There is no run status '{status}'; choose one of {', '.join(RUN_STATUSES)}.")
     starter = identity.name if started_by == ME and identity is not None else started_by
     try:
-        page = service.runs_page(
+        page = await service.runs_page(
             identity,
             scenario_id=scenario_id,
             status=status,
@@ -290,7 +290,7 @@ async def runs_page(request: Request) -> Response:
 
 
 async def run_page(request: Request) -> Response:
-    return run_response(request, require_run(request))
+    return run_response(request, await require_run(request))
 
 
 def run_response(
@@ -354,7 +354,7 @@ ANSWER_ACTIONS = (AnswerAction.ACCEPT, AnswerAction.DECLINE, AnswerAction.CANCEL
 
 async def run_answer(request: Request) -> Response:
     """A person's answer to a request, from its form: accept (with the form's values), decline or cancel."""
-    record = require_run(request)
+    record = await require_run(request)
     request_id = request.path_params["request_id"]
     service = request.state.run_service
     by = identity_of(request)
@@ -424,7 +424,7 @@ def _reply_error(error: dict[str, Any]) -> str:
 
 async def run_draft(request: Request) -> Response:
     """Ask the configured model for a sampling request's reply; the person reviews it before it is sent."""
-    record = require_run(request)
+    record = await require_run(request)
     request_id = request.path_params["request_id"]
     require_may_run(request, record.state.scenario_id, "answer requests in runs of")
     submitted = await submitted_form(request)
@@ -451,7 +451,7 @@ async def run_draft(request: Request) -> Response:
 
 
 async def run_again(request: Request) -> Response:
-    record = require_run(request)
+    record = await require_run(request)
     require_may_run(request, record.state.scenario_id, "run")
     if not form_token_valid(request, await submitted_form(request)):
         raise HTTPException(403, EXPIRED_PAGE)
@@ -466,7 +466,7 @@ async def run_again(request: Request) -> Response:
 
 
 async def run_cancel(request: Request) -> Response:
-    record = require_run(request)
+    record = await require_run(request)
     require_may_run(request, record.state.scenario_id, "cancel runs of")
     if not form_token_valid(request, await submitted_form(request)):
         raise HTTPException(403, EXPIRED_PAGE)
@@ -477,7 +477,7 @@ async def run_cancel(request: Request) -> Response:
 
 
 async def run_stream(request: Request) -> Response:
-    record = require_run(request)
+    record = await require_run(request)
     try:
         after = resume_point(request)
     except BadLastEventId as exc:

@@ -91,7 +91,7 @@ class Guard:
         request = Request(scope)
         authenticator: Authenticator = request.app.state.authenticator
         try:
-            identity = authenticator.identify(request)
+            identity = await authenticator.identify(request)
         except AuthRefused as refused:
             authenticator.log_refusal(request, refused)
             if self.role is not None:

@@ -149,12 +149,14 @@ class PreviewResponse(BaseModel):
         return cls.model_validate(preview, from_attributes=True)
 
 
-def source_run(service: RunService, scenario: Scenario, run_id: str | None, by: Identity | None) -> RunRecord | None:
+async def source_run(
+    service: RunService, scenario: Scenario, run_id: str | None, by: Identity | None
+) -> RunRecord | None:
     """The run to take outputs from: UnknownRun if there is none `by` may see, RunOfAnotherScenario if it is not
     this scenario's."""
     if run_id is None:
         return None
-    record = service.run(run_id, by)
+    record = await service.run(run_id, by)
     if record.state.scenario_id != scenario.scenario_id:
         raise RunOfAnotherScenario(run_id, record.state.scenario_id, scenario.scenario_id)
     return record
@@ -185,7 +187,7 @@ async def post_preview(request: Request) -> Response:
     body = await read_json(request, PreviewRequest)
     run_input = service.check_input(scenario, body.input)
     try:
-        source = source_run(service, scenario, body.outputs_from_run, by)
+        source = await source_run(service, scenario, body.outputs_from_run, by)
     except RunOfAnotherScenario as exc:
         raise RequestInvalid([{"loc": ["body", "outputs_from_run"], "msg": str(exc), "type": "value_error"}]) from None
     preview = preview_of(request, scenario, run_input, source, body.max_items)

@@ -346,17 +346,24 @@ class RunRegistry:
         self._evict()
         return record
 
-    def get(self, run_id: str) -> RunRecord | None:
-        """The run in memory, else rebuilt from the store (and held in memory again)."""
+    def held(self, run_id: str) -> RunRecord | None:
+        """The run if it is in memory (see `get`)."""
+        return self._runs.get(run_id)
+
+    async def get(self, run_id: str) -> RunRecord | None:
+        """The run in memory, else rebuilt from the store (and held in memory again); StoreError."""
         record = self._runs.get(run_id)
         if record is not None:
             self._runs.move_to_end(run_id)
             return record
         if self.store is None:
             return None
-        stored = self.store.load(run_id)
+        stored = await self.store.load(run_id)
         if stored is None:
             return None
+        record = self._runs.get(run_id)  # read back meanwhile by another request
+        if record is not None:
+            return record
         record = RunRecord.restore(*stored)
         self._runs[run_id] = record
         self._evict()
@@ -366,7 +373,7 @@ class RunRegistry:
         """Newest first, by creation time: the runs held in memory (see `page` for the history)."""
         return sorted(self._runs.values(), key=lambda r: r.state.created_at, reverse=True)
 
-    def page(
+    async def page(
         self,
         *,
         scenario_id: str | None = None,
@@ -383,7 +390,7 @@ class RunRegistry:
         else:
             # A run in memory may have reached the status its row does not show yet.
             now_so = [rid for rid, record in self._runs.items() if status is not None and record.state.status == status]
-            rows = self.store.list_runs(
+            rows = await self.store.list_runs(
                 scenario_id=scenario_id,
                 status=status,
                 started_by=started_by,
@@ -439,7 +446,7 @@ class RunRegistry:
         Raises RunAlreadyFinished. The running tool call is cancelled with the task, which makes the
         MCP client send the server its cancellation notification. Its run_finished names `cancelled_by`.
         """
-        record = self.get(run_id)
+        record = await self.get(run_id)
         if record is None:
             return None
         if record.is_finished:
@@ -477,7 +484,7 @@ class RunRegistry:
         if self.store is None:
             yield
             return
-        self.store.open()
+        await self.store.open()
         try:
             await self.recover()
             yield
@@ -490,7 +497,7 @@ class RunRegistry:
         if self.store is None:
             return []
         kept = []
-        for row, stored in self.store.unfinished():
+        for row, stored in await self.store.unfinished():
             record = RunRecord.restore(row, stored, sink=self.store.add_event, history_writing=self._history_writing)
             self._suspended.append(record)
             self._runs[record.run_id] = record

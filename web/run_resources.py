@@ -13,9 +13,9 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from web.access import Identity
+from web.database import StoreError
 from web.runs import RunService, UnknownRun
 from web.schemas import ScenarioRunResponse
-from web.store_db import StoreError
 
 RUN_URI_TEMPLATE = "stepline://runs/{run_id}"
 # Run ids are UUIDs; anything much longer is not one, and is not looked up.
@@ -23,10 +23,10 @@ RUN_URI = re.compile(r"stepline://runs/([A-Za-z0-9_-]{1,64})")
 JSON = "application/json"
 
 
-def run_resources(service: RunService, by: Identity | None, *, limit: int = 50) -> list[types.Resource]:
+async def run_resources(service: RunService, by: Identity | None, *, limit: int = 50) -> list[types.Resource]:
     """The most recent runs `by` may see, newest first (`limit` of them at the most)."""
     try:
-        rows = service.runs_page(by, limit=limit).runs
+        rows = (await service.runs_page(by, limit=limit)).runs
     except StoreError as exc:
         raise MCPError(types.INTERNAL_ERROR, f"The run history cannot be read: {exc}") from None
     resources = []
@@ -57,7 +57,7 @@ def resource_templates() -> list[types.ResourceTemplate]:
     ]
 
 
-def read_run(service: RunService, by: Identity | None, uri: str) -> types.ReadResourceResult:
+async def read_run(service: RunService, by: Identity | None, uri: str) -> types.ReadResourceResult:
     """The run's snapshot; MCPError (invalid params, naming the uri) for a uri that names no run `by` may see."""
     found = RUN_URI.fullmatch(uri)
     if found is None:
@@ -67,7 +67,7 @@ def read_run(service: RunService, by: Identity | None, uri: str) -> types.ReadRe
             {"uri": uri[:200]},
         )
     try:
-        record = service.run(found.group(1), by)
+        record = await service.run(found.group(1), by)
     except UnknownRun:
         raise MCPError(types.INVALID_PARAMS, f"Unknown resource: {uri}: no such run", {"uri": uri}) from None
     except StoreError as exc:

@@ -161,14 +161,14 @@ class RunService:
         """The catalog's scenarios `by` may see, in id order."""
         return [s for s in self.catalog.scenarios.values() if by is None or may_view(by, s)]
 
-    def run(self, run_id: str, by: Identity | None) -> RunRecord:
-        """The run, if `by` may see its scenario (UnknownRun otherwise, as if it did not exist)."""
-        record = self.runs.get(run_id)
+    async def run(self, run_id: str, by: Identity | None) -> RunRecord:
+        """The run, if `by` may see its scenario (UnknownRun otherwise, as if it did not exist); StoreError."""
+        record = await self.runs.get(run_id)
         if record is None or not self._may_view_runs_of(by, record.state.scenario_id):
             raise UnknownRun(run_id)
         return record
 
-    def runs_page(self, by: Identity | None, *, limit: int, cursor: str | None = None, **filters: Any) -> RunPage:
+    async def runs_page(self, by: Identity | None, *, limit: int, cursor: str | None = None, **filters: Any) -> RunPage:
         """The run list's page (filtered as RunRegistry.page is) of the runs `by` may see; BadCursor.
 
         The history is read a page at a time until `limit` visible runs are found or it ends, so a page is
@@ -180,7 +180,7 @@ class RunService:
         shown: list[RunRow] = []
         batch = limit
         while True:
-            page = self.runs.page(limit=batch, cursor=cursor, **filters)
+            page = await self.runs.page(limit=batch, cursor=cursor, **filters)
             shown.extend(row for row in page.runs if self._may_view_runs_of(by, row.scenario_id))
             if len(shown) >= limit or page.next_cursor is None:
                 break
@@ -222,7 +222,7 @@ class RunService:
 
     async def rerun(self, run_id: str, *, by: Identity | None) -> RunRecord:
         """A new run of a run's scenario with its input, completed and checked against the scenario as it is now."""
-        source = self.run(run_id, by)
+        source = await self.run(run_id, by)
         scenario = self.catalog.get(source.state.scenario_id)
         if scenario is None:
             raise ScenarioGone(source)
@@ -231,7 +231,7 @@ class RunService:
 
     async def cancel(self, run_id: str, *, by: Identity | None) -> RunRecord:
         """Cancel a queued or running run; it has usually recorded its ending when this returns."""
-        record = self.run(run_id, by)
+        record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "cancel runs of")
         try:
             await self.runs.cancel(run_id, cancelled_by=_audit(by))
@@ -248,7 +248,7 @@ class RunService:
         history is known to be failing (nothing is taken); StoreError when it fails once the answer is taken
         (the answer stands and goes on to the step; its writes are held in memory and retried).
         """
-        record = self.run(run_id, by)
+        record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
         self._require_history()
         try:
@@ -274,7 +274,7 @@ class RunService:
     async def resume_run(self, run_id: str, *, by: Identity | None) -> Resumed:
         """Accept the run's open Resume request (web.resume): the steps that may have partly run before a restart
         run again. RequestClosed when the run waits for no Resume; otherwise raises as `answer` does."""
-        record = self.run(run_id, by)
+        record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "resume runs of")
         request = next((r for r in record.state.pending.values() if r["kind"] == RequestKind.RESUME), None)
         if request is None:
@@ -298,7 +298,7 @@ class RunService:
         Raises UnknownRun, RunForbidden, UnknownRequest, RequestClosed (also: not a sampling request),
         NoSamplingModel, ModelFailed; HistoryFailing, StoreError as `answer` does.
         """
-        record = self.run(run_id, by)
+        record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
         request = _open_request(record, request_id)
         if request["kind"] != RequestKind.SAMPLING:

@@ -29,14 +29,14 @@ import time
 from typing import Any
 
 import h11
+import psycopg
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from web.auth import parse_role_map
+from web.database import Database, Location
 from web.hosts import TrustedProxies, is_loopback
 from web.settings import Settings
-from web.store import DB_NAME
-from web.store_db import connect
 from web.tokens import TokenAdmin, now_utc
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ ANONYMOUS_EXPOSED_WARNING = (
 NO_IDENTITY_SOURCE = (
     "not starting: {host} is reachable from other machines, and no one could be identified there. Configure "
     "one of: --auth-header X-Forwarded-User --trusted-proxies ADDRESS (the portal's proxy names the user), "
-    "an API token (stepline token create NAME --role ROLE --data-dir {data_dir}), "
+    "an API token (stepline token create NAME --role ROLE {history}), "
     "or --allow-anonymous ROLE (anyone who can reach the address gets ROLE). Or bind to 127.0.0.1."
 )
 
@@ -94,26 +94,30 @@ def check_access(settings: Settings) -> None:
     if is_loopback(settings.host) or settings.auth_header or settings.allow_anonymous is not None:
         return
     if not active_tokens(settings):
-        raise ServeRefused(NO_IDENTITY_SOURCE.format(host=settings.host or "every address", data_dir=settings.data_dir))
+        history = f"--database {Location.of(settings.data_dir, settings.database_url).shown}" if settings.database_url \
+            else f"--data-dir {settings.data_dir}"
+        raise ServeRefused(NO_IDENTITY_SOURCE.format(host=settings.host or "every address", history=history))
 
 
 def active_tokens(settings: Settings) -> int:
-    """API tokens neither revoked nor expired in the history database; none when history is off or the file does
-    not exist yet."""
-    path = settings.data_dir / DB_NAME
-    if not settings.history or not path.is_file():
+    """API tokens neither revoked nor expired in the history database; none when history is off, the file does
+    not exist yet or the database cannot be reached (starting then fails, saying why)."""
+    if not settings.history:
+        return 0
+    location = Location.of(settings.data_dir, settings.database_url)
+    if location.dialect == "sqlite" and not location.path.is_file():
         return 0
     try:
-        connection = connect(path)
-    except sqlite3.Error:
+        database = Database.connect(location)
+    except (sqlite3.Error, psycopg.Error):
         return 0
     try:
         now = now_utc()
-        return sum(1 for token in TokenAdmin(connection).tokens() if token.state(now) == "active")
-    except sqlite3.Error:  # no tokens table yet (a file from before tokens): none
+        return sum(1 for token in TokenAdmin(database).tokens() if token.state(now) == "active")
+    except (sqlite3.Error, psycopg.Error):  # no tokens table yet (a database from before tokens): none
         return 0
     finally:
-        connection.close()
+        database.close()
 
 
 def _plain_response(status: str, text: str, *extra_headers: str) -> bytes:

@@ -27,6 +27,8 @@ class Settings(BaseSettings):
       open across a restart is then shown again to resubmit).
     - ``RUN_REGISTRY_MAX_SIZE`` (or ``STEPLINE_RUN_REGISTRY_MAX_SIZE``): runs kept in memory (200).
     - ``STEPLINE_DATA_DIR``: where run history is stored, an SQLite file (``./.stepline/``).
+    - ``STEPLINE_DATABASE_URL``: a ``postgresql://`` URL: run history is kept in that PostgreSQL database
+      instead of the data directory (``--database``).
     - ``STEPLINE_RETENTION_DAYS``: finished runs older than this are pruned (30).
     - ``STEPLINE_RETENTION_RUNS``: at most this many runs are kept; the oldest finished go first (10000).
     - ``STEPLINE_RELOAD_SECONDS``: how often the scenario folder is checked for changed, added or removed
@@ -111,6 +113,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("RUN_REGISTRY_MAX_SIZE", "STEPLINE_RUN_REGISTRY_MAX_SIZE"),
     )
     data_dir: Path = Path(".stepline")
+    database_url: str | None = None
     retention_days: float = Field(30.0, gt=0)
     retention_runs: int = Field(10_000, ge=1)
     history: bool = True

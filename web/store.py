@@ -1,4 +1,4 @@
-"""Run history on disk: one SQLite file under the data directory, written by one thread in batches.
+"""Run history: an SQLite file under the data directory or a PostgreSQL database, written by one thread in batches.
 
 The event loop only puts writes on a queue. A writer thread commits what gathered over a few
 milliseconds in one transaction (group commit), so a run never waits for the disk and fifty
@@ -18,7 +18,6 @@ import fcntl
 import logging
 import os
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,13 +26,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from web.database import DB_NAME, Database, Location, StoreError, is_data_error, reason
 from web.events import TERMINAL_RUN_STATUSES, EventType
-from web.store_db import StoreError, connect, is_data_error, open_database, reason, transaction
+from web.history_reads import HistoryReader, open_reader
 from web.store_rows import Refusal, Row, encode_event, encode_run, loads
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "stepline.db"
+__all__ = ["DB_NAME", "RETRY_AFTER_SECONDS", "RunRow", "RunStore", "StoreError"]
+
 LOCK_NAME = "stepline.lock"
 # Caps one transaction, so a backlog is written in steps that each hold the write lock briefly.
 BATCH_MAX = 2000
@@ -49,6 +50,8 @@ RETRY_AFTER_SECONDS = int(RETRY_MAX_SECONDS)
 PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
 # Runs deleted per transaction, so pruning a large backlog never stalls the writes of live runs.
 PRUNE_CHUNK = 500
+# Held by the one process serving a PostgreSQL database's runs: two would each resume the other's live runs.
+SERVING_LOCK = 0x5374_6571
 # Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
 CLOSE_TIMEOUT_SECONDS = 15.0
 
@@ -75,13 +78,14 @@ RefusalListener = Callable[[list[Refusal]], None]
 
 
 class RunStore:
-    """The history file. `check()` and `open()` raise StoreError; writes never block the caller."""
+    """The history. `check()` and `open()` raise StoreError; writes never block the caller."""
 
-    def __init__(self, data_dir: Path, *, retention_days: float, retention_runs: int) -> None:
-        self.data_dir = data_dir.absolute()
-        # How clients see the directory (health, 503 messages): as configured, never made absolute here.
-        self.shown_dir = str(data_dir)
-        self.path = self.data_dir / DB_NAME
+    def __init__(self, location: Location | Path, *, retention_days: float, retention_runs: int) -> None:
+        if isinstance(location, Path):
+            location = Location.of(location, None)
+        self.location = location
+        # How clients see it (health, 503 messages): the directory as configured, or the URL without password.
+        self.shown_dir = location.shown
         self.retention = timedelta(days=retention_days)
         self.retention_runs = retention_runs
         # Called on the event loop after each commit with {run_id: highest seq now on disk}.
@@ -99,33 +103,36 @@ class RunStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock_fd: int | None = None
-        self._writer: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None
+        self._writer: Database | None = None
+        self._reader: HistoryReader | None = None
         # Refused runs (writer thread only) whose run_finished is not yet on disk: it is stored as failed.
         self._refused: dict[str, str] = {}
 
     # --- opening and closing --------------------------------------------------------------------
 
     def check(self) -> None:
-        """Try everything `open` will need and undo it: a bad data directory is reported at start."""
-        lock_fd = self._take_directory()
+        """Try everything `open` will need and undo it: a bad data directory or database is reported at start."""
+        lock_fd = self._take_directory() if self.location.dialect == "sqlite" else None
         try:
-            open_database(self.path).close()
+            database = Database.open(self.location)
+            try:
+                self._take_database(database)
+            finally:
+                database.close()
         finally:
-            os.close(lock_fd)
+            if lock_fd is not None:
+                os.close(lock_fd)
 
-    def open(self) -> None:
-        """Take the directory, bring the file's schema up to date and start the writer thread."""
-        self._lock_fd = self._take_directory()
+    async def open(self) -> None:
+        """Take the directory or database, bring its schema up to date and start the writer thread."""
+        if self.location.dialect == "sqlite":
+            self._lock_fd = self._take_directory()
         try:
-            self._writer = open_database(self.path, check_same_thread=False)
-            self._reader = connect(self.path)
-            self._reader.execute("PRAGMA query_only = 1")
-        except sqlite3.Error as exc:
-            self._release()
-            raise StoreError(f"cannot read run history {self.path}: {reason(exc)}") from None
+            self._writer = await asyncio.to_thread(Database.open, self.location, check_same_thread=False)
+            self._take_database(self._writer)
+            self._reader = await open_reader(self.location)
         except BaseException:
-            self._release()
+            await self._release()
             raise
         try:
             self._loop = asyncio.get_running_loop()
@@ -135,15 +142,10 @@ class RunStore:
         self._thread = threading.Thread(target=self._write_loop, name="stepline-history-writer", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
-        """Write what is queued, stop the writer and close the file; blocks while the writer finishes."""
-        self._stop_writer()
-        self._release()
-
     async def aclose(self) -> None:
-        """`close` without blocking the event loop while the last batch is written."""
+        """Write what is queued, stop the writer and close; the event loop goes on while the last batch is written."""
         await asyncio.to_thread(self._stop_writer)
-        self._release()
+        await self._release()
 
     def _stop_writer(self) -> None:
         if self._thread is not None:
@@ -159,7 +161,8 @@ class RunStore:
             self._thread = None
 
     def _take_directory(self) -> int:
-        directory = self.data_dir
+        assert self.location.data_dir is not None
+        directory = self.location.data_dir.absolute()
         if directory.exists() and not directory.is_dir():
             raise StoreError(f"data directory {directory} is not a directory")
         try:
@@ -175,10 +178,19 @@ class RunStore:
             raise StoreError(f"data directory {directory} is in use by another Stepline process") from None
         return lock_fd
 
-    def _release(self) -> None:
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                connection.close()
+    def _take_database(self, database: Database) -> None:
+        """PostgreSQL: hold the serving lock for as long as `database`'s connection lives."""
+        if database.dialect != "postgresql":
+            return
+        taken = database.execute("SELECT pg_try_advisory_lock(?)", (SERVING_LOCK,)).fetchone()[0]
+        if not taken:
+            raise StoreError(f"database {self.location.shown} is in use by another Stepline process")
+
+    async def _release(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+        if self._writer is not None:
+            self._writer.close()
         self._reader = self._writer = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -206,29 +218,31 @@ class RunStore:
         await future
 
     def health(self) -> dict[str, Any]:
-        path = str(Path(self.shown_dir) / DB_NAME)
-        return {"state": "failing" if self.error else "ok", "path": path, "error": self.error}
+        return {"state": "failing" if self.error else "ok", "path": self.location.shown_file, "error": self.error}
 
     def _unwritable(self, error: str) -> StoreError:
         return StoreError(f"run history in {self.shown_dir} cannot be written: {error}")
 
-    # --- reading (on the event loop: indexed, small, and WAL readers never wait for the writer) ----
+    # --- reading (web.history_reads: indexed and small; never waits for the writer) ----------------
 
-    def load(self, run_id: str) -> StoredRun | None:
-        reader = self._connection()
-        row = reader.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
+    async def load(self, run_id: str) -> StoredRun | None:
+        rows = await self._reads().fetchall(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
             return None
-        return _run_row(row), self._events(run_id)
+        return _run_row(rows[0]), await self._events(run_id)
 
-    def unfinished(self) -> list[StoredRun]:
-        """Runs the file says are queued, running or waiting: at start, those a stopped process left behind."""
-        rows = self._connection().execute(
+    async def unfinished(self) -> list[StoredRun]:
+        """Runs the history says are queued, running or waiting: at start, those a stopped process left behind."""
+        rows = await self._reads().fetchall(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running', 'waiting') ORDER BY created_at"
-        ).fetchall()
-        return [(_run_row(row), self._events(row[0])) for row in rows]
+        )
+        return [(_run_row(row), await self._events(row[0])) for row in rows]
 
-    def list_runs(
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Any other read (`?` placeholders): API tokens, for one."""
+        return await self._reads().fetchall(sql, params)
+
+    async def list_runs(
         self,
         *,
         scenario_id: str | None,
@@ -258,20 +272,20 @@ class RunStore:
             where.append("(created_at, run_id) < (?, ?)")
             params.extend(before)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = self._connection().execute(
+        rows = await self._reads().fetchall(
             f"SELECT {RUN_COLUMNS} FROM runs {clause} ORDER BY created_at DESC, run_id DESC LIMIT ?",
             (*params, limit),
-        ).fetchall()
+        )
         return [_run_row(row) for row in rows]
 
-    def _events(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._connection().execute(
+    async def _events(self, run_id: str) -> list[dict[str, Any]]:
+        rows = await self._reads().fetchall(
             "SELECT seq, type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
-        ).fetchall()
+        )
         # Same key order as RunRecord.emit builds, so a replayed event serialises identically.
         return [{"type": kind, "run_id": run_id, "seq": seq, **loads(data)} for seq, kind, data in rows]
 
-    def _connection(self) -> sqlite3.Connection:
+    def _reads(self) -> HistoryReader:
         if self._reader is None:
             raise StoreError(f"run history in {self.shown_dir} is not open")
         return self._reader
@@ -299,6 +313,9 @@ class RunStore:
             stopping = self._gather(pending) or stopping
             if pending:
                 try:
+                    if self._writer.broken:
+                        self._writer.reconnect()
+                        self._take_database(self._writer)
                     self._write(self._writer, pending)
                 except Exception as exc:  # any failure keeps the batch: retried, never dropped in silence
                     final = stopping or self._closing.is_set()
@@ -309,7 +326,7 @@ class RunStore:
                     retry = min(retry * 2, RETRY_MAX_SECONDS)
                     continue
                 if self.error is not None:
-                    log.warning("Run history in %s is being written again", self.data_dir)
+                    log.warning("Run history in %s is being written again", self.shown_dir)
                     self.error = None
                 pending = []
                 retry = RETRY_FIRST_SECONDS
@@ -333,7 +350,7 @@ class RunStore:
             stop = True
         return stop
 
-    def _write(self, connection: sqlite3.Connection, pending: list[tuple[str, Any]]) -> None:
+    def _write(self, connection: Database, pending: list[tuple[str, Any]]) -> None:
         """Commit `pending`. Raises only when the file or disk fails, with `pending` left as what did not land."""
         waiters = [item for kind, item in pending if kind == "sync"]
         refusals: dict[str, Refusal] = {}
@@ -368,14 +385,14 @@ class RunStore:
         return row
 
     def _refuse(self, run_id: str, why: str) -> None:
-        log.error("Run %s: its history in %s could not be recorded as given: %s", run_id, self.data_dir, why)
+        log.error("Run %s: its history in %s could not be recorded as given: %s", run_id, self.shown_dir, why)
         self._refused[run_id] = why
 
-    def _commit(self, connection: sqlite3.Connection, rows: list[Row]) -> None:
+    def _commit(self, connection: Database, rows: list[Row]) -> None:
         if not rows:
             return
         events = [row.event for row in rows if row.event is not None]
-        with transaction(connection):
+        with connection.transaction():
             connection.executemany(
                 "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -398,10 +415,10 @@ class RunStore:
         self.events_written += len(events)
 
     def _commit_each_run(
-        self, connection: sqlite3.Connection, rows: list[Row], pending: list[tuple[str, Any]], exc: Exception
+        self, connection: Database, rows: list[Row], pending: list[tuple[str, Any]], exc: Exception
     ) -> None:
         """After a batch failed on some run's data: each run in its own transaction, so the others land."""
-        log.warning("Run history in %s: a batch failed (%s); writing it run by run", self.data_dir, reason(exc))
+        log.warning("Run history in %s: a batch failed (%s); writing it run by run", self.shown_dir, reason(exc))
         by_run: dict[str, list[Row]] = {}
         for row in rows:
             by_run.setdefault(row.run_id, []).append(row)
@@ -422,7 +439,7 @@ class RunStore:
             self._to_loop(self._settle, _highest_seq(landed), [], None)
             raise
 
-    def _commit_each_write(self, connection: sqlite3.Connection, run_id: str, rows: list[Row], exc: Exception) -> None:
+    def _commit_each_write(self, connection: Database, run_id: str, rows: list[Row], exc: Exception) -> None:
         """One run's writes, one transaction each: a write the file refuses is left out, and the run refused."""
         if run_id not in self._refused:
             self._refuse(run_id, f"the history file refused one of its writes ({reason(exc)})")
@@ -449,15 +466,15 @@ class RunStore:
         held = sum(1 for kind, _ in pending if kind == "event")
         if final:
             held += self._queue.qsize()
-            log.error("Run history in %s could not be written at shutdown: %s; %d writes are lost", self.data_dir,
+            log.error("Run history in %s could not be written at shutdown: %s; %d writes are lost", self.shown_dir,
                       why, held)
         elif self.error is None:
             log.error("Run history in %s cannot be written: %s; %d events held in memory and retried",
-                      self.data_dir, why, held)
+                      self.shown_dir, why, held)
         self.error = why
         self._to_loop(self._settle, {}, waiters, why)
 
-    def _prune_chunk(self, connection: sqlite3.Connection) -> bool:
+    def _prune_chunk(self, connection: Database) -> bool:
         """Delete one chunk of finished runs past retention; True when more may remain."""
         cutoff = (datetime.now(UTC) - self.retention).isoformat(timespec="milliseconds")
         try:
@@ -466,7 +483,7 @@ class RunStore:
                 (self.retention_runs - 1,),
             ).fetchone()
             keep_from = max((cutoff, ""), tuple(boundary) if boundary else ("", ""))
-            with transaction(connection):
+            with connection.transaction():
                 doomed = [
                     row[0]
                     for row in connection.execute(
@@ -476,11 +493,11 @@ class RunStore:
                 ]
                 connection.executemany("DELETE FROM events WHERE run_id = ?", [(r,) for r in doomed])
                 connection.executemany("DELETE FROM runs WHERE run_id = ?", [(r,) for r in doomed])
-        except sqlite3.Error as exc:
-            log.error("Pruning run history in %s failed: %s", self.data_dir, exc)
+        except Exception as exc:  # the database's own errors, whichever it is: pruning waits for the next round
+            log.error("Pruning run history in %s failed: %s", self.shown_dir, reason(exc))
             return False
         if doomed:
-            log.info("Pruned %d run(s) past retention from %s", len(doomed), self.path)
+            log.info("Pruned %d run(s) past retention from %s", len(doomed), self.location.shown_file)
             if self.on_prune is not None:
                 self._to_loop(self.on_prune, doomed)
         return len(doomed) == PRUNE_CHUNK

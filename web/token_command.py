@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from web.access import Role
+from web.database import Location
+from web.db_command import add_database_option
 from web.settings import Settings
 from web.tokens import TokenAdmin, TokenError, TokenInfo, now_utc, open_token_database, parse_lifetime
 
@@ -63,6 +65,7 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", type=Path, metavar="DIR", help="the server's data directory (default ./.stepline/)"
     )
+    add_database_option(parser)
 
 
 def token_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,7 +94,7 @@ def token_command(args: argparse.Namespace, settings: Settings) -> int:
 @contextlib.contextmanager
 def _admin(settings: Settings) -> Iterator[TokenAdmin]:
     """The history file of the settings' data directory, open for the length of one command."""
-    connection = open_token_database(settings.data_dir)
+    connection = open_token_database(Location.of(settings.data_dir, settings.database_url))
     try:
         yield TokenAdmin(connection)
     finally:

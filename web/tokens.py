@@ -1,4 +1,5 @@
-"""API tokens, kept in the history database: issued, listed and revoked by `stepline token`, checked by the server.
+"""API tokens, kept in the history database (SQLite or PostgreSQL): issued, listed and revoked by
+`stepline token`, checked by the server.
 
 A token is `stl_` and 32 random bytes (urlsafe base64), shown once when it is created; the database keeps
 only its SHA-256. The server looks each presented token up afresh (one indexed read), so a revoke or an
@@ -16,15 +17,16 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from web.access import Identity, IdentitySource, Role
 from web.auth import TokenRefused
-from web.store import DB_NAME
-from web.store_db import StoreError, connect, open_database, reason
+from web.database import Database, Location, StoreError, reason
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +117,21 @@ def check_name(name: str) -> str:
     return name
 
 
-def open_token_database(data_dir: Path) -> sqlite3.Connection:
-    """The history file in `data_dir`, created or migrated if need be. Takes no lock on the directory: a
-    running server keeps it, and SQLite's own locking (WAL, a busy timeout) lets both write the file."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreError(f"cannot use data directory {data_dir}: {exc.strerror or exc}") from None
-    return open_database(data_dir / DB_NAME)
+def open_token_database(location: Location) -> Database:
+    """The history database, created or migrated if need be. Takes no lock: a running server keeps it, and the
+    database's own locking (SQLite's WAL and busy timeout, PostgreSQL's transactions) lets both write it."""
+    if location.data_dir is not None:
+        try:
+            location.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot use data directory {location.data_dir}: {exc.strerror or exc}") from None
+    return Database.open(location)
 
 
 class TokenAdmin:
-    """Creating, listing and revoking tokens on an open history file (what `stepline token` does)."""
+    """Creating, listing and revoking tokens on an open history database (what `stepline token` does)."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: Database) -> None:
         self.connection = connection
 
     def create(
@@ -152,7 +155,7 @@ class TokenAdmin:
                     token_hash(secret),
                 ),
             )
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, psycopg.IntegrityError):
             existing = self.get(name)
             if existing is None:  # the hash collided: 256 random bits make that a broken random source
                 raise
@@ -181,27 +184,32 @@ class TokenAdmin:
         return info, revoked_now
 
 
-class TokenBook:
-    """The server's side (web.auth.TokenBook): who a presented token is, read afresh from the history file.
+Reads = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
-    One indexed read per request on a long-lived read-only connection; `last_used_at` is written at most
-    once a minute per token, by a short-lived thread, so a request never waits for a write.
+
+class TokenBook:
+    """The server's side (web.auth.TokenBook): who a presented token is, read afresh from the history.
+
+    One indexed read per request through the history's reader (`reads`: web.store.RunStore.fetchall);
+    `last_used_at` is written at most once a minute per token, by a short-lived thread, so a request never
+    waits for a write.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._connection: sqlite3.Connection | None = None
+    def __init__(self, location: Location, reads: Reads) -> None:
+        self.location = location
+        self._reads = reads
         self._lock = threading.Lock()
         self._recorded: dict[str, float] = {}  # token name -> when (monotonic) its last use was last written
 
-    def identify(self, secret: str) -> Identity:
+    async def identify(self, secret: str) -> Identity:
         if TOKEN_PATTERN.fullmatch(secret) is None:
             raise TokenRefused("a token not in Stepline's format")
         try:
-            row = self._lookup(token_hash(secret))
-        except sqlite3.Error as exc:
-            log.error("Cannot read API tokens from %s: %s", self.path, reason(exc))
-            raise TokenRefused(f"a token that could not be checked: the history file is unreadable ({exc})") from None
+            rows = await self._reads(f"SELECT {COLUMNS} FROM tokens WHERE token_hash = ?", (token_hash(secret),))
+        except StoreError as exc:
+            log.error("Cannot read API tokens: %s", exc)
+            raise TokenRefused(f"a token that could not be checked: {exc}") from None
+        row = rows[0] if rows else None
         if row is None:
             raise TokenRefused("an unknown token")
         info = _info(row)
@@ -214,23 +222,6 @@ class TokenBook:
         self._note_use(info, now)
         scenarios = frozenset(info.scenarios) if info.scenarios is not None else None
         return Identity(info.name, IdentitySource.TOKEN, info.role, scenarios=scenarios)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def _lookup(self, digest: str) -> tuple[Any, ...] | None:
-        with self._lock:
-            if self._connection is None:
-                # Opened at first use: by then the server has created and migrated the file.
-                connection = connect(self.path, check_same_thread=False)
-                connection.execute("PRAGMA query_only = 1")
-                self._connection = connection
-            return self._connection.execute(
-                f"SELECT {COLUMNS} FROM tokens WHERE token_hash = ?", (digest,)
-            ).fetchone()
 
     def _note_use(self, info: TokenInfo, now: datetime) -> None:
         if info.last_used_at is not None and (now - info.last_used_at).total_seconds() < LAST_USED_EVERY_SECONDS:
@@ -246,14 +237,14 @@ class TokenBook:
 
     def _write_use(self, name: str, now: datetime) -> None:
         try:
-            connection = connect(self.path)
+            database = Database.connect(self.location)
             try:
-                connection.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now.isoformat(), name))
+                database.execute("UPDATE tokens SET last_used_at = ? WHERE name = ?", (now.isoformat(), name))
             finally:
-                connection.close()
-        except sqlite3.Error as exc:
+                database.close()
+        except (sqlite3.Error, psycopg.Error) as exc:
             # A hint lost, nothing more: the next use after a minute tries again.
-            log.warning("Cannot record the use of token %r in %s: %s", name, self.path, reason(exc))
+            log.warning("Cannot record the use of token %r in %s: %s", name, self.location.shown_file, reason(exc))
 
 
 def _scenario_limit(role: Role, scenarios: list[str] | None) -> tuple[str, ...] | None:

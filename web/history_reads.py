@@ -1,0 +1,97 @@
+"""Reading the history from the event loop: SQLite on one read-only connection, PostgreSQL through a pool.
+
+SQLite's reads are indexed, small and never wait for the writer (WAL), so they run on the loop as they
+are. PostgreSQL's cross a network: they are awaited on a pool of connections, and a connection the
+server dropped (a restart, a failover) is replaced and the read tried once more before it fails.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from web.database import CONNECT_TIMEOUT_SECONDS, Location, StoreError, connect_sqlite, reason
+
+# Connections a PostgreSQL reader keeps at most: reads are short, so a few serve many requests.
+POOL_MAX_SIZE = 8
+
+
+class HistoryReader(Protocol):
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteReader:
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._connection = connect_sqlite(location.path)
+        self._connection.execute("PRAGMA query_only = 1")
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._connection.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"run history in {self.location.shown} cannot be read: {reason(exc)}") from None
+
+    async def close(self) -> None:
+        self._connection.close()
+
+
+class PostgresReader:
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        assert location.url is not None
+        self._pool = AsyncConnectionPool(
+            location.url,
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            timeout=CONNECT_TIMEOUT_SECONDS,
+            open=False,
+        )
+
+    async def open(self) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        except PoolTimeout:
+            await self._pool.close()
+            raise StoreError(f"cannot read run history {self.location.shown}: no connection within "
+                             f"{CONNECT_TIMEOUT_SECONDS}s") from None
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        query = sql.replace("?", "%s")
+        for attempt in (1, 2):
+            try:
+                async with self._pool.connection() as connection:
+                    cursor = await connection.execute(query, params)
+                    return await cursor.fetchall()
+            except psycopg.OperationalError as exc:
+                # The pool drops a broken connection as it comes back; a second try gets a fresh one.
+                if attempt == 2:
+                    raise self._unreadable(exc) from None
+            except (psycopg.Error, PoolTimeout) as exc:
+                raise self._unreadable(exc) from None
+        raise AssertionError("unreachable")
+
+    def _unreadable(self, exc: BaseException) -> StoreError:
+        why = reason(exc) if isinstance(exc, psycopg.Error) else f"no free connection within {CONNECT_TIMEOUT_SECONDS}s"
+        return StoreError(f"run history in {self.location.shown} cannot be read: {why}")
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_reader(location: Location) -> HistoryReader:
+    if location.dialect == "sqlite":
+        try:
+            return SqliteReader(location)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read run history {location.shown_file}: {reason(exc)}") from None
+    reader = PostgresReader(location)
+    await reader.open()
+    return reader
