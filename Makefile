@@ -10,7 +10,7 @@ TEST_STAMP := $(VENV)/.installed-test
 # keep two cores busy. A module's tests stay together, so its shared servers start once.
 PYTEST_WORKERS ?= -n 3 --dist loadfile
 
-.PHONY: run test lint bench browser wheel-check clean
+.PHONY: run test lint bench browser postgresql wheel-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; fi; \
 	fi
 
+# The history tests start a real PostgreSQL server of their own (initdb, pg_ctl): install its
+# binaries when they are missing and we may.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "PostgreSQL is missing: run 'sudo apt-get install postgresql'" >&2; exit 1; fi; \
+	fi
+
 # The MCP reference server from npm, at the version its lock file pins: a peer for the benchmarks,
 # and a server whose results hold every kind of content for the tests.
 REFERENCE := tests/reference
@@ -59,14 +67,14 @@ $(INSPECTOR_STAMP): $(INSPECTOR)/package-lock.json | $(REFERENCE_STAMP)
 	npm ci --prefix $(INSPECTOR) --no-audit --no-fund --loglevel=error
 	touch $(INSPECTOR_STAMP)
 
-test: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP) browser
+test: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP) browser postgresql
 	$(BIN)/ruff check web tests
 	$(BIN)/python -m pytest -q $(PYTEST_WORKERS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check web tests
 
-bench: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP)
+bench: $(TEST_STAMP) $(REFERENCE_STAMP) $(INSPECTOR_STAMP) postgresql
 	$(BIN)/python -m tests.benchmarks.run_all
 
 # What a user of the wheel gets: `pip install .` into a fresh venv, then `stepline serve` from
