@@ -25,6 +25,7 @@ from web.runs import (
     HistoryFailing,
     ModelFailed,
     NoSamplingModel,
+    ReplicaUnreachable,
     RequestClosed,
     RunAlreadyFinished,
     RunForbidden,
@@ -107,6 +108,7 @@ REFUSAL_STATUS: dict[type[RunRefused], int] = {
     NoSamplingModel: 409,
     ModelFailed: 502,
     HistoryFailing: 503,
+    ReplicaUnreachable: 503,
 }
 
 
@@ -235,13 +237,20 @@ async def list_tools(request: Request) -> Response:
 async def healthz(request: Request) -> Response:
     servers = request.state.pool.health()
     history = request.state.runs.history_health()
+    replica = request.state.replica.health() if request.state.replica is not None else None
     healthy = all(s["state"] == "ready" for s in servers.values()) and (history is None or history["state"] == "ok")
+    healthy = healthy and (replica is None or replica["database"] == "ok")
     status = "ok" if healthy else "degraded"
     identity = identity_of(request)
     if identity is None or not identity.has(Role.ADMIN):
         # Open to all, for load balancers and monitors: servers' errors, tool counts and paths are for admins.
-        return JSONResponse({"status": status, "servers": {name: {"state": s["state"]} for name, s in servers.items()}})
-    return model_response(Health.model_validate({"status": status, "servers": servers, "history": history}))
+        states = {name: {"state": s["state"]} for name, s in servers.items()}
+        shown: dict[str, Any] = {"status": status, "servers": states}
+        if replica is not None:
+            shown["replica"] = {key: replica[key] for key in ("id", "leases", "database")}
+        return JSONResponse(shown)
+    health = {"status": status, "servers": servers, "history": history, "replica": replica}
+    return model_response(Health.model_validate(health))
 
 
 routes = [

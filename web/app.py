@@ -25,11 +25,13 @@ from web.catalog_reload import CatalogWatcher
 from web.database import Location
 from web.http_body import BodyLimitMiddleware, BodyTooLarge
 from web.inbox import Inbox
+from web.leases import Ownership
 from web.mcp_config import load_config_roots, load_mcp_config
 from web.mcp_pool import McpPool
 from web.mcp_serving import ScenarioServer
 from web.permissions import guard_routes
 from web.registry import RunRegistry
+from web.replicas import Replica, default_replica_id
 from web.resources import STATIC
 from web.runner import Runner
 from web.runs import InputInvalid, RunRefused, RunService
@@ -50,16 +52,24 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # Read config up front so a broken mcpServers file stops `serve` with its reason, not mid-run.
     mcp_configs = load_mcp_config(settings.mcp_config)
     store = None
+    ownership = None
     if settings.history:
+        location = Location.of(settings.data_dir, settings.database_url)
+        if location.dialect == "postgresql":
+            # On PostgreSQL every process is a replica: one or many, they share the runs (web.replicas).
+            ownership = Ownership(settings.replica_id or default_replica_id(settings.port), settings.lease_seconds)
         store = RunStore(
-            Location.of(settings.data_dir, settings.database_url),
+            location,
             retention_days=settings.retention_days,
             retention_runs=settings.retention_runs,
+            ownership=ownership,
         )
         # Likewise a data directory that cannot be written: refuse to start rather than lose runs.
         store.check()
     # With a history, runs outlive the process: left as they are at shutdown, resumed at start (web.resume).
-    registry = RunRegistry(settings.run_registry_max_size, store=store)
+    registry = RunRegistry(
+        settings.run_registry_max_size, store=store, max_concurrent_runs=settings.max_concurrent_runs
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -87,7 +97,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 inbox=Inbox(max_request_bytes=settings.max_output_bytes),
                 wait_timeout=settings.wait_timeout,
             )
-            service = RunService(catalog, registry, runner)
+            replica = None
+            if ownership is not None:
+                assert store is not None
+                replica = Replica(ownership, store, registry, resume=lambda: runner.resume_unfinished(catalog))
+            service = RunService(catalog, registry, runner, replica)
             await runner.resume_unfinished(catalog)
 
             async def reload() -> None:
@@ -108,9 +122,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
             watcher.on_change.append(mcp.tools_changed)
             mcp_sessions = mcp_endpoint.session_manager(mcp, settings)
-            async with mcp_sessions.run():
+            async with mcp_sessions.run(), (replica.running() if replica else contextlib.nullcontext()):
                 app.state.mcp_sessions = mcp_sessions
                 yield {
+                    "replica": replica,
                     "sampling": sampling,
                     "catalog": catalog,
                     "pool": pool,
@@ -209,7 +224,9 @@ async def run_refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RunRefused)
     if isinstance(exc, InputInvalid):
         return await request_invalid(request, RequestInvalid(exc.errors))
-    return await http_error(request, HTTPException(api.REFUSAL_STATUS[type(exc)], str(exc)))
+    status = api.REFUSAL_STATUS[type(exc)]
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return await http_error(request, HTTPException(status, str(exc), headers=headers))
 
 
 async def history_unwritable(request: Request, exc: Exception) -> Response:

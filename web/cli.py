@@ -32,6 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--data-dir", type=Path, help="where run history is stored (default ./.stepline/)")
     add_database_option(serve)
+    serve.add_argument(
+        "--max-concurrent-runs",
+        type=int,
+        metavar="N",
+        help="with --database: live runs this replica runs at once; more wait in the database for a replica "
+        "with room (default 100)",
+    )
+    serve.add_argument("--replica-id", metavar="ID", help="with --database: this replica's id (default host:port)")
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="with --database: how long a run stays a stopped replica's before another takes it (default 10)",
+    )
     serve.add_argument("--retention-days", type=float, help="prune finished runs older than this (default 30)")
     serve.add_argument("--retention-runs", type=int, help="keep at most this many runs (default 10000)")
     serve.add_argument(

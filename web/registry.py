@@ -20,7 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -100,7 +100,10 @@ class RunRecord:
         started_by: Actor | None = None,
         sink: Callable[[dict[str, Any]], None] | None = None,
         history_writing: Callable[[], bool] | None = None,
+        confirm: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """`sink`: where its events are written (None: nowhere, or, with replicas, a run another one runs and this
+        one mirrors from the history). `confirm`: with replicas, whether this one still owns it (web.leases)."""
         self.state = RunState(
             run_id=run_id, scenario_id=scenario_id, input=run_input, created_at=created_at, started_by=started_by
         )
@@ -111,6 +114,9 @@ class RunRecord:
         # How many of `events` the store has committed (all of them when there is no store).
         self.saved_seq = 0
         self._sink = sink
+        self._confirm = confirm
+        # Streams following it: a mirrored run nobody follows need not be kept up to date in memory.
+        self.followers = 0
         # Whether the history writes now (None: always); while it fails, readers get events from memory.
         self._history_writing = history_writing
         self._appended = asyncio.Event()
@@ -125,6 +131,7 @@ class RunRecord:
         *,
         sink: Callable[[dict[str, Any]], None] | None = None,
         history_writing: Callable[[], bool] | None = None,
+        confirm: Callable[[str], Awaitable[bool]] | None = None,
     ) -> RunRecord:
         """A run rebuilt from its stored row and events: the same fold as when it ran.
 
@@ -139,6 +146,7 @@ class RunRecord:
             started_by=started_by,
             sink=sink,
             history_writing=history_writing,
+            confirm=confirm,
         )
         for event in events:
             record.events.append(event)
@@ -172,6 +180,50 @@ class RunRecord:
     @property
     def is_finished(self) -> bool:
         return self.state.is_finished
+
+    @property
+    def is_mirror(self) -> bool:
+        """Run by another replica: its events come from the history (`take_stored`), none are emitted here."""
+        return self._sink is None and self._confirm is None and self.task is None and self._mirrored
+
+    _mirrored = False
+
+    async def confirm(self) -> None:
+        """Return once the history says this replica still owns the run (at once without replicas). A run taken
+        by another replica is cancelled meanwhile (RunRegistry), so a step never calls its tool for it."""
+        if self._confirm is not None and not await self._confirm(self.run_id):
+            raise asyncio.CancelledError(f"run {self.run_id} is now another replica's")
+
+    def take_stored(self, events: list[dict[str, Any]]) -> int:
+        """Append the events another replica committed (those that follow on from this copy's); how many."""
+        taken = 0
+        for event in events:
+            if event["seq"] == len(self.events) + 1 and not self.state.is_finished:
+                self.events.append(event)
+                self.state.apply(event)
+                taken += 1
+        if taken:
+            self.saved_seq = len(self.events)
+            self._wake(self.state.is_finished)
+        return taken
+
+    def mirror(self) -> None:
+        """From now on a copy of a run another replica runs: events it emitted but never committed are dropped
+        (no reader saw them: readers get only what is on disk), and the rest come from the history."""
+        del self.events[self.saved_seq :]
+        self.state.refold(self.events)
+        self._sink = self._confirm = None
+        self.task = None
+        self.stop_reason = None
+        self._mirrored = True
+        self._wake_now()
+
+    def own(
+        self, sink: Callable[[dict[str, Any]], None], history_writing: Callable[[], bool], confirm: Callable[..., Any]
+    ) -> None:
+        """This replica has claimed the run: it writes its events from now on."""
+        self._sink, self._history_writing, self._confirm = sink, history_writing, confirm
+        self._mirrored = False
 
     def emit(self, fields: Event) -> Event:
         """Append one event (made by a web.events constructor), fold it into the state and wake every subscriber."""
@@ -245,17 +297,21 @@ class RunRecord:
         because the cursor is an index into the one list.
         """
         cursor = max(after, 0)
-        while True:
-            appended = self._appended
-            while cursor < self.readable:
-                event = self.events[cursor]
-                cursor += 1
-                yield event
-                if event["type"] == EventType.RUN_FINISHED:
+        self.followers += 1
+        try:
+            while True:
+                appended = self._appended
+                while cursor < self.readable:
+                    event = self.events[cursor]
+                    cursor += 1
+                    yield event
+                    if event["type"] == EventType.RUN_FINISHED:
+                        return
+                if self.is_over:
                     return
-            if self.is_over:
-                return
-            await appended.wait()
+                await appended.wait()
+        finally:
+            self.followers -= 1
 
 
 def close(record: RunRecord, ending: Ending) -> None:
@@ -314,34 +370,47 @@ class RunRegistry:
         max_size: int,
         *,
         store: RunStore | None = None,
+        max_concurrent_runs: int = 100,
     ) -> None:
         """With a `store`, runs outlive the process (web.resume): left as they are at shutdown, kept at start
         for the runner to resume. Without one, they end with it."""
         self.max_size = max_size
         self.store = store
+        # With replicas: live runs this one runs at once; more wait in the history for any replica with room.
+        self.max_concurrent_runs = max_concurrent_runs
         self._runs: OrderedDict[str, RunRecord] = OrderedDict()
         # Runs the history left unfinished, kept at start until the runner resumes or ends them (web.resume).
         self._suspended: list[RunRecord] = []
+        # Runs being stopped because another replica took them.
+        self._losing: set[str] = set()
         if store is not None:
             store.on_commit = self._saved
             store.on_prune = self._forget
             store.on_refuse = self._refused
+            store.on_lost = self.lose
 
-    def create(self, scenario_id: str, run_input: dict[str, Any], *, started_by: Actor | None = None) -> RunRecord:
-        """`started_by`: who started it (web.access.Identity.audit), None for nobody named."""
-        sink = self.store.add_event if self.store is not None else None
+    @property
+    def replicated(self) -> bool:
+        """One replica of several on a shared database (web.replicas): runs are owned, claimed and mirrored."""
+        return self.store is not None and self.store.ownership is not None
+
+    def create(
+        self, scenario_id: str, run_input: dict[str, Any], *, started_by: Actor | None = None, owned: bool = True
+    ) -> RunRecord:
+        """`started_by`: who started it (web.access.Identity.audit), None for nobody named. `owned` False (replicas
+        only): queued in the history for whichever replica has room, not run here unless this one claims it."""
         record = RunRecord(
             str(uuid.uuid4()),
             scenario_id,
             run_input,
             utc_now(),
             started_by=started_by,
-            sink=sink,
-            history_writing=self._history_writing,
+            **(self._writing() if owned else {}),
         )
+        record._mirrored = not owned
         if self.store is not None:
             # Queued ahead of the run's first event, so the row is on disk before or with it.
-            self.store.add_run(summary_of(record.state))
+            self.store.add_run(summary_of(record.state), owned=owned)
         self._runs[record.run_id] = record
         self._evict()
         return record
@@ -365,6 +434,8 @@ class RunRegistry:
         if record is not None:
             return record
         record = RunRecord.restore(*stored)
+        # With replicas, an unfinished run read back is another's: its copy here follows the history.
+        record._mirrored = self.replicated and not record.is_finished
         self._runs[run_id] = record
         self._evict()
         return record
@@ -433,7 +504,53 @@ class RunRegistry:
 
     def start(self, record: RunRecord, work: Callable[[RunRecord], Coroutine[Any, Any, None]]) -> None:
         record.task = asyncio.create_task(work(record), name=f"run {record.run_id}")
-        record.task.add_done_callback(lambda _task: _close_unfinished(record))
+        record.task.add_done_callback(lambda _task: self._ended(record))
+
+    def _ended(self, record: RunRecord) -> None:
+        if record.run_id in self._losing:
+            self._losing.discard(record.run_id)
+            record.mirror()  # another replica runs it now: this copy follows the history
+        else:
+            _close_unfinished(record)
+
+    def has_room(self) -> bool:
+        """Whether a new run starts here now (always, but for a replica running as many as it may)."""
+        return not self.replicated or len(self.owned_live()) < self.max_concurrent_runs
+
+    def owned_live(self) -> list[RunRecord]:
+        """The unfinished runs this process runs (or waits in), as opposed to those it only mirrors."""
+        return [r for r in self._runs.values() if r.task is not None and not r.is_finished and r.stop_reason is None]
+
+    def adopt(self, row: RunRow, events: list[dict[str, Any]]) -> RunRecord:
+        """A run this replica has just claimed: kept, like the runs `recover` keeps, for the runner to go on with."""
+        record = self._runs.get(row.run_id)
+        if record is not None and record.task is None:
+            record.take_stored(events)
+            record.own(**self._writing())
+        else:
+            record = RunRecord.restore(row, events, **self._writing())
+            self._runs[record.run_id] = record
+        self._suspended.append(record)
+        return record
+
+    def _writing(self) -> dict[str, Any]:
+        """How a run this process runs writes its history."""
+        if self.store is None:
+            return {}
+        confirm = self.store.confirm if self.replicated else None
+        return {"sink": self.store.add_event, "history_writing": self._history_writing, "confirm": confirm}
+
+    def lose(self, run_ids: set[str]) -> None:
+        """Runs another replica has taken (this one was frozen or cut off past their leases): stop each without
+        recording anything more, and follow it from the history instead."""
+        for run_id in run_ids:
+            record = self._runs.get(run_id)
+            if record is None or record.task is None or record.is_finished or run_id in self._losing:
+                continue
+            log.warning("Run %s is now run by another replica: this one stops it and follows it", run_id)
+            self._losing.add(run_id)
+            record.stop_reason = SUSPENDED
+            record.task.cancel()
 
     async def sync(self) -> None:
         """Return once every run and event so far is on disk (at once without a store); StoreError."""
@@ -486,7 +603,8 @@ class RunRegistry:
             return
         await self.store.open()
         try:
-            await self.recover()
+            if not self.replicated:  # replicas claim runs instead (web.replicas)
+                await self.recover()
             yield
         finally:
             await self.store.aclose()
@@ -498,7 +616,7 @@ class RunRegistry:
             return []
         kept = []
         for row, stored in await self.store.unfinished():
-            record = RunRecord.restore(row, stored, sink=self.store.add_event, history_writing=self._history_writing)
+            record = RunRecord.restore(row, stored, **self._writing())
             self._suspended.append(record)
             self._runs[record.run_id] = record
             kept.append(row.run_id)
@@ -547,6 +665,8 @@ class RunRegistry:
                 del self._runs[run_id]
 
     def _evictable(self, record: RunRecord) -> bool:
+        if record.is_mirror:  # read back from the history when asked for again
+            return record.followers == 0
         # Until its last event is on disk, a finished run read back from the store would look unfinished.
         return record.is_finished and (self.store is None or record.saved_seq >= len(record.events))
 

@@ -83,7 +83,9 @@ class Runner:
         Raises StoreError when the history cannot be written; the run is then recorded as failed
         (not started) rather than left queued for ever.
         """
-        record = self.registry.create(scenario.scenario_id, run_input, started_by=started_by)
+        # A replica with no room leaves the run queued in the history, for whichever replica has room first.
+        owned = self.registry.has_room()
+        record = self.registry.create(scenario.scenario_id, run_input, started_by=started_by, owned=owned)
         try:
             await self.registry.sync()
         except BaseException as exc:
@@ -91,7 +93,7 @@ class Runner:
                 status = RunStatus.CANCELLED if isinstance(exc, asyncio.CancelledError) else RunStatus.FAILED
                 record.emit(run_finished(status=status, finished_at=utc_now(), message=f"Not started: {exc}"))
             raise
-        if not record.is_finished:  # a cancel may have come in while the row was being written
+        if owned and not record.is_finished:  # a cancel may have come in while the row was being written
             self.registry.start(record, lambda r: self.run(r, scenario))
         return record
 

@@ -10,7 +10,7 @@ It speaks in domain errors (each a RunRefused); the HTTP layer decides how each 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from web import inbox, registry
@@ -19,6 +19,7 @@ from web.events import AnswerAction, EventType, RequestKind
 from web.forms import with_defaults
 from web.inbox import Inbox
 from web.registry import RunRecord, RunRegistry
+from web.replicas import OwnerUnreachable, Replica
 from web.run_list import MAX_PAGE_SIZE, RunPage, encode_cursor
 from web.runner import Runner
 from web.sampling_model import SamplingModel, SamplingUnavailable
@@ -112,6 +113,11 @@ class NoSamplingModel(RunRefused):
         )
 
 
+class ReplicaUnreachable(RunRefused):
+    """The replica running the run did not answer a command for it (503): try again; if it is gone, its lease
+    runs out and another replica takes the run."""
+
+
 class ModelFailed(RunRefused):
     """The model endpoint gave no reply (502); the message says why, without its key."""
 
@@ -145,10 +151,15 @@ class Resumed:
 class RunService:
     """Runs of the catalog's scenarios, launched by the runner and kept by the registry."""
 
-    def __init__(self, catalog: Catalog, runs: RunRegistry, runner: Runner) -> None:
+    def __init__(self, catalog: Catalog, runs: RunRegistry, runner: Runner, replica: Replica | None = None) -> None:
+        """`replica`: this process is one of several sharing the history; a command for a run another one runs
+        is carried out by that one (web.replicas)."""
         self.catalog = catalog
         self.runs = runs
         self.runner = runner
+        self.replica = replica
+        if replica is not None:
+            replica.perform = self.perform
 
     def scenario(self, scenario_id: str, by: Identity | None) -> Scenario:
         """The scenario, if `by` may see it (UnknownScenario otherwise, as if it did not exist)."""
@@ -233,11 +244,47 @@ class RunService:
         """Cancel a queued or running run; it has usually recorded its ending when this returns."""
         record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "cancel runs of")
+        if await self._by_owner(record, {"command": "cancel", "by": _audit(by)}) is not None:
+            return record
         try:
             await self.runs.cancel(run_id, cancelled_by=_audit(by))
         except registry.RunAlreadyFinished:
             raise RunAlreadyFinished(record) from None
         return record
+
+    async def _by_owner(self, record: RunRecord, command: dict[str, Any]) -> dict[str, Any] | None:
+        """With replicas, a command for a run another replica runs, carried out there: its result, or the
+        refusal it met raised here. None when the run is this replica's (now, if nobody ran it any more)."""
+        if self.replica is None or not record.is_mirror or record.is_finished:
+            return None
+        try:
+            reply = await self.replica.command(record, command)
+        except OwnerUnreachable as exc:
+            raise ReplicaUnreachable(f"Not done: {exc}; try again") from None
+        if reply is None:
+            return None
+        if "error" in reply:
+            raise _refusal(reply, record)
+        return reply["ok"]
+
+    async def perform(self, record: RunRecord, command: dict[str, Any]) -> dict[str, Any]:
+        """Carry out a command another replica passed on for a run this one runs: `{"ok": result}`, or
+        `{"error": name, ...}` for the refusal it met."""
+        by = command.get("by")
+        try:
+            if command["command"] == "cancel":
+                await self.runs.cancel(record.run_id, cancelled_by=by)
+                return {"ok": {}}
+            answered = await self._answer(
+                record, command["request_id"], AnswerAction(command["action"]), command.get("content"), by
+            )
+            return {"ok": {**asdict(answered), "action": answered.action.value}}
+        except registry.RunAlreadyFinished:
+            return {"error": "RunAlreadyFinished"}
+        except AnswerInvalid as exc:
+            return {"error": "AnswerInvalid", "errors": exc.errors}
+        except RunRefused as exc:
+            return {"error": type(exc).__name__, "message": str(exc)}
 
     async def answer(
         self, run_id: str, request_id: str, action: AnswerAction, content: Any, *, by: Identity | None
@@ -251,8 +298,17 @@ class RunService:
         record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
         self._require_history()
+        command = {"command": "answer", "request_id": request_id, "action": action.value, "content": content}
+        done = await self._by_owner(record, {**command, "by": _audit(by)})
+        if done is not None:
+            return Answered(**{**done, "action": AnswerAction(done["action"])})
+        return await self._answer(record, request_id, action, content, _audit(by))
+
+    async def _answer(
+        self, record: RunRecord, request_id: str, action: AnswerAction, content: Any, by: dict[str, Any] | None
+    ) -> Answered:
         try:
-            answer = self.runner.inbox.answer(record, request_id, action, content, by=_audit(by))
+            answer = self.runner.inbox.answer(record, request_id, action, content, by=by)
         except inbox.RequestNotFound as exc:
             raise UnknownRequest(str(exc)) from None
         except inbox.RequestClosed as exc:
@@ -301,6 +357,8 @@ class RunService:
         record = await self.run(run_id, by)
         self.require_may_run(by, record.state.scenario_id, "answer requests in runs of")
         request = _open_request(record, request_id)
+        if record.is_mirror and not record.is_finished:
+            raise ReplicaUnreachable("Not drafted: another replica runs this run, and only it may draft its replies")
         if request["kind"] != RequestKind.SAMPLING:
             raise RequestClosed(f"Request {request_id} asks for {request['kind']}, not a model's reply: only a "
                                 "sampling request can be drafted")
@@ -343,6 +401,23 @@ def _answered_event(record: RunRecord, request_id: str) -> dict[str, Any]:
         for event in reversed(record.events)
         if event["type"] == EventType.INPUT_ANSWERED and event["request_id"] == request_id
     )
+
+
+# Refusals another replica may reply with that say all in their message.
+PLAIN_REFUSALS: dict[str, type[RunRefused]] = {
+    cls.__name__: cls for cls in (UnknownRequest, RequestClosed, ReplicaUnreachable)
+}
+
+
+def _refusal(reply: dict[str, Any], record: RunRecord) -> RunRefused:
+    """The refusal another replica met carrying out a command, as raised there."""
+    name = reply["error"]
+    if name == "RunAlreadyFinished":
+        return RunAlreadyFinished(record)
+    if name == "AnswerInvalid":
+        return AnswerInvalid(reply["errors"])
+    # Any other (the history failing there, say) is, from here, the owner failing to do it.
+    return PLAIN_REFUSALS.get(name, ReplicaUnreachable)(reply.get("message") or name)
 
 
 def _audit(identity: Identity | None) -> dict[str, str] | None:

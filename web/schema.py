@@ -15,6 +15,8 @@ Dialect = Literal["sqlite", "postgresql"]
 DIALECT_FORMS: dict[str, dict[Dialect, str]] = {
     # SQLite clusters a table on its primary key only when told; PostgreSQL has no such option.
     "{clustered}": {"sqlite": " WITHOUT ROWID", "postgresql": ""},
+    # A moment: the database's own clock keeps leases (PostgreSQL), so replicas' clocks need not agree.
+    "{moment}": {"sqlite": "TEXT", "postgresql": "TIMESTAMPTZ"},
 }
 
 # MIGRATIONS[n] takes a database from schema version n to n + 1. Append only: a shipped migration is
@@ -67,6 +69,23 @@ MIGRATIONS: list[tuple[str, ...]] = [
             expires_at TEXT,
             revoked_at TEXT,
             last_used_at TEXT
+        )
+        """,
+    ),
+    # 4: replicas sharing one database. A live run is owned by the replica running it (`owner`, its id)
+    # for as long as it renews its lease; a run whose lease ran out is claimed by another. Commands for
+    # a run (cancel, answers, Resume) reach its owner through run_commands, which also holds the reply.
+    (
+        "ALTER TABLE runs ADD COLUMN owner TEXT",
+        "ALTER TABLE runs ADD COLUMN lease_until {moment}",
+        "CREATE INDEX runs_by_owner ON runs (owner)",
+        """
+        CREATE TABLE run_commands (
+            command_id TEXT PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            command TEXT NOT NULL,
+            sent_at {moment} NOT NULL,
+            reply TEXT
         )
         """,
     ),

@@ -754,6 +754,32 @@ class HistoryHealth(BaseModel):
     error: str | None = Field(description="Why the last write failed, while it fails.")
 
 
+class ReplicaHealth(BaseModel):
+    model_config = _examples(
+        {
+            "id": "web-1:8000",
+            "leases": 2,
+            "runs": ["0b7c2a8e-3c4f-4c1e-9f51-2d1b7f0c9a10", "5e0f3b1c-8d2a-4f6b-a0c3-7e9d1b2c4f58"],
+            "max_concurrent_runs": 100,
+            "lease_seconds": 10.0,
+            "listening": True,
+            "database": "ok",
+            "error": None,
+        }
+    )
+
+    id: str = Field(description="This replica's id (--replica-id).")
+    leases: int = Field(description="Live runs this replica holds a lease on, and runs.")
+    runs: list[str] = Field(description="Their ids (the first 100).")
+    max_concurrent_runs: int
+    lease_seconds: float
+    listening: bool = Field(description="Whether it hears the other replicas (LISTEN) at the moment.")
+    database: Literal["ok", "failing"] = Field(
+        description="Whether its last lease renewal or claim reached the database."
+    )
+    error: str | None
+
+
 class Health(BaseModel):
     model_config = _examples(
         {
@@ -766,6 +792,7 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     servers: dict[str, ServerHealth]
     history: HistoryHealth | None = Field(None, description="Run history on disk; null when it is turned off.")
+    replica: ReplicaHealth | None = Field(None, description="With --database: this replica among the others.")
 
 
 class ErrorDetail(BaseModel):

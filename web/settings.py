@@ -35,6 +35,14 @@ class Settings(BaseSettings):
       files (1); ``0`` turns the check off.
     - ``STEPLINE_HISTORY``: ``false`` keeps runs in memory only, nothing written (true).
 
+    Replicas on one PostgreSQL database (``STEPLINE_DATABASE_URL``; see docs/deploy.md):
+
+    - ``STEPLINE_REPLICA_ID``: this replica's id, unique among them (host:port of ``serve``).
+    - ``STEPLINE_LEASE_SECONDS``: how long a replica's claim on a run lasts unless renewed; a replica
+      killed or cut off has its runs taken by another this long after its last renewal (10).
+    - ``STEPLINE_MAX_CONCURRENT_RUNS``: live runs one replica runs at once; more are queued in the
+      database for any replica with room (100).
+
     People answering servers (see the README's "Human in the loop"):
 
     - ``STEPLINE_ROOTS``: folders offered to MCP servers that ask for roots, a JSON list (``--root DIR``,
@@ -117,6 +125,9 @@ class Settings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     retention_runs: int = Field(10_000, ge=1)
     history: bool = True
+    replica_id: str | None = Field(None, pattern=r"^[A-Za-z0-9_.:@-]{1,100}$")
+    lease_seconds: float = Field(10.0, ge=1, le=3600)
+    max_concurrent_runs: int = Field(100, ge=1)
     reload_seconds: float = Field(1.0, ge=0)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     # At most 200: the MCP SDK reads no message nested deeper than about 200 levels; pydantic serialises 255.

@@ -430,6 +430,9 @@ class StepRun:
         )
 
         async def call() -> Any:
+            # With replicas: only while the run is still this one's (a replica frozen past its lease and woken
+            # again must not call a tool that the replica now running the run calls too).
+            await record.confirm()
             return await call_answering(
                 context.pool,
                 tool.server,

@@ -29,6 +29,7 @@ from typing import Any
 from web.database import DB_NAME, Database, Location, StoreError, is_data_error, reason
 from web.events import TERMINAL_RUN_STATUSES, EventType
 from web.history_reads import HistoryReader, open_reader
+from web.leases import Ownership
 from web.store_rows import Refusal, Row, encode_event, encode_run, loads
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,6 @@ RETRY_AFTER_SECONDS = int(RETRY_MAX_SECONDS)
 PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
 # Runs deleted per transaction, so pruning a large backlog never stalls the writes of live runs.
 PRUNE_CHUNK = 500
-# Held by the one process serving a PostgreSQL database's runs: two would each resume the other's live runs.
-SERVING_LOCK = 0x5374_6571
 # Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
 CLOSE_TIMEOUT_SECONDS = 15.0
 
@@ -75,12 +74,21 @@ class RunRow:
 StoredRun = tuple[RunRow, list[dict[str, Any]]]
 CommitListener = Callable[[dict[str, int]], None]
 RefusalListener = Callable[[list[Refusal]], None]
+LossListener = Callable[[set[str]], None]
 
 
 class RunStore:
     """The history. `check()` and `open()` raise StoreError; writes never block the caller."""
 
-    def __init__(self, location: Location | Path, *, retention_days: float, retention_runs: int) -> None:
+    def __init__(
+        self,
+        location: Location | Path,
+        *,
+        retention_days: float,
+        retention_runs: int,
+        ownership: Ownership | None = None,
+    ) -> None:
+        """`ownership`: this process is one replica of several on a PostgreSQL database (web.leases)."""
         if isinstance(location, Path):
             location = Location.of(location, None)
         self.location = location
@@ -94,6 +102,9 @@ class RunStore:
         self.on_prune: Callable[[list[str]], None] | None = None
         # Called on the event loop, before the commit of the writes concerned, with runs refused for their data.
         self.on_refuse: RefusalListener | None = None
+        # Called on the event loop with the runs another replica has taken from this one (web.leases).
+        self.on_lost: LossListener | None = None
+        self.ownership = ownership
         self.error: str | None = None
         self.batches = 0
         self.events_written = 0
@@ -107,6 +118,8 @@ class RunStore:
         self._reader: HistoryReader | None = None
         # Refused runs (writer thread only) whose run_finished is not yet on disk: it is stored as failed.
         self._refused: dict[str, str] = {}
+        # Runs (writer thread only) the batch being written found taken by another replica.
+        self._lost: set[str] = set()
 
     # --- opening and closing --------------------------------------------------------------------
 
@@ -114,11 +127,7 @@ class RunStore:
         """Try everything `open` will need and undo it: a bad data directory or database is reported at start."""
         lock_fd = self._take_directory() if self.location.dialect == "sqlite" else None
         try:
-            database = Database.open(self.location)
-            try:
-                self._take_database(database)
-            finally:
-                database.close()
+            Database.open(self.location).close()
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -129,7 +138,6 @@ class RunStore:
             self._lock_fd = self._take_directory()
         try:
             self._writer = await asyncio.to_thread(Database.open, self.location, check_same_thread=False)
-            self._take_database(self._writer)
             self._reader = await open_reader(self.location)
         except BaseException:
             await self._release()
@@ -159,6 +167,22 @@ class RunStore:
                           CLOSE_TIMEOUT_SECONDS)
                 self._writer = None
             self._thread = None
+        if self.ownership is not None and self._writer is not None:
+            self._release_runs(self._writer)
+
+    def _release_runs(self, database: Database) -> None:
+        """Hand this replica's live runs to the others now, rather than when their leases run out."""
+        assert self.ownership is not None
+        try:
+            if database.broken:
+                database.reconnect()
+            released = self.ownership.release(database)
+        except Exception as exc:  # the database is gone: the leases run out instead, and the runs are taken then
+            log.error("Could not hand this replica's runs over (%s); others take them when their leases end",
+                      reason(exc))
+            return
+        if released:
+            log.warning("Handed %d live run(s) over to the other replicas", len(released))
 
     def _take_directory(self) -> int:
         assert self.location.data_dir is not None
@@ -178,14 +202,6 @@ class RunStore:
             raise StoreError(f"data directory {directory} is in use by another Stepline process") from None
         return lock_fd
 
-    def _take_database(self, database: Database) -> None:
-        """PostgreSQL: hold the serving lock for as long as `database`'s connection lives."""
-        if database.dialect != "postgresql":
-            return
-        taken = database.execute("SELECT pg_try_advisory_lock(?)", (SERVING_LOCK,)).fetchone()[0]
-        if not taken:
-            raise StoreError(f"database {self.location.shown} is in use by another Stepline process")
-
     async def _release(self) -> None:
         if self._reader is not None:
             await self._reader.close()
@@ -198,8 +214,9 @@ class RunStore:
 
     # --- writing (from the event loop) ----------------------------------------------------------
 
-    def add_run(self, row: RunRow) -> None:
-        self._queue.put(("run", row))
+    def add_run(self, row: RunRow, *, owned: bool = True) -> None:
+        """`owned` False (replicas only): the run is queued for whichever replica has room to claim it."""
+        self._queue.put(("run", row, owned))
 
     def add_event(self, event: dict[str, Any]) -> None:
         self._queue.put(("event", event))
@@ -216,6 +233,18 @@ class RunStore:
         self._queue.put(("sync", future))
         self._urgent.set()
         await future
+
+    async def confirm(self, run_id: str) -> bool:
+        """Whether this replica still owns the run, once everything added before is committed: asked before a
+        step calls its tool, so a replica that lost the run calls nothing more of it. True without replicas."""
+        if self.ownership is None:
+            return True
+        if self.error is not None:
+            raise self._unwritable(self.error)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.put(("confirm", (run_id, future)))
+        self._urgent.set()
+        return await future
 
     def health(self) -> dict[str, Any]:
         return {"state": "failing" if self.error else "ok", "path": self.location.shown_file, "error": self.error}
@@ -315,7 +344,6 @@ class RunStore:
                 try:
                     if self._writer.broken:
                         self._writer.reconnect()
-                        self._take_database(self._writer)
                     self._write(self._writer, pending)
                 except Exception as exc:  # any failure keeps the batch: retried, never dropped in silence
                     final = stopping or self._closing.is_set()
@@ -352,13 +380,15 @@ class RunStore:
 
     def _write(self, connection: Database, pending: list[tuple[str, Any]]) -> None:
         """Commit `pending`. Raises only when the file or disk fails, with `pending` left as what did not land."""
-        waiters = [item for kind, item in pending if kind == "sync"]
+        waiters = [op[1] for op in pending if op[0] == "sync"]
+        confirms = [op[1] for op in pending if op[0] == "confirm"]
         refusals: dict[str, Refusal] = {}
-        rows = [row for op in pending if op[0] != "sync" and (row := self._encode(op, refusals)) is not None]
+        rows = [row for op in pending if op[0] not in WAITS and (row := self._encode(op, refusals)) is not None]
         # Before the commit and the waiters it wakes: a POST waiting for its row learns first that it was refused.
         self._report(refusals)
+        self._lost = set()
         try:
-            self._commit(connection, rows)
+            self._commit(connection, rows, confirming={run_id for run_id, _ in confirms})
         except Exception as exc:
             if not is_data_error(exc):
                 raise
@@ -366,7 +396,11 @@ class RunStore:
         for row in rows:
             if row.finished is not None:
                 self._refused.pop(row.run_id, None)
-        self._to_loop(self._settle, _highest_seq(rows), waiters, None)
+        landed = [row for row in rows if row.run_id not in self._lost]
+        if self._lost:
+            self._to_loop(self._report_lost, set(self._lost))
+        self._to_loop(self._settle, _highest_seq(landed), waiters, None)
+        self._to_loop(self._settle_confirms, confirms, set(self._lost))
 
     def _encode(self, op: tuple[str, Any], refusals: dict[str, Refusal]) -> Row | None:
         """`op` as SQL parameters; a run whose data cannot be stored as given is refused, its data repaired."""
@@ -388,16 +422,25 @@ class RunStore:
         log.error("Run %s: its history in %s could not be recorded as given: %s", run_id, self.shown_dir, why)
         self._refused[run_id] = why
 
-    def _commit(self, connection: Database, rows: list[Row]) -> None:
-        if not rows:
+    def _commit(self, connection: Database, rows: list[Row], *, confirming: set[str] = frozenset()) -> None:
+        """Commit `rows`; with replicas, only those of runs this replica still owns (the others join `_lost`)."""
+        if not rows and not confirming:
             return
-        events = [row.event for row in rows if row.event is not None]
         with connection.transaction():
-            connection.executemany(
-                "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [row.run for row in rows if row.run is not None],
-            )
+            if self.ownership is not None:
+                new = {row.run_id for row in rows if row.run is not None}
+                lost = self.ownership.fence(connection, ({row.run_id for row in rows} | confirming) - new)
+                if lost:
+                    self._lost |= lost
+                    rows = [row for row in rows if row.run_id not in lost]
+                self.ownership.insert_runs(connection, [(row.run, row.op[2]) for row in rows if row.run is not None])
+            else:
+                connection.executemany(
+                    "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [row.run for row in rows if row.run is not None],
+                )
+            events = [row.event for row in rows if row.event is not None]
             connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
             connection.executemany(
                 "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?",
@@ -411,6 +454,8 @@ class RunStore:
                 "UPDATE runs SET status = ?, message = ?, finished_at = ? WHERE run_id = ?",
                 [row.finished for row in rows if row.finished is not None],
             )
+            if self.ownership is not None:
+                self.ownership.announce(connection, _highest_seq(rows))
         self.batches += 1
         self.events_written += len(events)
 
@@ -461,9 +506,10 @@ class RunStore:
 
     def _write_failed(self, exc: Exception, pending: list[tuple[str, Any]], final: bool) -> None:
         why = reason(exc)
-        waiters = [item for kind, item in pending if kind == "sync"]
+        waiters = [op[1] for op in pending if op[0] == "sync"]
+        # A step waiting to know its run is still this replica's waits on: the answer comes once the database does.
         pending[:] = [op for op in pending if op[0] != "sync"]
-        held = sum(1 for kind, _ in pending if kind == "event")
+        held = sum(1 for op in pending if op[0] == "event")
         if final:
             held += self._queue.qsize()
             log.error("Run history in %s could not be written at shutdown: %s; %d writes are lost", self.shown_dir,
@@ -510,6 +556,15 @@ class RunStore:
         except RuntimeError:
             pass  # the loop has closed: nobody is waiting any more
 
+    def _report_lost(self, lost: set[str]) -> None:
+        if self.on_lost is not None:
+            self.on_lost(lost)
+
+    def _settle_confirms(self, confirms: list[tuple[str, asyncio.Future[bool]]], lost: set[str]) -> None:
+        for run_id, future in confirms:
+            if not future.done():
+                future.set_result(run_id not in lost)
+
     def _settle(self, saved: dict[str, int], waiters: list[asyncio.Future[None]], error: str | None) -> None:
         for waiter in waiters:
             if waiter.done():
@@ -522,6 +577,8 @@ class RunStore:
             self.on_commit(saved)
 
 
+# Queued beside the writes, but not writes themselves: someone waiting for the writes before them.
+WAITS = ("sync", "confirm")
 RUN_COLUMNS = "run_id, scenario_id, status, message, input, created_at, started_at, finished_at, started_by"
 
 
