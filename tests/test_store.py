@@ -1,6 +1,8 @@
-"""The run history file: schema migrations, batched writes, concurrent runs, retention.
+"""The run history: schema migrations, batched writes, concurrent runs, retention.
 
-Each restart is a new in-process app on the same data directory: the file is what is under test.
+Each restart is a new in-process app on the same history: what is stored is under test. The tests about the
+store's behaviour run on both backends (`history_location`: an SQLite data directory, then a PostgreSQL
+database); those about the SQLite file itself (a hand-written old schema) run on SQLite alone.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from typing import Any
 
 import anyio
 import httpx
+import psycopg
 import pytest
 from conftest import wait_until
 from inprocess import InProcessApp, in_process
 from runs import get_run, run_to_end
 from sse import aread_events, read_events
 
+from web.database import Database, Location
 from web.events import RunStatus, run_finished, run_started
 from web.registry import RunRegistry
 from web.run_state import utc_now
@@ -47,6 +51,29 @@ DAY = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
 OLD_DONE = "4f7d1c0e-2b8a-4e55-9d0c-6a1e3b2f9c71"
 OLD_RUNNING = "9a2e6b14-7c3d-4f08-b1e5-0d8c4f6a2e93"
 OUTLET_OUTPUT = {"domain": "daily.example.com", "name": "Harbor Daily"}
+
+
+def app_settings(location: Location, tmp_path: Path) -> dict[str, Any]:
+    """What an in-process app (`in_process`, `make_app`) is given to keep its history at `location`."""
+    if location.dialect == "sqlite":
+        return {"data_dir": location.data_dir}
+    return {"data_dir": tmp_path / "unused-data", "database_url": location.url}
+
+
+@contextlib.contextmanager
+def write_locked(location: Location) -> Any:
+    """Another connection holding the events table's write lock, for the length of the block; yields a cursor."""
+    if location.dialect == "sqlite":
+        with contextlib.closing(sqlite3.connect(location.path, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")
+            yield other
+            other.execute("ROLLBACK")
+        return
+    assert location.url is not None
+    with psycopg.connect(location.url) as other:
+        other.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+        yield other
+        other.rollback()
 
 
 def old_events(run_id: str, *, finished: bool) -> list[dict[str, Any]]:
@@ -152,8 +179,8 @@ def test_a_data_file_from_the_previous_schema_version_opens(tmp_path: Path) -> N
 
 
 @pytest.mark.anyio
-async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+async def test_events_are_written_in_batches_and_read_back_unchanged(history_location: Location) -> None:
+    store = RunStore(history_location, retention_days=30, retention_runs=100)
     committed: dict[str, int] = {}
     store.on_commit = committed.update
     await store.open()
@@ -172,15 +199,13 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
             }
             for seq in range(1, 3001)
         ]
-        # Handing writes over never waits for the disk: not even while another connection holds the
-        # file's write lock (a write made there and then would wait for it, then fail "locked").
-        with contextlib.closing(sqlite3.connect(store.location.path, isolation_level=None)) as other:
-            other.execute("BEGIN EXCLUSIVE")
+        # Handing writes over never waits for the database: not even while another connection holds its
+        # write lock (a write made there and then would wait for it, and on SQLite then fail "locked").
+        with write_locked(history_location) as other:
             store.add_run(row)
             for event in events:
                 store.add_event(event)
             assert other.execute("SELECT COUNT(*) FROM events").fetchone() == (0,)
-            other.execute("ROLLBACK")
         await store.sync()
 
         assert store.events_written == len(events)
@@ -194,8 +219,8 @@ async def test_events_are_written_in_batches_and_read_back_unchanged(tmp_path: P
         await store.aclose()
 
 
-def test_fifty_concurrent_runs_lose_no_event(tmp_path: Path) -> None:
-    data = tmp_path / "data"
+def test_fifty_concurrent_runs_lose_no_event(tmp_path: Path, history_location: Location) -> None:
+    history = app_settings(history_location, tmp_path)
 
     async def run_and_follow_fifty(app: InProcessApp) -> dict[str, list[dict[str, Any]]]:
         live: dict[str, list[dict[str, Any]]] = {}
@@ -226,7 +251,7 @@ def test_fifty_concurrent_runs_lose_no_event(tmp_path: Path) -> None:
         return replayed, listed
 
     # Few runs in memory: most streams and snapshots below are read back from disk.
-    with in_process(tmp_path, data_dir=data, demo_delay=0.1, run_registry_max_size=5) as app:
+    with in_process(tmp_path, **history, demo_delay=0.1, run_registry_max_size=5) as app:
         live = app.call(run_and_follow_fifty(app))
 
     assert len(live) == 50
@@ -234,40 +259,87 @@ def test_fifty_concurrent_runs_lose_no_event(tmp_path: Path) -> None:
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
         assert (events[-1]["type"], events[-1]["status"]) == ("run_finished", "success")
 
-    with in_process(tmp_path, data_dir=data) as app:
+    with in_process(tmp_path, **history) as app:
         replayed, listed = app.call(replay_all(app, list(live)))
 
     assert replayed == live
     assert {r["run_id"] for r in listed} == set(live)
 
 
-def insert_old_run(data_dir: Path, run_id: str, age: timedelta) -> None:
+def insert_old_run(
+    location: Location, run_id: str, age: timedelta, *, scenario_id: str = OUTLET, status: str = "success"
+) -> None:
+    """A finished run written straight into the history, `age` ago."""
     created = (datetime.now(UTC) - age).isoformat(timespec="milliseconds")
-    with contextlib.closing(sqlite3.connect(data_dir / "stepline.db")) as connection, connection:
-        connection.execute(
-            "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_at, finished_at) "
-            "VALUES (?, ?, 'success', '', '{}', ?, ?, ?)",
-            (run_id, OUTLET, created, created, created),
-        )
-        connection.execute(
-            "INSERT INTO events VALUES (?, 1, 'run_finished', ?)",
-            (run_id, json.dumps({"status": "success", "finished_at": created, "message": ""})),
-        )
+    database = Database.connect(location)
+    try:
+        with database.transaction():
+            database.execute(
+                "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_at, finished_at) "
+                "VALUES (?, ?, ?, '', '{}', ?, ?, ?)",
+                (run_id, scenario_id, status, created, created, created),
+            )
+            database.execute(
+                "INSERT INTO events (run_id, seq, type, data) VALUES (?, 1, 'run_finished', ?)",
+                (run_id, json.dumps({"status": status, "finished_at": created, "message": ""})),
+            )
+    finally:
+        database.close()
 
 
-def test_retention_prunes_old_runs_and_keeps_the_newest(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    with in_process(tmp_path, data_dir=data_dir) as app:
+def test_the_run_list_pages_and_filters_the_history_newest_first(
+    tmp_path: Path, history_location: Location
+) -> None:
+    history = app_settings(history_location, tmp_path)
+    with in_process(tmp_path, **history):
+        pass  # the history is created, then written to directly
+    # Two pairs created at the same moment: run_id breaks the tie, and a cursor between them loses neither.
+    for run_id, hours, scenario_id, status in [
+        ("run-a", 3, OUTLET, "success"),
+        ("run-b", 2, NEWS, "failed"),
+        ("run-c", 2, OUTLET, "failed"),
+        ("run-d", 1, OUTLET, "success"),
+        ("run-e", 1, NEWS, "cancelled"),
+    ]:
+        insert_old_run(history_location, run_id, timedelta(hours=hours), scenario_id=scenario_id, status=status)
+
+    with in_process(tmp_path, **history) as app:
+
+        def pages(**params: Any) -> list[list[str]]:
+            found, cursor = [], None
+            while True:
+                query = {**params, "limit": 2, **({"cursor": cursor} if cursor else {})}
+                response = app.get("/api/runs", params=query)
+                assert response.status_code == 200, response.text
+                found.append([run["run_id"] for run in response.json()["runs"]])
+                cursor = response.json()["next_cursor"]
+                if cursor is None:
+                    return found
+
+        assert pages() == [["run-e", "run-d"], ["run-c", "run-b"], ["run-a"]]
+        assert pages(scenario_id=OUTLET) == [["run-d", "run-c"], ["run-a"]]
+        assert pages(status="failed") == [["run-c", "run-b"]]
+        assert pages(scenario_id=OUTLET, status="failed") == [["run-c"]]
+        assert pages(scenario_id="no_such_scenario") == [[]]
+        listed = app.get("/api/runs", params={"scenario_id": NEWS}).json()["runs"]
+        assert [(run["run_id"], run["status"]) for run in listed] == [("run-e", "cancelled"), ("run-b", "failed")]
+        bad = app.get("/api/runs", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+
+
+def test_retention_prunes_old_runs_and_keeps_the_newest(tmp_path: Path, history_location: Location) -> None:
+    history = app_settings(history_location, tmp_path)
+    with in_process(tmp_path, **history) as app:
         runs = [run_to_end(app.client, OUTLET, {"domain": "daily.example.com"}) for _ in range(4)]
-    insert_old_run(data_dir, "old-run", timedelta(days=31))
-    insert_old_run(data_dir, "recent-run", timedelta(days=29))
+    insert_old_run(history_location, "old-run", timedelta(days=31))
+    insert_old_run(history_location, "recent-run", timedelta(days=29))
 
-    with in_process(tmp_path, data_dir=data_dir, retention_days=30) as app:
+    with in_process(tmp_path, **history, retention_days=30) as app:
         wait_until(lambda: app.get("/api/runs/old-run").status_code == 404, 10, "the old run to go")
         kept = [r["run_id"] for r in app.get("/api/runs").json()["runs"]]
         assert kept == [*(r["run_id"] for r in reversed(runs)), "recent-run"]
 
-    with in_process(tmp_path, data_dir=data_dir, retention_runs=2) as app:
+    with in_process(tmp_path, **history, retention_runs=2) as app:
 
         def newest_two_left() -> bool:
             listed = app.get("/api/runs").json()["runs"]
@@ -279,10 +351,12 @@ def test_retention_prunes_old_runs_and_keeps_the_newest(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_run_is_listed_by_the_status_it_has_now_before_its_row_is_written(tmp_path: Path) -> None:
+async def test_a_run_is_listed_by_the_status_it_has_now_before_its_row_is_written(
+    history_location: Location,
+) -> None:
     """The list filters in the history, whose rows trail memory by a batch: a run that just reached a status
     is listed under it all the same, and not under the one its row still says."""
-    registry = RunRegistry(10, store=RunStore(tmp_path / "data", retention_days=30, retention_runs=100))
+    registry = RunRegistry(10, store=RunStore(history_location, retention_days=30, retention_runs=100))
     async with registry.history():
         record = registry.create("scenario", {})
         await registry.sync()

@@ -1,4 +1,8 @@
-"""One run's data the history cannot hold fails that run alone: the others are written, start and succeed."""
+"""One run's data the history cannot hold fails that run alone: the others are written, start and succeed.
+
+On both backends (`history_location`: an SQLite data directory, then a PostgreSQL database), but for the faults
+only an SQLite file has (a disk too full for its write-ahead log).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ import math
 import os
 import resource
 import signal
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +20,12 @@ import httpx
 import pytest
 from conftest import PROJECT_ROOT, StepServer, wait_until
 from inprocess import InProcessApp, in_process
+from postgres import PostgresServer
 from runs import get_run, run_to_end, start_run, wait_finished
 from sse import frames, parse_text
+from test_store import app_settings
 
+from web.database import Database, Location
 from web.events import step_progress
 from web.registry import RunRecord
 from web.run_state import utc_now
@@ -89,9 +95,9 @@ def limit_file_size(size: int) -> Callable[[], None]:
     ids=["lone surrogate", "NaN", "Infinity", "not JSON", "too deep"],
 )
 async def test_a_bad_event_fails_its_run_alone_and_every_other_write_lands(
-    tmp_path: Path, bad_output: Any, stored_output: Any, why: str
+    history_location: Location, bad_output: Any, stored_output: Any, why: str
 ) -> None:
-    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+    store = RunStore(history_location, retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
     await store.open()
@@ -129,14 +135,14 @@ async def test_a_bad_event_fails_its_run_alone_and_every_other_write_lands(
         assert refused[0].events == bad_events[3:]
     finally:
         await store.aclose()
-    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "stepline.db")) as connection:
-        for (data,) in connection.execute("SELECT data FROM events"):
+    with contextlib.closing(Database.connect(history_location)) as database:
+        for (data,) in database.execute("SELECT data FROM events").fetchall():
             strict(data)
 
 
 @pytest.mark.anyio
-async def test_a_run_whose_input_cannot_be_stored_is_recorded_with_it_repaired(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+async def test_a_run_whose_input_cannot_be_stored_is_recorded_with_it_repaired(history_location: Location) -> None:
+    store = RunStore(history_location, retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
     await store.open()
@@ -159,8 +165,10 @@ async def test_a_run_whose_input_cannot_be_stored_is_recorded_with_it_repaired(t
 
 
 @pytest.mark.anyio
-async def test_a_write_the_file_refuses_fails_that_run_and_the_rest_of_its_batch_lands(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+async def test_a_write_the_database_refuses_fails_that_run_and_the_rest_of_its_batch_lands(
+    history_location: Location,
+) -> None:
+    store = RunStore(history_location, retention_days=30, retention_runs=100)
     refused: list[Refusal] = []
     store.on_refuse = refused.extend
     await store.open()
@@ -183,7 +191,9 @@ async def test_a_write_the_file_refuses_fails_that_run_and_the_rest_of_its_batch
         stored_first = await store.load("first")
         assert stored_first is not None
         assert stored_first[0].status == "failed"
-        assert stored_first[0].message.startswith(f"{REFUSED}the history file refused one of its writes (UNIQUE")
+        # The database's own words for a key it already holds.
+        taken = "UNIQUE" if history_location.dialect == "sqlite" else "duplicate key value"
+        assert stored_first[0].message.startswith(f"{REFUSED}the history file refused one of its writes ({taken}")
         assert [event["seq"] for event in stored_first[1]] == [1, 2, 3, 4, 5]
         assert [r.run_id for r in refused] == ["first"]
     finally:
@@ -191,15 +201,15 @@ async def test_a_write_the_file_refuses_fails_that_run_and_the_rest_of_its_batch
 
 
 @pytest.mark.anyio
-async def test_numbers_an_older_version_stored_as_nan_read_back_as_null(tmp_path: Path) -> None:
-    store = RunStore(tmp_path / "data", retention_days=30, retention_runs=100)
+async def test_numbers_an_older_version_stored_as_nan_read_back_as_null(history_location: Location) -> None:
+    store = RunStore(history_location, retention_days=30, retention_runs=100)
     store.check()
-    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "stepline.db")) as connection, connection:
-        connection.execute(
+    with contextlib.closing(Database.connect(history_location)) as database, database.transaction():
+        database.execute(
             "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             ("old", "scenario", "success", "", '{"ratio":NaN}', utc_now()),
         )
-        connection.execute(
+        database.execute(
             "INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)",
             ("old", 1, "run_finished", '{"status":"success","finished_at":"x","message":"","output":[Infinity]}'),
         )
@@ -223,11 +233,25 @@ def test_health_shows_the_data_directory_as_configured(
         assert str(tmp_path) not in app.get("/healthz").text
 
 
+def test_health_shows_the_database_without_its_password(make_app: Callable[..., InProcessApp],
+                                                        postgres: PostgresServer) -> None:
+    # Local connections are trusted, so any password is accepted: what matters is that none is shown.
+    url = postgres.fresh_database().replace("stepline@", "stepline:Pa55-word%21@")
+    app = make_app(database_url=url)
+    health = app.get("/healthz")
+    shown = Location.of(Path("unused"), url).shown
+    assert "Pa55" not in shown
+    assert health.json()["history"] == {"state": "ok", "path": shown, "error": None}
+    assert "Pa55" not in health.text
+
+
 # --- over the app ---------------------------------------------------------------------------------
 
 
-def test_a_run_whose_input_cannot_be_stored_fails_and_other_runs_go_on(make_app: Callable[..., InProcessApp]) -> None:
-    app = make_app()
+def test_a_run_whose_input_cannot_be_stored_fails_and_other_runs_go_on(
+    make_app: Callable[..., InProcessApp], history_location: Location, tmp_path: Path
+) -> None:
+    app = make_app(**app_settings(history_location, tmp_path))
     scenario = app.state["catalog"].get(NEWS)
     # Past the API's checks, as a value that slipped through would be.
     record: RunRecord = app.call(app.state["runner"].launch(scenario, {"url": "\ud800"}))
@@ -253,11 +277,11 @@ async def emit_bad_progress(record: RunRecord) -> None:
 
 
 def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, history_location: Location, caplog: pytest.LogCaptureFixture
 ) -> None:
-    data_dir = tmp_path / "data"
+    history = app_settings(history_location, tmp_path)
     # Each tool call takes 0.5 s: long enough to catch the first step running.
-    with in_process(tmp_path, data_dir=data_dir, demo_delay=0.5) as app:
+    with in_process(tmp_path, **history, demo_delay=0.5) as app:
         bad_id = start_run(app.client, NEWS, NEWS_INPUT)["run_id"]
         wait_until(lambda: get_run(app.client, bad_id)["steps"], 20, "the first step to start")
         app.call(emit_bad_progress(app.state["runs"].held(bad_id)))
@@ -286,7 +310,7 @@ def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(
         assert "History could not be recorded: the message of step" in page.text
         assert STOPPED_STEP.replace("'", "&#39;") in page.text
 
-    with in_process(tmp_path, data_dir=data_dir) as app:
+    with in_process(tmp_path, **history) as app:
         after = {run_id: get_run(app.client, run_id) for run_id in [bad_id, *others]}
         assert after == before
         assert app.get(f"/api/runs/{bad_id}/events").text == stream.text
@@ -303,10 +327,14 @@ def test_a_bad_event_on_a_live_run_fails_it_and_survives_a_restart(
 
 
 def test_no_accepted_run_is_lost_across_restarts_after_a_bad_request(
-    make_server: Callable[..., StepServer], tmp_path: Path
+    make_server: Callable[..., StepServer], tmp_path: Path, history_location: Location
 ) -> None:
-    data = str(tmp_path / "data")
-    server = make_server("--data-dir", data)
+    if history_location.dialect == "sqlite":
+        history = ("--data-dir", str(history_location.data_dir))
+    else:
+        assert history_location.url is not None
+        history = ("--database", history_location.url)
+    server = make_server(*history)
     bad = httpx.post(
         f"{server.url}/api/runs", content=SURROGATE_BODY, headers={"Content-Type": "application/json"}, timeout=10
     )
@@ -321,7 +349,7 @@ def test_no_accepted_run_is_lost_across_restarts_after_a_bad_request(
     server.stop(signal.SIGTERM)
     assert "writes are lost" not in server.log()
 
-    server = make_server("--data-dir", data)
+    server = make_server(*history)
     assert [get_run(server.url, run_id)["status"] for run_id in succeeded] == ["success"] * 3
     assert "unfinished when the server last stopped" not in server.log()
     succeeded += [run_to_end(server.url, NEWS, NEWS_INPUT)["run_id"] for _ in range(2)]
@@ -330,7 +358,7 @@ def test_no_accepted_run_is_lost_across_restarts_after_a_bad_request(
     os.killpg(server.process.pid, signal.SIGKILL)
     server.process.wait(10)
 
-    server = make_server("--data-dir", data)
+    server = make_server(*history)
     assert [get_run(server.url, run_id)["status"] for run_id in succeeded] == ["success"] * 5
     # The run the kill cut short goes on (or starts) after the restart.
     assert wait_finished(server.url, last)["status"] == "success"

@@ -241,3 +241,54 @@ def test_without_history_no_token_is_accepted(make_app: Callable[..., InProcessA
     secret = create_token(tmp_path / "unused", "ci", "admin")
     response = app.get("/api/runs", headers=bearer(secret))
     assert response.status_code == 401 and response.json()["detail"].startswith("Invalid token")
+
+
+def database_token_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "web", "token", *args, "--database", url],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_tokens_in_a_postgresql_database_against_a_server_on_it(
+    postgres: Any, make_server: Callable[..., StepServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STEPLINE_ALLOW_ANONYMOUS", raising=False)
+    url = postgres.fresh_database()
+    created = database_token_cli(url, "create", "pg-operator", "--role", "operator")
+    assert created.returncode == 0, created.stderr
+    operator = created.stdout.strip()
+    assert TOKEN.fullmatch(operator), created.stdout
+    server = make_server("--host", "0.0.0.0", "--allowed-hosts", "127.0.0.1", "--database", url)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/api/runs").status_code == 401
+        started = client.post("/api/runs", json=outlet_run(), headers=bearer(operator))
+        assert started.status_code == 202, started.text
+        run = client.get(f"/api/runs/{started.json()['run_id']}", headers=bearer(operator))
+        assert run.status_code == 200 and run.json()["scenario_id"] == OUTLET
+
+        # Created while the server runs, in its database: usable at once.
+        viewer = database_token_cli(url, "create", "pg-viewer", "--role", "viewer").stdout.strip()
+        assert client.get("/api/runs", headers=bearer(viewer)).status_code == 200
+        assert client.post("/api/runs", json=outlet_run(), headers=bearer(viewer)).status_code == 403
+
+        revoked = database_token_cli(url, "revoke", "pg-operator")
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        gone = client.get("/api/runs", headers=bearer(operator))
+        assert gone.status_code == 401 and gone.json()["detail"].startswith("Invalid token")
+        assert client.get("/api/runs", headers=bearer(viewer)).status_code == 200
+
+    listing = database_token_cli(url, "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    tokens = {token["name"]: token for token in json.loads(listing.stdout)}
+    assert {name: token["state"] for name, token in tokens.items()} == {"pg-operator": "revoked", "pg-viewer": "active"}
+
+    def viewer_use_recorded() -> bool:
+        done = database_token_cli(url, "list", "--json")
+        return any(t["name"] == "pg-viewer" and t["last_used_at"] for t in json.loads(done.stdout))
+
+    wait_until(viewer_use_recorded, 10, "the viewer token's last_used_at")
+    assert "token 'pg-operator', revoked at" in server.log()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
+import select
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from web.schema import SCHEMA_VERSION, Dialect, migration
 
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 DB_NAME = "stepline.db"
 # How long a PostgreSQL connection attempt may take before the server is called unreachable.
 CONNECT_TIMEOUT_SECONDS = 5
+# What poll() reports on a socket the server has closed (POLLRDHUP: Linux's word for the peer's hang-up).
+PEER_CLOSED = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+# The password of a postgresql://user:password@host URL, found even when the rest of the URL is malformed.
+PASSWORD_IN_URL = re.compile(r"[a-z]+://[^:/@]*:([^@/]*)@")
 # Held while PostgreSQL is migrated, so replicas starting together migrate it once, one after another.
 MIGRATION_LOCK = 0x5374_6570  # "Step"
 
@@ -83,6 +90,14 @@ class Location:
             return str(self.data_dir)
         return _without_password(self.url or "")
 
+    def hide(self, message: str) -> str:
+        """`message` with the URL, should the driver quote it (a malformed one), shown without its password."""
+        if not self.url:
+            return message
+        message = message.replace(self.url, self.shown)
+        password = PASSWORD_IN_URL.match(self.url)
+        return message.replace(password[1], "****") if password and password[1] else message
+
     @property
     def shown_file(self) -> str:
         """The file itself, or the URL: what health reports."""
@@ -112,7 +127,9 @@ class Database:
         try:
             database = cls.connect(location, check_same_thread=check_same_thread)
         except (sqlite3.Error, psycopg.Error) as exc:
-            raise StoreError(f"cannot open run history {location.shown_file}: {reason(exc)}") from None
+            raise StoreError(
+                f"cannot open run history {location.shown_file}: {location.hide(reason(exc))}"
+            ) from None
         try:
             database.prepare()
             database.migrate()
@@ -179,7 +196,7 @@ class Database:
         """True when the connection is gone (PostgreSQL restarted, the network cut): `reconnect` before use."""
         if self.dialect == "sqlite":
             return False
-        return bool(self.connection.broken or self.connection.closed)
+        return bool(self.connection.broken or self.connection.closed) or _closed_by_server(self.connection)
 
     def reconnect(self) -> None:
         """A new connection in place of a broken one; raises as `connect` does."""
@@ -196,7 +213,9 @@ class Database:
     def version(self) -> int:
         if self.dialect == "sqlite":
             return int(self.connection.execute("PRAGMA user_version").fetchone()[0])
-        self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        # Looked up, not created: concurrent CREATE TABLE IF NOT EXISTS can collide; `migrate` creates it, locked.
+        if not self.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]:
+            return 0
         row = self.execute("SELECT version FROM schema_version").fetchone()
         return int(row[0]) if row is not None else 0
 
@@ -209,14 +228,17 @@ class Database:
                 f"run history {self.location.shown_file} has schema version {before}, newer than this Stepline "
                 f"knows ({SCHEMA_VERSION}); upgrade Stepline or point {where} elsewhere"
             )
+        first: int | None = None
         while True:
             with self.transaction():
                 if self.dialect == "postgresql":
                     self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
-                # Read under the lock: another process may have migrated meanwhile.
+                    self.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                # Read under the lock: another process may have migrated meanwhile, and then this one did not.
                 version = self.version()
+                first = version if first is None else first
                 if version >= SCHEMA_VERSION:
-                    return before, version
+                    return first, version
                 for statement in migration(version + 1, self.dialect):
                     self.execute(statement)
                 self._set_version(version + 1)
@@ -241,7 +263,7 @@ def migrate_database(location: Location) -> tuple[int, int]:
     try:
         database = Database.connect(location)
     except (sqlite3.Error, psycopg.Error) as exc:
-        raise StoreError(f"cannot open run history {location.shown_file}: {reason(exc)}") from None
+        raise StoreError(f"cannot open run history {location.shown_file}: {location.hide(reason(exc))}") from None
     try:
         database.prepare()
         return database.migrate()
@@ -277,6 +299,20 @@ def reason(exc: BaseException) -> str:
 def is_data_error(exc: BaseException) -> bool:
     """True when a write failed because of the values in it (one run's data), not the database itself."""
     return isinstance(exc, DATA_ERRORS)
+
+
+def _closed_by_server(connection: psycopg.Connection[Any]) -> bool:
+    """True when the server has ended an idle connection (a restart, a failover), which psycopg would only learn
+    from the next statement, failing it. The socket is polled, never read: a notification waiting there stays
+    its listener's, and the server's hang-up is seen even behind its farewell message."""
+    if connection.pgconn.transaction_status != TransactionStatus.IDLE:
+        return False
+    poller = select.poll()
+    try:
+        poller.register(connection.fileno(), PEER_CLOSED)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
 
 
 def _without_password(url: str) -> str:

@@ -34,7 +34,7 @@ class SqliteReader:
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
-            return self._connection.execute(sql, params).fetchall()
+            return self._connection.execute(sql, as_stored(params)).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"run history in {self.location.shown} cannot be read: {reason(exc)}") from None
 
@@ -68,13 +68,19 @@ class PostgresReader:
         for attempt in (1, 2):
             try:
                 async with self._pool.connection() as connection:
-                    cursor = await connection.execute(query, params)
+                    cursor = await connection.execute(query, as_stored(params))
                     return await cursor.fetchall()
+            except PoolTimeout as exc:
+                # Checked first (it is an OperationalError too): no connection came in time, and a second wait
+                # as long would only double how long the answer takes.
+                raise self._unreadable(exc) from None
             except psycopg.OperationalError as exc:
-                # The pool drops a broken connection as it comes back; a second try gets a fresh one.
                 if attempt == 2:
                     raise self._unreadable(exc) from None
-            except (psycopg.Error, PoolTimeout) as exc:
+                # A restart of the server closes every pooled connection, not just this one: have the pool test
+                # its idle ones and replace the dead, so the second try gets a live connection.
+                await self._pool.check()
+            except psycopg.Error as exc:
                 raise self._unreadable(exc) from None
         raise AssertionError("unreachable")
 
@@ -84,6 +90,14 @@ class PostgresReader:
 
     async def close(self) -> None:
         await self._pool.close()
+
+
+def as_stored(params: Sequence[Any]) -> Sequence[Any]:
+    """`params` as the text columns hold them: NUL is stored as U+FFFD (web.store_rows.column_text), so a run id or
+    filter with a NUL finds what was written with one, on either database, instead of PostgreSQL refusing it."""
+    if not any(isinstance(param, str) and "\x00" in param for param in params):
+        return params
+    return [param.replace("\x00", "\ufffd") if isinstance(param, str) else param for param in params]
 
 
 async def open_reader(location: Location) -> HistoryReader:

@@ -6,6 +6,10 @@ front and belongs to one run. That run is refused: it ends failed, saying what c
 recorded, and the value is stored repaired (a lone surrogate as U+FFFD, NaN and Infinity as null,
 any other non-JSON value as its text, nesting past REPAIR_MAX_DEPTH as null), so its history stays
 whole, seq after seq, and reads back the same after a restart. Other runs' writes never wait on it.
+
+A NUL character is valid text and JSON keeps it (escaped), so events hold it as given; PostgreSQL's text
+columns cannot, so the run's own plain-text columns (its message, scenario, starter) hold U+FFFD in its
+place, on either database, and the run is not refused for it.
 """
 
 from __future__ import annotations
@@ -124,8 +128,9 @@ def encode_run(op: tuple[str, Any], refusals: dict[str, Refusal]) -> Row:
         input_text = dumps(repaired)
         refusal = refusals.setdefault(run.run_id, Refusal(run.run_id, f"the run's input contains {_what(exc)}"))
         refusal.input = repaired
-    started_by = text(run.started_by) if run.started_by is not None else None
-    params = (run.run_id, text(run.scenario_id), run.status, text(run.message), input_text, run.created_at, started_by)
+    started_by = column_text(run.started_by) if run.started_by is not None else None
+    params = (run.run_id, column_text(run.scenario_id), run.status, column_text(run.message), input_text,
+              run.created_at, started_by)
     return Row(op, run.run_id, run=params)
 
 
@@ -163,7 +168,9 @@ def _event_row(op: tuple[str, Any], event: dict[str, Any], fields_text: str, fie
     if kind == EventType.RUN_STARTED:
         row.started = (fields["started_at"], run_id)
     elif kind == EventType.RUN_FINISHED:
-        row.finished = (fields["status"], fields.get("message", ""), fields["finished_at"], run_id)
+        message = fields.get("message", "")
+        row.finished = (fields["status"], column_text(message) if isinstance(message, str) else message,
+                        fields["finished_at"], run_id)
     elif kind in (EventType.INPUT_REQUESTED, EventType.INPUT_ANSWERED) and fields.get("run_status"):
         row.status = (fields["run_status"], run_id)
     return row
@@ -198,6 +205,12 @@ def text(value: str) -> str:
     except UnicodeEncodeError:
         return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value
+
+
+def column_text(value: str) -> str:
+    """`value` as a plain-text column holds it: repaired as `text` does, and NUL (which PostgreSQL's text
+    refuses) as U+FFFD on either database, so both read back the same."""
+    return text(value).replace("\x00", "\ufffd")
 
 
 def _repair_fields(event: dict[str, Any], data: dict[str, Any]) -> tuple[dict[str, Any], str]:
