@@ -524,6 +524,8 @@ class RunRegistry:
     def adopt(self, row: RunRow, events: list[dict[str, Any]]) -> RunRecord:
         """A run this replica has just claimed: kept, like the runs `recover` keeps, for the runner to go on with."""
         record = self._runs.get(row.run_id)
+        if record is not None and record.task is not None and not record.is_finished:
+            return record  # running here already: nothing to go on with
         if record is not None and record.task is None:
             record.take_stored(events)
             record.own(**self._writing())

@@ -150,31 +150,35 @@ class Replica:
             self._claim_now.clear()
             try:
                 await self._claim()
+                await self._catch_up()
             except StoreError as exc:
                 self._failing(exc)
 
-    async def _claim(self, *, first: bool = False, run_id: str | None = None) -> list[str]:
+    async def _claim(self, *, first: bool = False, run_id: str | None = None, resume: bool = True) -> list[str]:
         """Claim runs nobody runs, as many as there is room for, and go on with them; their ids.
 
         `first`: at start, this replica's own runs too (left by its previous life, same id). `run_id`: that run
-        alone, whatever the room (a command for a run nobody runs)."""
+        alone, whatever the room (a command for a run nobody runs). `resume` False: kept but not gone on with."""
         room = 1 if run_id is not None else self.registry.max_concurrent_runs - len(self.registry.owned_live())
         if room <= 0:
             return []
-        mine = "owner = ? OR " if first else ""
+        # Never a run this replica runs now: its own lease may have run out while the database was away, and
+        # the heartbeat renews it; claiming it would run it twice.
+        whose = "owner = ? OR owner IS NULL OR lease_until < now()" if first else (
+            "owner IS NULL OR (lease_until < now() AND owner <> ?)"
+        )
         which = "run_id = ? AND " if run_id is not None else ""
         params: tuple[Any, ...] = (
             self.id,
             self.ownership.lease_seconds,
             *((run_id,) if run_id is not None else ()),
             *LIVE_STATUSES,
-            *((self.id,) if first else ()),
+            self.id,
             room,
         )
         rows = await self.store.fetchall(
             "UPDATE runs SET owner = ?, lease_until = now() + make_interval(secs => ?) WHERE run_id IN ("
-            f" SELECT run_id FROM runs WHERE {which}status IN (?, ?, ?)"
-            f" AND ({mine}owner IS NULL OR lease_until < now())"
+            f" SELECT run_id FROM runs WHERE {which}status IN (?, ?, ?) AND ({whose})"
             " ORDER BY created_at LIMIT ? FOR UPDATE SKIP LOCKED) RETURNING run_id",
             params,
         )
@@ -186,7 +190,8 @@ class Replica:
                 self.registry.adopt(*stored)
         if claimed:
             log.warning("Replica %s claimed %d run(s): %s", self.id, len(claimed), ", ".join(claimed))
-            await self._resume()
+            if resume:
+                await self._resume()
         return claimed
 
     # --- notifications --------------------------------------------------------------------------
@@ -254,6 +259,21 @@ class Replica:
             if record.is_finished:
                 self._refreshing.pop(run_id, None)
 
+    async def _catch_up(self) -> None:
+        """Refresh the copies that trail the history. A NOTIFY reaches a copy only if it is a mirror when the note
+        arrives: a run this replica lost became one after the notes of its new owner's events (it was frozen
+        meanwhile, say), and a run read back from the history may miss the note of its next event."""
+        behind = {record.run_id: len(record.events) for record in self.registry.recent()
+                  if record.is_mirror and not record.is_finished}
+        if not behind:
+            return
+        rows = await self.store.fetchall(
+            "SELECT run_id, max(seq) FROM events WHERE run_id = ANY(?) GROUP BY run_id", (sorted(behind),)
+        )
+        for run_id, seq in rows:
+            if seq > behind[run_id]:
+                await self.refresh(run_id)
+
     async def _refresh_all(self) -> None:
         for record in list(self.registry.recent()):
             if record.is_mirror:
@@ -268,11 +288,13 @@ class Replica:
             "SELECT owner, lease_until < now() FROM runs WHERE run_id = ?", (record.run_id,)
         )
         if not rows or rows[0][0] is None or rows[0][1]:
-            if await self._claim(run_id=record.run_id):
+            # Claimed to be cancelled: not started first (a queued run would begin, and could call a tool).
+            if await self._claim(run_id=record.run_id, resume=command.get("command") != "cancel"):
                 return None
         command_id = uuid.uuid4().hex
         waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._replies[command_id] = waiter
+        rows: list[tuple[Any, ...]] = []
         try:
             await self.store.fetchall(
                 "INSERT INTO run_commands (command_id, run_id, command, sent_at) VALUES (?, ?, ?, now())"
@@ -286,13 +308,17 @@ class Replica:
                 raise OwnerUnreachable(
                     f"the replica running run {record.run_id} did not answer within {self.ownership.lease_seconds:g}s"
                 ) from None
-            rows = await self.store.fetchall(
-                "DELETE FROM run_commands WHERE command_id = ? RETURNING reply", (command_id,)
-            )
         finally:
             self._replies.pop(command_id, None)
+            # Taken back whether answered or not: an owner that wakes late finds nothing left to do.
+            with contextlib.suppress(StoreError):
+                rows = await self.store.fetchall(
+                    "DELETE FROM run_commands WHERE command_id = ? RETURNING reply", (command_id,)
+                )
         await self.refresh(record.run_id)
-        return json.loads(rows[0][0]) if rows and rows[0][0] else {"error": "OwnerUnreachable", "message": ""}
+        if not rows or not rows[0][0]:
+            raise OwnerUnreachable(f"the replica running run {record.run_id} did not answer")
+        return json.loads(rows[0][0])
 
     async def _carry_out(self, command_id: str, record: RunRecord) -> None:
         try:

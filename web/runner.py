@@ -125,7 +125,7 @@ class Runner:
             resumed.append(record.run_id)
         await self.registry.sync()
         if resumed:
-            log.warning("%d run(s) unfinished when the server last stopped go on", len(resumed))
+            log.warning("%d run(s) left unfinished by a stopped server go on here", len(resumed))
         return resumed
 
     async def restart(self, record: RunRecord, scenario: Scenario) -> None:

@@ -239,8 +239,7 @@ class RunStore:
         step calls its tool, so a replica that lost the run calls nothing more of it. True without replicas."""
         if self.ownership is None:
             return True
-        if self.error is not None:
-            raise self._unwritable(self.error)
+        # While the database is away this waits: the run pauses before its next call, and goes on once it is back.
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put(("confirm", (run_id, future)))
         self._urgent.set()
