@@ -426,11 +426,6 @@ def test_while_the_database_is_away_replicas_say_so_and_live_runs_go_on_after(de
         wait_until(taken, 30, "a new run to be taken")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/tokens.py answers a token it cannot look up (the database away) 401 'Invalid token', as if it were "
-    "wrong: it should be 503 with Retry-After (web/auth.py), as for a run the history cannot take",
-)
 def test_a_run_started_with_a_token_while_the_database_is_away_is_answered_503_with_retry_after(
     deployment: Deployment,
 ) -> None:

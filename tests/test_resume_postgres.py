@@ -323,11 +323,6 @@ def test_a_database_restarted_between_two_requests_answers_the_next_ones_at_once
     assert "cannot be written" not in server.log()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/healthz reports the history's last write, not the database: web/store.py's writer should check its "
-    "connection while idle",
-)
 def test_health_shows_the_database_away_before_anything_is_written(
     serve: Callable[..., StepServer], lost_postgres: PostgresServer
 ) -> None:
@@ -337,10 +332,6 @@ def test_health_shows_the_database_away_before_anything_is_written(
         assert history(server)["status"] == "degraded"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/app.py answers every StoreError 'Run not started', a failed read too",
-)
 def test_a_read_refused_while_the_database_is_away_says_what_failed(
     serve: Callable[..., StepServer], lost_postgres: PostgresServer
 ) -> None:
@@ -353,11 +344,6 @@ def test_a_read_refused_while_the_database_is_away_says_what_failed(
             assert "Run not started" not in response.json()["detail"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/store.py retries a batch whose commit landed unheard; its events' keys then collide and the run is "
-    "refused for its data",
-)
 def test_a_write_committed_as_its_connection_is_lost_is_not_taken_for_a_refused_one(
     serve: Callable[..., StepServer], counting: HttpMcpServer, lost_postgres: PostgresServer
 ) -> None:

@@ -232,7 +232,9 @@ async def run_refused(request: Request, exc: Exception) -> Response:
 async def history_unwritable(request: Request, exc: Exception) -> Response:
     # Starting a run that could not be recorded would risk losing it: refuse it, saying why and when to retry.
     retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    return await http_error(request, HTTPException(503, f"Run not started: {exc}", headers=retry))
+    # A POST starts a run (or reruns one): it is what was refused. A read found the history unreadable.
+    doing = "Run not started" if request.method == "POST" else "Run history unavailable"
+    return await http_error(request, HTTPException(503, f"{doing}: {exc}", headers=retry))
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

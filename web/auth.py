@@ -42,6 +42,14 @@ class TokenRefused(Exception):
     """Why a token is not accepted (unknown, expired, revoked, malformed): logged, never told."""
 
 
+class TokensUnavailable(Exception):
+    """The history holding the tokens cannot be read now: no token can be checked, good or bad (503)."""
+
+
+# How long a client is told to wait when tokens cannot be checked: about what the history takes to retry.
+TOKENS_RETRY_AFTER_SECONDS = 10
+
+
 class TokenBook(Protocol):
     async def identify(self, secret: str) -> Identity:
         """The token's identity; TokenRefused when it is not accepted."""
@@ -108,6 +116,9 @@ class Authenticator:
             raise refused
         try:
             return await self.tokens.identify(secret)
+        except TokensUnavailable as exc:
+            raise AuthRefused(503, "The run history cannot be read, so the token cannot be checked now: try again",
+                              str(exc)) from None
         except TokenRefused as exc:
             refused.reason = str(exc)
             raise refused from None

@@ -30,19 +30,23 @@ class Ownership:
     replica_id: str
     lease_seconds: float
 
-    def insert_runs(self, database: Database, runs: Iterable[tuple[tuple[Any, ...], bool]]) -> None:
-        """New runs' rows: owned by this replica, leased from now, or (`owned` False) queued for any replica."""
+    def insert_runs(
+        self, database: Database, runs: Iterable[tuple[tuple[Any, ...], bool]], *, again: bool = False
+    ) -> None:
+        """New runs' rows: owned by this replica, leased from now, or (`owned` False) queued for any replica.
+        `again`: written once more after a lost connection; a row already there is taken as written."""
+        conflict = " ON CONFLICT DO NOTHING" if again else ""
         owned, queued = [], []
         for params, mine in runs:
             (owned if mine else queued).append(params)
         database.executemany(
             "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by, owner, lease_until)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, now() + make_interval(secs => ?))",
+            f" VALUES (?, ?, ?, ?, ?, ?, ?, ?, now() + make_interval(secs => ?)){conflict}",
             [(*params, self.replica_id, self.lease_seconds) for params in owned],
         )
         database.executemany(
             "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f" VALUES (?, ?, ?, ?, ?, ?, ?){conflict}",
             queued,
         )
         if queued:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from web.access import Identity, Role
-from web.auth import Authenticator, AuthRefused
+from web.auth import TOKENS_RETRY_AFTER_SECONDS, Authenticator, AuthRefused
 from web.mcp_serving import ScenarioServer
 from web.settings import Settings
 
@@ -54,6 +54,9 @@ def _refusal(request: Request, status: int, description: str, error: str | None 
         challenge += f', error="{error}"'
     body = {"error": error or ("unauthorized" if status == 401 else "forbidden"), "error_description": description}
     headers = {"WWW-Authenticate": challenge} if status == 401 else None
+    if status == 503:
+        body["error"] = "temporarily_unavailable"
+        headers = {"Retry-After": str(TOKENS_RETRY_AFTER_SECONDS)}
     return JSONResponse(body, status_code=status, headers=headers)
 
 

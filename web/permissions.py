@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from web.access import Identity, Role
-from web.auth import Authenticator, AuthRefused
+from web.auth import TOKENS_RETRY_AFTER_SECONDS, Authenticator, AuthRefused
 
 ROUTE_ROLES: dict[str, Role | None] = {
     # The JSON API
@@ -109,4 +109,6 @@ class Guard:
 
 
 def _challenge(status: int) -> dict[str, str] | None:
+    if status == 503:  # the tokens could not be checked: nothing wrong with the request
+        return {"Retry-After": str(TOKENS_RETRY_AFTER_SECONDS)}
     return {"WWW-Authenticate": 'Bearer realm="stepline"'} if status == 401 else None

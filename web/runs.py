@@ -177,6 +177,10 @@ class RunService:
         record = await self.runs.get(run_id)
         if record is None or not self._may_view_runs_of(by, record.state.scenario_id):
             raise UnknownRun(run_id)
+        if self.replica is not None and record.is_mirror and not record.is_finished:
+            # Another replica runs it: its copy here is brought up to what the history holds now (a NOTIFY may
+            # still be on its way), so that a snapshot never shows less than a stream has already sent.
+            await self.replica.refresh(run_id)
         return record
 
     async def runs_page(self, by: Identity | None, *, limit: int, cursor: str | None = None, **filters: Any) -> RunPage:

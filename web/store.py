@@ -51,6 +51,9 @@ RETRY_AFTER_SECONDS = int(RETRY_MAX_SECONDS)
 PRUNE_FIRST_SECONDS, PRUNE_EVERY_SECONDS = 1.0, 600.0
 # Runs deleted per transaction, so pruning a large backlog never stalls the writes of live runs.
 PRUNE_CHUNK = 500
+# PostgreSQL: while idle, the writer looks this often whether its connection is still there, so that health and
+# new runs learn the database has gone (or come back) without waiting for a write to fail (or succeed).
+IDLE_CHECK_SECONDS = 1.0
 # Long enough to write a shutdown's last events; bounded so a broken disk cannot hang the exit.
 CLOSE_TIMEOUT_SECONDS = 15.0
 
@@ -120,6 +123,8 @@ class RunStore:
         self._refused: dict[str, str] = {}
         # Runs (writer thread only) the batch being written found taken by another replica.
         self._lost: set[str] = set()
+        # The batch is written again after its connection failed: rows already there are taken as written.
+        self._replaying = False
 
     # --- opening and closing --------------------------------------------------------------------
 
@@ -330,10 +335,13 @@ class RunStore:
             if not pending:
                 if stopping:
                     return
+                wait = max(0.0, next_prune - time.monotonic())
+                if self._writer.dialect == "postgresql":
+                    wait = min(wait, IDLE_CHECK_SECONDS)
                 try:
-                    pending.append(self._queue.get(timeout=max(0.0, next_prune - time.monotonic())))
+                    pending.append(self._queue.get(timeout=wait))
                 except queue.Empty:
-                    pass
+                    self._check_connection(self._writer)
                 else:
                     self._urgent.wait(COALESCE_SECONDS)
             # Cleared before gathering: a sync queued after this point sets it again for the next round.
@@ -345,6 +353,9 @@ class RunStore:
                         self._writer.reconnect()
                     self._write(self._writer, pending)
                 except Exception as exc:  # any failure keeps the batch: retried, never dropped in silence
+                    # The connection may have gone after the database committed the batch but before it said so:
+                    # written again, what is already there is taken as written.
+                    self._replaying = not is_data_error(exc)
                     final = stopping or self._closing.is_set()
                     self._write_failed(exc, pending, final)
                     if final:
@@ -355,10 +366,27 @@ class RunStore:
                 if self.error is not None:
                     log.warning("Run history in %s is being written again", self.shown_dir)
                     self.error = None
+                self._replaying = False
                 pending = []
                 retry = RETRY_FIRST_SECONDS
             if time.monotonic() >= next_prune and not stopping:
                 next_prune = time.monotonic() + (0 if self._prune_chunk(self._writer) else PRUNE_EVERY_SECONDS)
+
+    def _check_connection(self, database: Database) -> None:
+        """Idle on PostgreSQL: reconnect a connection the server closed, and say whether the database answers."""
+        try:
+            if database.broken:
+                database.reconnect()
+            if self.error is not None:
+                database.execute("SELECT 1")
+        except Exception as exc:  # the database's own errors, whichever: it is away
+            if self.error is None:
+                log.error("Run history in %s cannot be reached: %s", self.shown_dir, reason(exc))
+            self.error = reason(exc)
+            return
+        if self.error is not None:
+            log.warning("Run history in %s can be reached again", self.shown_dir)
+            self.error = None
 
     def _gather(self, pending: list[tuple[str, Any]]) -> bool:
         """Take what else is queued (up to a batch); True when the stop marker was among it."""
@@ -425,6 +453,7 @@ class RunStore:
         """Commit `rows`; with replicas, only those of runs this replica still owns (the others join `_lost`)."""
         if not rows and not confirming:
             return
+        again = " ON CONFLICT DO NOTHING" if self._replaying else ""
         with connection.transaction():
             if self.ownership is not None:
                 new = {row.run_id for row in rows if row.run is not None}
@@ -432,15 +461,17 @@ class RunStore:
                 if lost:
                     self._lost |= lost
                     rows = [row for row in rows if row.run_id not in lost]
-                self.ownership.insert_runs(connection, [(row.run, row.op[2]) for row in rows if row.run is not None])
+                self.ownership.insert_runs(
+                    connection, [(row.run, row.op[2]) for row in rows if row.run is not None], again=self._replaying
+                )
             else:
                 connection.executemany(
                     "INSERT INTO runs (run_id, scenario_id, status, message, input, created_at, started_by)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    f" VALUES (?, ?, ?, ?, ?, ?, ?){again}",
                     [row.run for row in rows if row.run is not None],
                 )
             events = [row.event for row in rows if row.event is not None]
-            connection.executemany("INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?)", events)
+            connection.executemany(f"INSERT INTO events (run_id, seq, type, data) VALUES (?, ?, ?, ?){again}", events)
             connection.executemany(
                 "UPDATE runs SET status = 'running', started_at = ? WHERE run_id = ?",
                 [row.started for row in rows if row.started is not None],

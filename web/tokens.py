@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from web.access import Identity, IdentitySource, Role
-from web.auth import TokenRefused
+from web.auth import TokenRefused, TokensUnavailable
 from web.database import Database, Location, StoreError, reason
 
 log = logging.getLogger(__name__)
@@ -208,7 +208,7 @@ class TokenBook:
             rows = await self._reads(f"SELECT {COLUMNS} FROM tokens WHERE token_hash = ?", (token_hash(secret),))
         except StoreError as exc:
             log.error("Cannot read API tokens: %s", exc)
-            raise TokenRefused(f"a token that could not be checked: {exc}") from None
+            raise TokensUnavailable(f"a token that could not be checked: {exc}") from None
         row = rows[0] if rows else None
         if row is None:
             raise TokenRefused("an unknown token")
