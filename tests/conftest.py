@@ -188,7 +188,10 @@ def anyio_backend() -> str:
 # The longest modules first: the workers are handed whole modules in this order, so the long ones
 # start at once and the short ones fill in around them, instead of a long one starting last.
 SLOWEST_MODULES_FIRST = (
+    "test_resume_postgres.py",
     "test_browser.py",
+    "test_replicas.py",
+    "test_deploy.py",
     "test_mcp_command.py",
     "test_resume.py",
     "test_mcp.py",

@@ -249,8 +249,9 @@ async def healthz(request: Request) -> Response:
         if replica is not None:
             shown["replica"] = {key: replica[key] for key in ("id", "leases", "database")}
         return JSONResponse(shown)
-    health = {"status": status, "servers": servers, "history": history, "replica": replica}
-    return model_response(Health.model_validate(health))
+    health = Health.model_validate({"status": status, "servers": servers, "history": history, "replica": replica})
+    # `replica` only where there are replicas: a single process's health reads as it always has.
+    return JSONResponse(health.model_dump(mode="json", exclude={"replica"} if replica is None else None))
 
 
 routes = [

@@ -792,7 +792,9 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     servers: dict[str, ServerHealth]
     history: HistoryHealth | None = Field(None, description="Run history on disk; null when it is turned off.")
-    replica: ReplicaHealth | None = Field(None, description="With --database: this replica among the others.")
+    replica: ReplicaHealth | None = Field(
+        None, description="With --database: this replica among the others (absent without one)."
+    )
 
 
 class ErrorDetail(BaseModel):
