@@ -235,3 +235,14 @@ def history_location(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "sqlite":
         return Location.of(tmp_path / "data", None)
     return Location.of(tmp_path / "data", request.getfixturevalue("postgres").fresh_database())
+
+
+@pytest.fixture(scope="module")
+def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """tests/servers/counting.py over streamable HTTP in its own process, shared by a module's tests (each run
+    counts under its own key): its counts outlive any Stepline killed and started again."""
+    from mcp_process import HttpMcpServer
+
+    server = HttpMcpServer("counting.py", "streamable-http", tmp_path_factory.mktemp("counting")).start()
+    yield server
+    server.kill()

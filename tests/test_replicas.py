@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +51,6 @@ APPROVE = v2(
     output="{{ steps.publish.output.item }}",
 )
 SCENARIOS = [PACED, QUICK, HELD, APPROVE, STEADY, PAY]
-
-
-@pytest.fixture(scope="module")
-def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMcpServer]:
-    """tests/servers/counting.py, shared by the module's tests (each run counts under its own id)."""
-    server = HttpMcpServer("counting.py", "streamable-http", tmp_path_factory.mktemp("counting")).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

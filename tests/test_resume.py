@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +99,6 @@ SIGN_OFF = v2(
     output="{{ steps.approve.output | map(attribute='action') | list }}",
 )
 SCENARIOS = [STEADY, MANY, BOTH, PAY, PAY_NEVER, PAY_AUTO, SIGN_OFF]
-
-
-@pytest.fixture(scope="module")
-def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMcpServer]:
-    """tests/servers/counting.py, shared by the module's tests (each run counts under its own id)."""
-    server = HttpMcpServer("counting.py", "streamable-http", tmp_path_factory.mktemp("counting")).start()
-    yield server
-    server.kill()
 
 
 @pytest.fixture

@@ -70,14 +70,6 @@ SCENARIOS = [MANY, PAY, TRICKLE, QUICK]
 
 
 @pytest.fixture(scope="module")
-def counting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpMcpServer]:
-    """tests/servers/counting.py, shared by the module's tests (each run counts under its own id)."""
-    server = HttpMcpServer("counting.py", "streamable-http", tmp_path_factory.mktemp("counting")).start()
-    yield server
-    server.kill()
-
-
-@pytest.fixture(scope="module")
 def lost_postgres() -> Iterator[PostgresServer]:
     """A PostgreSQL of this module's own, for the tests that take it away: the session's is left running."""
     with postgres_server() as server:
