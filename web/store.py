@@ -125,6 +125,8 @@ class RunStore:
         self._lost: set[str] = set()
         # The batch is written again after its connection failed: rows already there are taken as written.
         self._replaying = False
+        # Why the database did not answer the writer's last look while idle (PostgreSQL), until it does.
+        self._unreachable: str | None = None
 
     # --- opening and closing --------------------------------------------------------------------
 
@@ -251,7 +253,8 @@ class RunStore:
         return await future
 
     def health(self) -> dict[str, Any]:
-        return {"state": "failing" if self.error else "ok", "path": self.location.shown_file, "error": self.error}
+        error = self.error or self._unreachable
+        return {"state": "failing" if error else "ok", "path": self.location.shown_file, "error": error}
 
     def _unwritable(self, error: str) -> StoreError:
         return StoreError(f"run history in {self.shown_dir} cannot be written: {error}")
@@ -366,6 +369,7 @@ class RunStore:
                 if self.error is not None:
                     log.warning("Run history in %s is being written again", self.shown_dir)
                     self.error = None
+                self._unreachable = None
                 self._replaying = False
                 pending = []
                 retry = RETRY_FIRST_SECONDS
@@ -373,20 +377,23 @@ class RunStore:
                 next_prune = time.monotonic() + (0 if self._prune_chunk(self._writer) else PRUNE_EVERY_SECONDS)
 
     def _check_connection(self, database: Database) -> None:
-        """Idle on PostgreSQL: reconnect a connection the server closed, and say whether the database answers."""
+        """Idle on PostgreSQL: reconnect a connection the server closed, and say whether the database answers.
+
+        What it finds shows in `health` only: a new run is refused for a write that failed, never for this
+        look having failed a moment before the database came back."""
         try:
             if database.broken:
                 database.reconnect()
-            if self.error is not None:
+            if self.error is not None or self._unreachable is not None:
                 database.execute("SELECT 1")
         except Exception as exc:  # the database's own errors, whichever: it is away
-            if self.error is None:
+            if self._unreachable is None and self.error is None:
                 log.error("Run history in %s cannot be reached: %s", self.shown_dir, reason(exc))
-            self.error = reason(exc)
+            self._unreachable = reason(exc)
             return
-        if self.error is not None:
+        if self.error is not None or self._unreachable is not None:
             log.warning("Run history in %s can be reached again", self.shown_dir)
-            self.error = None
+        self.error = self._unreachable = None
 
     def _gather(self, pending: list[tuple[str, Any]]) -> bool:
         """Take what else is queued (up to a batch); True when the stop marker was among it."""
