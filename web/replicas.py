@@ -33,7 +33,6 @@ from web.database import StoreError, reason
 from web.leases import EVENTS_CHANNEL, LIVE_STATUSES, RUNS_CHANNEL, Ownership
 from web.registry import RunRecord, RunRegistry
 from web.store import RunStore
-from web.store_rows import loads
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +206,10 @@ class Replica:
                     self._listening, retry = True, LISTEN_RETRY_SECONDS
                     # Anything announced while nobody listened is read now.
                     self._claim_now.set()
-                    await self._refresh_all()
+                    try:
+                        await self._catch_up()
+                    except StoreError as exc:
+                        self._failing(exc)
                     async for note in conn.notifies():
                         self._on_note(note.channel, note.payload)
             except (psycopg.Error, OSError) as exc:
@@ -246,16 +248,14 @@ class Replica:
         async with lock:
             record = self.registry.held(run_id)
             if record is None or not record.is_mirror:
+                self._refreshing.pop(run_id, None)  # gone from memory, or this replica's own now
                 return
             try:
-                rows = await self.store.fetchall(
-                    "SELECT seq, type, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
-                    (run_id, len(record.events)),
-                )
+                events = await self.store.events_after(run_id, len(record.events))
             except StoreError as exc:
                 self._failing(exc)
                 return
-            record.take_stored([_event(run_id, *row) for row in rows])
+            record.take_stored(events)
             if record.is_finished:
                 self._refreshing.pop(run_id, None)
 
@@ -273,11 +273,6 @@ class Replica:
         for run_id, seq in rows:
             if seq > behind[run_id]:
                 await self.refresh(run_id)
-
-    async def _refresh_all(self) -> None:
-        for record in list(self.registry.recent()):
-            if record.is_mirror:
-                await self.refresh(record.run_id)
 
     # --- commands for a run's owner -------------------------------------------------------------
 
@@ -348,6 +343,3 @@ class Replica:
             log.warning("Replica %s reaches the database again", self.id)
             self.database_error = None
 
-
-def _event(run_id: str, seq: int, kind: str, data: str) -> dict[str, Any]:
-    return {"type": kind, "run_id": run_id, "seq": seq, **loads(data)}

@@ -265,14 +265,14 @@ class RunStore:
         rows = await self._reads().fetchall(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             return None
-        return _run_row(rows[0]), await self._events(run_id)
+        return _run_row(rows[0]), await self.events_after(run_id)
 
     async def unfinished(self) -> list[StoredRun]:
         """Runs the history says are queued, running or waiting: at start, those a stopped process left behind."""
         rows = await self._reads().fetchall(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE status IN ('queued', 'running', 'waiting') ORDER BY created_at"
         )
-        return [(_run_row(row), await self._events(row[0])) for row in rows]
+        return [(_run_row(row), await self.events_after(row[0])) for row in rows]
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Any other read (`?` placeholders): API tokens, for one."""
@@ -314,9 +314,10 @@ class RunStore:
         )
         return [_run_row(row) for row in rows]
 
-    async def _events(self, run_id: str) -> list[dict[str, Any]]:
+    async def events_after(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The run's stored events with seq > `after`, in order."""
         rows = await self._reads().fetchall(
-            "SELECT seq, type, data FROM events WHERE run_id = ? ORDER BY seq", (run_id,)
+            "SELECT seq, type, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq", (run_id, after)
         )
         # Same key order as RunRecord.emit builds, so a replayed event serialises identically.
         return [{"type": kind, "run_id": run_id, "seq": seq, **loads(data)} for seq, kind, data in rows]
