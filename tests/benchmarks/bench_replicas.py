@@ -24,9 +24,7 @@ machine and what else it runs; only a broken run fails the benchmark.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import signal
@@ -44,7 +42,7 @@ from typing import Any
 import httpx
 
 from tests.benchmarks.bench_resume import serve, wait_ready
-from tests.benchmarks.bench_streams import CONNECTS_AT_ONCE, FINAL_FRAMES, finished_run, request_bytes, start_gated
+from tests.benchmarks.bench_streams import collect, finished_run, reader_process, start_gated
 from tests.benchmarks.support import (
     TRIVIAL_SERVER,
     Stepline,
@@ -131,93 +129,8 @@ class Arrivals:
     complete: int = 0  # readers that received every event, in order, through the run's last
     refused: int = 0  # connections the server refused or closed before a frame
 
-
-class Reader(asyncio.Protocol):
-    """One stream reader: notes each frame's seq as it arrives, scanning the raw bytes for `id:` lines."""
-
-    def __init__(self, request: bytes, arrivals: Arrivals, progress: asyncio.Event) -> None:
-        self.request = request
-        self.arrivals = arrivals
-        self.progress = progress
-        self.tail = b""
-        self.expected = 1
-        self.in_order = True
-        self.finished = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time()
-        buffer = self.tail + data
-        position = 0
-        while (start := buffer.find(b"\nid: ", position)) >= 0 and (end := buffer.find(b"\r", start + 5)) >= 0:
-            seq = int(buffer[start + 5 : end])
-            self.in_order = self.in_order and seq == self.expected
-            self.expected = seq + 1
-            if seq == 1:
-                self.arrivals.started += 1
-                self.progress.set()
-            self.arrivals.times.setdefault(seq, []).append(now)
-            position = end
-        if any(final in buffer for final in FINAL_FRAMES):
-            self.finished = True
-        self.tail = buffer[max(position, len(buffer) - 24) :]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.arrivals.ended += 1
-        if self.expected == 1:
-            self.arrivals.refused += 1
-        elif self.in_order and self.finished:
-            self.arrivals.complete += 1
-        self.progress.set()
-
-
-async def read_streams(port: int, path: str, count: int, conn: Connection) -> Arrivals:
-    loop = asyncio.get_running_loop()
-    arrivals = Arrivals(count)
-    progress = asyncio.Event()
-    request = request_bytes(port, path)
-    at_once = asyncio.Semaphore(CONNECTS_AT_ONCE)
-
-    async def connect() -> None:
-        async with at_once:
-            for attempt in range(5):
-                try:
-                    await loop.create_connection(lambda: Reader(request, arrivals, progress), "127.0.0.1", port)
-                    return
-                except OSError:
-                    await asyncio.sleep(0.2 * (attempt + 1))
-            arrivals.refused += 1
-            arrivals.ended += 1
-
-    async def until(done: Any) -> None:
-        deadline = loop.time() + PHASE_TIMEOUT
-        while not done() and loop.time() < deadline:
-            progress.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), 1)
-
-    await asyncio.gather(*(connect() for _ in range(count)))
-    await until(lambda: arrivals.started + arrivals.ended >= count)
-    conn.send("ready")
-    await until(lambda: arrivals.ended >= count)
-    return arrivals
-
-
-def reader_process(port: int, path: str, count: int, conn: Connection) -> None:
-    raise_open_files(count + 100)
-    conn.send(dataclasses.asdict(asyncio.run(read_streams(port, path, count, conn))))
-
-
-def collect(pipes: list[Connection]) -> list[Arrivals]:
-    collected = []
-    for pipe in pipes:
-        if not pipe.poll(PHASE_TIMEOUT):
-            raise RuntimeError("a client process did not report")
-        collected.append(Arrivals(**pipe.recv()))
-    return collected
+    def saw(self, seq: int, now: float) -> None:
+        self.times.setdefault(seq, []).append(now)
 
 
 class MemorySampler:
@@ -289,8 +202,13 @@ def readers_on(servers: list[Stepline], path: str, readers: int) -> Iterator[lis
     with contextlib.ExitStack() as stack:
         yield [
             stack.enter_context(
-                client_processes(reader_process, (int(server.url.rsplit(":", 1)[1]), path), readers // len(servers),
-                                 CLIENT_PROCESSES // len(servers), timeout=PHASE_TIMEOUT)
+                client_processes(
+                    reader_process,
+                    (Arrivals, int(server.url.rsplit(":", 1)[1]), path),
+                    readers // len(servers),
+                    CLIENT_PROCESSES // len(servers),
+                    timeout=PHASE_TIMEOUT,
+                )
             )
             for server in servers
         ]
@@ -312,7 +230,7 @@ def readers_over(servers: list[Stepline], home: Path, label: str, readers: int) 
         with MemorySampler(pids) as sampler:
             opened = time.time()
             gate_path.touch()
-            arrivals = [collect(server_pipes) for server_pipes in pipes]
+            arrivals = [collect(server_pipes, Arrivals) for server_pipes in pipes]
     run = finished_run(owner, run_id)
     events = read_all_events(owner.url, run_id, timeout=60)
     emitted = {event["seq"]: at for event in events if (at := emitted_at(event)) is not None and at >= opened}

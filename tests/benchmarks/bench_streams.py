@@ -326,9 +326,11 @@ FINAL_FRAMES = (b"\nevent: run_finished", b"\nevent: run-finished")
 
 
 class Reader(asyncio.Protocol):
-    """One stream reader: notes each frame's seq as it arrives, scanning the raw bytes for `id:` lines."""
+    """One stream reader: notes each frame's seq as it arrives, scanning the raw bytes for `id:` lines.
 
-    def __init__(self, request: bytes, tally: Tally, progress: asyncio.Event) -> None:
+    Its tally is a Tally, or any record with the same counters and a `saw(seq, now)` (bench_replicas)."""
+
+    def __init__(self, request: bytes, tally: Any, progress: asyncio.Event) -> None:
         self.request = request
         self.tally = tally
         self.progress = progress
@@ -369,9 +371,10 @@ class Reader(asyncio.Protocol):
         self.done.set_result(None)
 
 
-async def read_streams(port: int, path: str, count: int, conn: Connection) -> Tally:
+async def read_streams(kind: type[Any], port: int, path: str, count: int, conn: Connection) -> Any:
+    """`count` readers of `path`, tallied in a `kind` (Tally here)."""
     loop = asyncio.get_running_loop()
-    tally = Tally(count)
+    tally = kind(count)
     progress = asyncio.Event()
     request = request_bytes(port, path)
     readers: list[Reader] = []
@@ -405,17 +408,17 @@ async def read_streams(port: int, path: str, count: int, conn: Connection) -> Ta
     return tally
 
 
-def reader_process(port: int, path: str, count: int, conn: Connection) -> None:
+def reader_process(kind: type[Any], port: int, path: str, count: int, conn: Connection) -> None:
     raise_open_files(count + 100)
-    conn.send(dataclasses.asdict(asyncio.run(read_streams(port, path, count, conn))))
+    conn.send(dataclasses.asdict(asyncio.run(read_streams(kind, port, path, count, conn))))
 
 
-def collect(pipes: list[Connection]) -> list[Tally]:
+def collect(pipes: list[Connection], kind: type[Any] = Tally) -> list[Any]:
     tallies = []
     for pipe in pipes:
         if not pipe.poll(PHASE_TIMEOUT):
             raise RuntimeError("a client process did not report")
-        tallies.append(Tally(**pipe.recv()))
+        tallies.append(kind(**pipe.recv()))
     return tallies
 
 
@@ -444,7 +447,7 @@ def html_viewers(server: Stepline, home: Path) -> None:
     alone = timed_alone(server, "viewed", home)
     gate_path = home / "gate-viewed"
     run_id = start_gated(server, "viewed", gate_path)
-    with client_processes(reader_process, (port, f"/runs/{run_id}/stream?last_event_id=0"), HTML_VIEWERS, 2,
+    with client_processes(reader_process, (Tally, port, f"/runs/{run_id}/stream?last_event_id=0"), HTML_VIEWERS, 2,
                           timeout=PHASE_TIMEOUT) as pipes:
         gate_path.touch()
         tallies = collect(pipes)
@@ -472,7 +475,7 @@ def json_readers(server: Stepline, home: Path, processes: int) -> None:
     run_id = start_gated(server, "progress", gate_path)
     time.sleep(1)
     rss_before = rss_bytes(pid)
-    with client_processes(reader_process, (port, f"/api/runs/{run_id}/events"), JSON_READERS, processes,
+    with client_processes(reader_process, (Tally, port, f"/api/runs/{run_id}/events"), JSON_READERS, processes,
                           timeout=PHASE_TIMEOUT) as pipes:
         time.sleep(1)
         rss_reading = rss_bytes(pid)
